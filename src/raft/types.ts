@@ -81,6 +81,7 @@ export const MessageType = {
   Heartbeat: 'hb',
   HeartbeatResp: 'hb-resp',
   Snapshot: 'snap',
+  SnapshotResp: 'snap-resp',
   TimeoutNow: 'timeout-now',
   /** A follower forwards client proposals to the leader. */
   Propose: 'prop',
@@ -154,6 +155,16 @@ export interface SnapshotRequest extends Base {
   readonly done: boolean;
 }
 
+/**
+ * Acknowledges a snapshot chunk: `offset` is how many bytes of the snapshot at `index`
+ * the follower holds; the leader sends the next chunk from there (0 restarts it).
+ */
+export interface SnapshotResponse extends Base {
+  readonly type: typeof MessageType.SnapshotResp;
+  readonly index: number;
+  readonly offset: number;
+}
+
 export interface TimeoutNowRequest extends Base {
   readonly type: typeof MessageType.TimeoutNow;
 }
@@ -184,6 +195,7 @@ export type Message =
   | HeartbeatRequest
   | HeartbeatResponse
   | SnapshotRequest
+  | SnapshotResponse
   | TimeoutNowRequest
   | ProposeRequest
   | ReadIndexRequest

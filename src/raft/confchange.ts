@@ -1,0 +1,70 @@
+/**
+ * Membership changes, one member at a time (Raft dissertation §4.1 with the fix of
+ * §4.1.1's erratum: a leader proposes a change only after an entry of its own term is
+ * committed and every earlier change is applied).
+ *
+ * Invariants: a node is never both voter and learner; applying a change is a pure
+ * function of (configuration, change), so every node derives the same configuration
+ * from the same log.
+ */
+import { type ConfChange, ConfChangeType, type ConfState, type NodeId } from './types.ts';
+
+export class ConfChangeError extends Error {
+  override readonly name = 'ConfChangeError';
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export function encodeConfChange(cc: ConfChange): Uint8Array {
+  return encoder.encode(JSON.stringify(cc));
+}
+
+export function decodeConfChange(data: Uint8Array): ConfChange {
+  let v: unknown;
+  try {
+    v = JSON.parse(decoder.decode(data));
+  } catch (err) {
+    throw new ConfChangeError('configuration change entry is not valid JSON', { cause: err });
+  }
+  if (typeof v !== 'object' || v === null) throw new ConfChangeError('configuration change entry is not an object');
+  const o = v as Record<string, unknown>;
+  const type = o['type'];
+  const node = o['node'];
+  if (type !== ConfChangeType.AddVoter && type !== ConfChangeType.AddLearner && type !== ConfChangeType.Remove) {
+    throw new ConfChangeError(`unknown configuration change type ${JSON.stringify(type)}`);
+  }
+  if (typeof node !== 'string' || node === '') throw new ConfChangeError('configuration change without a node id');
+  const context = o['context'];
+  return typeof context === 'string' ? { type, node, context } : { type, node };
+}
+
+/** The configuration after applying `cc` (unchanged if `cc` is a no-op for it). */
+export function applyConfChange(conf: ConfState, cc: ConfChange): ConfState {
+  const voters = conf.voters.filter((id) => id !== cc.node);
+  const learners = conf.learners.filter((id) => id !== cc.node);
+  if (cc.type === ConfChangeType.AddVoter) voters.push(cc.node);
+  else if (cc.type === ConfChangeType.AddLearner) learners.push(cc.node);
+  return { voters, learners };
+}
+
+/** Why `cc` may not be proposed against `conf`, or null if it may. */
+export function validateConfChange(conf: ConfState, cc: ConfChange): string | null {
+  const isVoter = conf.voters.includes(cc.node);
+  const isLearner = conf.learners.includes(cc.node);
+  switch (cc.type) {
+    case ConfChangeType.AddVoter:
+      return isVoter ? `${cc.node} is already a voter` : null;
+    case ConfChangeType.AddLearner:
+      if (isVoter) return `${cc.node} is a voter; demoting a voter to learner is not supported`;
+      return isLearner ? `${cc.node} is already a learner` : null;
+    case ConfChangeType.Remove:
+      if (!isVoter && !isLearner) return `${cc.node} is not a member`;
+      if (isVoter && conf.voters.length === 1) return `cannot remove ${cc.node}, the last voter`;
+      return null;
+  }
+}
+
+export function isMember(conf: ConfState, id: NodeId): boolean {
+  return conf.voters.includes(id) || conf.learners.includes(id);
+}

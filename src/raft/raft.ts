@@ -1,0 +1,1340 @@
+/**
+ * The Raft consensus core: a deterministic state machine with no I/O, clocks, timers,
+ * randomness of its own or Promises. Inputs are `tick()`, `step(message)`, `propose()`,
+ * `proposeConfChange()`, `readIndex()`, `transferLeadership()` and `compact()`; output is
+ * a {@link Ready} batch that the driver persists, sends and applies, then acknowledges
+ * with `advance()` (the ordering contract is documented on the Ready type).
+ *
+ * Implemented (section numbers refer to Ongaro's dissertation unless said otherwise):
+ * - elections with randomized timeouts (§3.4), PreVote (§9.6), CheckQuorum (§6.2), and
+ *   the leader lease that CheckQuorum gives followers (they ignore votes while in lease);
+ * - replication with batching by count and bytes, pipelining with an in-flight window per
+ *   follower (probe / replicate / snapshot states), fast backtracking by conflict term;
+ * - commit of current-term entries only (§3.6.2, Figure 8), a no-op entry on election;
+ * - snapshots and compaction, InstallSnapshot in resumable chunks (§5);
+ * - single-member configuration changes and learners (§4), leadership transfer (§3.10);
+ * - ReadIndex reads batched per heartbeat round, optional lease reads (§6.4).
+ *
+ * Invariants (checked by the simulator after every step):
+ * - at most one leader per term; a node votes at most once per term (vote is persisted
+ *   before any vote reply is sent);
+ * - a leader never overwrites its log; entries are committed only by counting replicas of
+ *   an entry of the leader's current term, and the leader counts itself only once its own
+ *   log is durable;
+ * - applied <= committed, and both only grow.
+ */
+import { applyConfChange, decodeConfChange, encodeConfChange, isMember, validateConfChange } from './confchange.ts';
+import { RaftLog } from './log.ts';
+import { Progress, ProgressState } from './progress.ts';
+import { committedValue, VoteResult, voteResult } from './quorum.ts';
+import type { Rng } from './rng.ts';
+import {
+  type AppendRequest,
+  type AppendResponse,
+  type ConfChange,
+  type ConfState,
+  type DurableState,
+  type Entry,
+  EntryType,
+  type HardState,
+  type HeartbeatRequest,
+  type HeartbeatResponse,
+  type Message,
+  MessageType,
+  NONE,
+  type NodeId,
+  type ProposeRequest,
+  type ReadFailure,
+  type ReadIndexRequest,
+  type ReadIndexResponse,
+  type ReadState,
+  type Ready,
+  Role,
+  type Snapshot,
+  type SnapshotMeta,
+  type SnapshotRequest,
+  type SnapshotResponse,
+  type SoftState,
+  type VoteRequest,
+  type VoteResponse,
+} from './types.ts';
+
+export class RaftConfigError extends Error {
+  override readonly name = 'RaftConfigError';
+}
+
+/** The driver broke the Ready/advance contract (a programming error, not a runtime fault). */
+export class RaftUsageError extends Error {
+  override readonly name = 'RaftUsageError';
+}
+
+export interface RaftConfig {
+  readonly id: NodeId;
+  /** Ticks without hearing from a leader before a follower campaigns (randomized in [n, 2n)). Default 10. */
+  readonly electionTick?: number;
+  /** Ticks between leader heartbeats. Default 1. Must be < electionTick. */
+  readonly heartbeatTick?: number;
+  /** Run a pre-election before disrupting the cluster with a higher term. Default true. */
+  readonly preVote?: boolean;
+  /** A leader steps down when it has not heard from a quorum for electionTick ticks. Default true. */
+  readonly checkQuorum?: boolean;
+  /** 'safe': ReadIndex with a heartbeat round; 'lease': serve reads within the leader lease (needs checkQuorum). */
+  readonly readOnly?: 'safe' | 'lease';
+  /** Max entries in one Append. Default 4096. */
+  readonly maxMsgEntries?: number;
+  /** Max payload bytes in one Append (at least one entry is always sent). Default 1 MiB. */
+  readonly maxMsgBytes?: number;
+  /** Max unacknowledged Appends per follower in replicate state. Default 256. */
+  readonly maxInflight?: number;
+  /** Snapshot chunk size in bytes. Default 1 MiB. */
+  readonly maxSnapshotChunk?: number;
+  readonly rng: Rng;
+}
+
+export const ProposeRejection = {
+  NoLeader: 'no-leader',
+  NotLeader: 'not-leader',
+  Transferring: 'transferring',
+  ConfChangePending: 'conf-change-pending',
+  InvalidConfChange: 'invalid-conf-change',
+} as const;
+export type ProposeRejection = (typeof ProposeRejection)[keyof typeof ProposeRejection];
+
+export type ProposeOutcome =
+  | { readonly kind: 'appended'; readonly index: number; readonly term: number }
+  | { readonly kind: 'forwarded'; readonly to: NodeId }
+  | { readonly kind: 'rejected'; readonly reason: ProposeRejection; readonly message: string };
+
+export interface ProgressStatus {
+  readonly id: NodeId;
+  readonly match: number;
+  readonly next: number;
+  readonly state: ProgressState;
+  readonly learner: boolean;
+  readonly recentActive: boolean;
+}
+
+export interface RaftStatus {
+  readonly id: NodeId;
+  readonly term: number;
+  readonly vote: NodeId;
+  readonly role: Role;
+  readonly leader: NodeId;
+  readonly commit: number;
+  readonly applied: number;
+  readonly lastIndex: number;
+  readonly firstIndex: number;
+  readonly conf: ConfState;
+  readonly progress: readonly ProgressStatus[];
+  readonly transferee: NodeId;
+}
+
+interface PendingRead {
+  readonly ctx: number;
+  readonly from: NodeId;
+  readonly index: number;
+  readonly seq: number;
+}
+
+interface IncomingSnapshot {
+  readonly meta: SnapshotMeta;
+  readonly chunks: Uint8Array[];
+  size: number;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** The durable state of a brand-new cluster member that bootstraps a cluster of `voters`. */
+export function bootstrapState(voters: readonly NodeId[]): DurableState {
+  if (voters.length === 0) throw new RaftConfigError('a cluster needs at least one voter');
+  if (new Set(voters).size !== voters.length) throw new RaftConfigError('duplicate voter ids');
+  const entries: Entry[] = voters.map((node, i) => ({
+    term: 1,
+    index: i + 1,
+    type: EntryType.ConfChange,
+    data: encodeConfChange({ type: 'add-voter', node }),
+  }));
+  return { hardState: { term: 1, vote: NONE, commit: entries.length }, snapshot: null, entries };
+}
+
+/** The durable state of a node that will join an existing cluster (it learns everything from the leader). */
+export function emptyState(): DurableState {
+  return { hardState: { term: 0, vote: NONE, commit: 0 }, snapshot: null, entries: [] };
+}
+
+export class Raft {
+  readonly id: NodeId;
+  private readonly electionTick: number;
+  private readonly heartbeatTick: number;
+  private readonly preVote: boolean;
+  private readonly checkQuorum: boolean;
+  private readonly readOnly: 'safe' | 'lease';
+  private readonly maxMsgEntries: number;
+  private readonly maxMsgBytes: number;
+  private readonly maxInflight: number;
+  private readonly maxSnapshotChunk: number;
+  private readonly rng: Rng;
+
+  private term: number;
+  private vote: NodeId;
+  private lead: NodeId = NONE;
+  private role: Role = Role.Follower;
+  private readonly log: RaftLog;
+
+  /** Configuration in force: that of the last applied configuration change. */
+  private conf: ConfState = { voters: [], learners: [] };
+  /** Configurations by the index they took effect at, oldest first (for snapshots). */
+  private confHistory: { index: number; conf: ConfState }[] = [];
+  private confAppliedIndex = 0;
+  /** Index up to which the driver has applied entries (reported by advance()). */
+  private appliedIndex: number;
+
+  private readonly prs = new Map<NodeId, Progress>();
+  private readonly votes = new Map<NodeId, boolean>();
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  private randomizedElectionTimeout = 0;
+  private leadTransferee: NodeId = NONE;
+  private transferElapsed = 0;
+  private pendingConfIndex = 0;
+
+  /** Latest snapshot known durable here (sent to followers that fell behind compaction). */
+  private snapshot: Snapshot | null;
+  /** A snapshot received from the leader, to hand out in the next Ready. */
+  private pendingSnapshot: Snapshot | null = null;
+  private incoming: IncomingSnapshot | null = null;
+
+  private msgs: Message[] = [];
+  private eager: Message[] = [];
+  private readStates: ReadState[] = [];
+  private readFailures: ReadFailure[] = [];
+
+  // Leader read state: reads wait for a heartbeat round with a sequence number >= theirs.
+  private hbSeq = 0;
+  private leaderTicks = 0;
+  private readonly seqTick = new Map<number, number>();
+  private readQueue: PendingRead[] = [];
+  private awaitingCommit: { ctx: number; from: NodeId }[] = [];
+  private readonly remoteReads = new Map<NodeId, { ctxs: number[]; index: number }[]>();
+  private needReadRound = false;
+  // Follower work batched until the next ready().
+  private forwardReads: number[] = [];
+  private forwardProps: { type: EntryType; data: Uint8Array }[] = [];
+  // Leader work batched until the next ready().
+  private needBroadcast = false;
+  private commitChanged = false;
+
+  private prevHard: HardState;
+  private prevSoft: SoftState;
+  private outstanding: Ready | null = null;
+
+  constructor(config: RaftConfig, durable: DurableState) {
+    if (config.id === NONE) throw new RaftConfigError('node id must not be empty');
+    this.id = config.id;
+    this.electionTick = config.electionTick ?? 10;
+    this.heartbeatTick = config.heartbeatTick ?? 1;
+    this.preVote = config.preVote ?? true;
+    this.checkQuorum = config.checkQuorum ?? true;
+    this.readOnly = config.readOnly ?? 'safe';
+    this.maxMsgEntries = config.maxMsgEntries ?? 4096;
+    this.maxMsgBytes = config.maxMsgBytes ?? 1 << 20;
+    this.maxInflight = config.maxInflight ?? 256;
+    this.maxSnapshotChunk = config.maxSnapshotChunk ?? 1 << 20;
+    this.rng = config.rng;
+    if (!Number.isInteger(this.electionTick) || this.electionTick < 2) {
+      throw new RaftConfigError(`electionTick must be an integer >= 2, got ${this.electionTick}`);
+    }
+    if (!Number.isInteger(this.heartbeatTick) || this.heartbeatTick < 1 || this.heartbeatTick >= this.electionTick) {
+      throw new RaftConfigError(`heartbeatTick must be an integer in [1, electionTick), got ${this.heartbeatTick}`);
+    }
+    if (this.readOnly === 'lease' && !this.checkQuorum) {
+      throw new RaftConfigError('lease reads need checkQuorum: without it a deposed leader may serve stale reads');
+    }
+    for (const [k, v] of [
+      ['maxMsgEntries', this.maxMsgEntries],
+      ['maxMsgBytes', this.maxMsgBytes],
+      ['maxInflight', this.maxInflight],
+      ['maxSnapshotChunk', this.maxSnapshotChunk],
+    ] as const) {
+      if (!Number.isInteger(v) || v < 1) throw new RaftConfigError(`${k} must be a positive integer, got ${v}`);
+    }
+
+    const snap = durable.snapshot;
+    this.snapshot = snap;
+    const offset = snap ? snap.meta.index : 0;
+    const offsetTerm = snap ? snap.meta.term : 0;
+    this.log = new RaftLog(offset, offsetTerm, durable.entries, durable.hardState.commit);
+    this.term = durable.hardState.term;
+    this.vote = durable.hardState.vote;
+    if (this.log.lastTerm() > this.term) {
+      // The entries of a write reached the disk but its hard state did not (a torn write):
+      // nothing was acknowledged from that write, so adopt the term with no vote.
+      this.term = this.log.lastTerm();
+      this.vote = NONE;
+    }
+    this.appliedIndex = offset;
+    if (snap) {
+      this.conf = snap.meta.conf;
+      this.confHistory.push({ index: offset, conf: snap.meta.conf });
+      this.confAppliedIndex = offset;
+    }
+    // Committed configuration changes are in force already (they will be handed out
+    // again for the state machine; applying them twice is a no-op).
+    for (let i = offset + 1; i <= this.log.committed; i++) {
+      const e = this.log.entry(i);
+      if (e && e.type === EntryType.ConfChange) this.applyConfEntry(e);
+    }
+    this.prevHard = { term: this.term, vote: this.vote, commit: this.log.committed };
+    this.becomeFollower(this.term, NONE);
+    this.prevSoft = this.softState();
+  }
+
+  // ---------------------------------------------------------------- public inputs
+
+  /** Advance logical time by one tick. */
+  tick(): void {
+    if (this.role === Role.Leader) this.tickLeader();
+    else this.tickElection();
+  }
+
+  /** Feed one message from a peer. Messages not addressed to this node are ignored. */
+  step(m: Message): void {
+    if (m.to !== this.id) return;
+    // Client traffic between nodes carries no Raft term semantics.
+    switch (m.type) {
+      case MessageType.Propose:
+        this.handleForwardedProposal(m);
+        return;
+      case MessageType.ReadIndex:
+        this.handleForwardedRead(m);
+        return;
+      case MessageType.ReadIndexResp:
+        this.handleReadIndexResp(m);
+        return;
+      default:
+    }
+    if (m.term > this.term) {
+      const isVote = m.type === MessageType.Vote || m.type === MessageType.PreVote;
+      if (isVote && !m.transfer && this.inLease()) return;
+      if (m.type === MessageType.PreVote) {
+        // Do not change term on a pre-vote.
+      } else if (m.type === MessageType.PreVoteResp && !m.reject) {
+        // A granted pre-vote carries the term we would campaign with.
+      } else if (
+        m.type === MessageType.Append ||
+        m.type === MessageType.Heartbeat ||
+        m.type === MessageType.Snapshot
+      ) {
+        this.becomeFollower(m.term, m.from);
+      } else {
+        this.becomeFollower(m.term, NONE);
+      }
+    } else if (m.term < this.term) {
+      if ((this.checkQuorum || this.preVote) && (m.type === MessageType.Append || m.type === MessageType.Heartbeat)) {
+        // A stale leader: tell it our term so it steps down (it may be cut off by PreVote).
+        this.send(this.appendResp(m.from, 0, false));
+      } else if (m.type === MessageType.PreVote) {
+        this.send<VoteResponse>({ type: MessageType.PreVoteResp, from: this.id, to: m.from, term: this.term, reject: true });
+      }
+      return;
+    }
+
+    switch (m.type) {
+      case MessageType.PreVote:
+      case MessageType.Vote:
+        this.handleVoteRequest(m);
+        return;
+      default:
+    }
+    switch (this.role) {
+      case Role.Leader:
+        this.stepLeader(m);
+        return;
+      case Role.PreCandidate:
+      case Role.Candidate:
+        this.stepCandidate(m);
+        return;
+      case Role.Follower:
+        this.stepFollower(m);
+        return;
+    }
+  }
+
+  /** Propose application data. On a follower it is forwarded to the leader in the next Ready. */
+  propose(data: Uint8Array): ProposeOutcome {
+    return this.proposeEntry(EntryType.Normal, data);
+  }
+
+  /** Propose a membership change. Only the leader accepts it; one change at a time. */
+  proposeConfChange(cc: ConfChange): ProposeOutcome {
+    if (this.role !== Role.Leader) {
+      return this.reject(ProposeRejection.NotLeader, `${this.id} is not the leader (leader: ${this.lead || 'unknown'})`);
+    }
+    if (this.log.term(this.log.committed) !== this.term) {
+      return this.reject(ProposeRejection.ConfChangePending, 'the leader has not committed an entry of its term yet');
+    }
+    if (this.pendingConfIndex > this.appliedIndex) {
+      return this.reject(
+        ProposeRejection.ConfChangePending,
+        `configuration change at index ${this.pendingConfIndex} is not applied yet`,
+      );
+    }
+    const why = validateConfChange(this.conf, cc);
+    if (why !== null) return this.reject(ProposeRejection.InvalidConfChange, why);
+    const out = this.proposeEntry(EntryType.ConfChange, encodeConfChange(cc));
+    if (out.kind === 'appended') this.pendingConfIndex = out.index;
+    return out;
+  }
+
+  /**
+   * Ask for a linearizable read. The answer comes in a later Ready: a ReadState with the
+   * index to wait for (serve the read once that index is applied), or a ReadFailure.
+   */
+  readIndex(ctx: number): void {
+    if (this.role === Role.Leader) this.handleReadRequest(ctx, this.id);
+    else if (this.lead !== NONE && this.role === Role.Follower) this.forwardReads.push(ctx);
+    else this.readFailures.push({ ctx, reason: 'no-leader' });
+  }
+
+  /** Hand leadership to `to` (a voter): bring it up to date, then tell it to campaign at once. */
+  transferLeadership(to: NodeId): { ok: true } | { ok: false; message: string } {
+    if (this.role !== Role.Leader) return { ok: false, message: `${this.id} is not the leader` };
+    if (to === this.id) return { ok: false, message: `${to} is already the leader` };
+    const pr = this.prs.get(to);
+    if (!pr || pr.learner) return { ok: false, message: `${to} is not a voter` };
+    this.leadTransferee = to;
+    this.transferElapsed = 0;
+    if (pr.match === this.log.lastIndex()) this.sendTimeoutNow(to);
+    else this.maybeSendAppend(pr, true);
+    return { ok: true };
+  }
+
+  /**
+   * The state machine took a snapshot at `index` (<= applied) whose content is `data`:
+   * keep it to send to lagging followers and drop log entries up to `index - retain`.
+   * The driver stores the snapshot durably (RaftStorage.compact) itself.
+   */
+  compact(index: number, data: Uint8Array, retain = 0): Snapshot {
+    if (index > this.appliedIndex) {
+      throw new RaftUsageError(`cannot snapshot at ${index}: only ${this.appliedIndex} applied`);
+    }
+    if (index < this.log.compactedTo() || (this.snapshot && index < this.snapshot.meta.index)) {
+      throw new RaftUsageError(`cannot snapshot at ${index}: already compacted to ${this.log.compactedTo()}`);
+    }
+    const term = this.log.term(index);
+    if (term < 0) throw new RaftUsageError(`cannot snapshot at ${index}: entry not in the log`);
+    const snap: Snapshot = { meta: { index, term, conf: this.confAt(index) }, data };
+    this.snapshot = snap;
+    this.log.compact(Math.max(this.log.compactedTo(), index - retain));
+    const keepFrom = this.confHistory.findLastIndex((c) => c.index <= index);
+    if (keepFrom > 0) this.confHistory = this.confHistory.slice(keepFrom);
+    return snap;
+  }
+
+  // ---------------------------------------------------------------- Ready / advance
+
+  hasReady(): boolean {
+    if (this.outstanding) return false;
+    return (
+      this.msgs.length > 0 ||
+      this.eager.length > 0 ||
+      this.readStates.length > 0 ||
+      this.readFailures.length > 0 ||
+      this.needBroadcast ||
+      this.commitChanged ||
+      this.needReadRound ||
+      this.remoteReads.size > 0 ||
+      this.forwardReads.length > 0 ||
+      this.forwardProps.length > 0 ||
+      this.pendingSnapshot !== null ||
+      this.log.stable < this.log.lastIndex() ||
+      this.log.nextCommitted(1).length > 0 ||
+      !sameHard(this.prevHard, this.hardState()) ||
+      !sameSoft(this.prevSoft, this.softState())
+    );
+  }
+
+  ready(): Ready {
+    if (this.outstanding) throw new RaftUsageError('ready() called again before advance()');
+    this.flush();
+    const hs = this.hardState();
+    const hardState = sameHard(hs, this.prevHard) ? null : hs;
+    this.prevHard = hs;
+    const softState = this.softState();
+    this.prevSoft = softState;
+    const snapshot = this.pendingSnapshot;
+    if (snapshot) this.log.appliedTo(snapshot.meta.index);
+    const committedEntries = this.log.nextCommitted();
+    const lastCommitted = committedEntries[committedEntries.length - 1];
+    if (lastCommitted) this.log.appliedTo(lastCommitted.index);
+    const rd: Ready = {
+      softState,
+      hardState,
+      snapshot,
+      entries: this.log.unstableEntries(),
+      committedEntries,
+      eagerMessages: this.eager,
+      messages: coalesceAcks(this.msgs),
+      readStates: this.readStates,
+      readFailures: this.readFailures,
+    };
+    this.eager = [];
+    this.msgs = [];
+    this.readStates = [];
+    this.readFailures = [];
+    this.outstanding = rd;
+    return rd;
+  }
+
+  /** The driver persisted, sent and applied `rd` as the Ready contract says. */
+  advance(rd: Ready): void {
+    if (this.outstanding !== rd) throw new RaftUsageError('advance() with a Ready that is not the outstanding one');
+    this.outstanding = null;
+    if (rd.snapshot) {
+      if (!this.snapshot || this.snapshot.meta.index < rd.snapshot.meta.index) this.snapshot = rd.snapshot;
+      if (this.pendingSnapshot === rd.snapshot) this.pendingSnapshot = null;
+      if (rd.snapshot.meta.index > this.appliedIndex) this.appliedIndex = rd.snapshot.meta.index;
+    }
+    const last = rd.entries[rd.entries.length - 1];
+    if (last) this.log.stableTo(last.index, last.term);
+    for (const e of rd.committedEntries) {
+      if (e.type === EntryType.ConfChange) this.applyConfEntry(e);
+      this.appliedIndex = e.index;
+    }
+    if (this.role === Role.Leader) {
+      if (last) this.maybeCommit();
+      this.stepDownIfRemoved();
+    }
+  }
+
+  // ---------------------------------------------------------------- inspection
+
+  status(): RaftStatus {
+    const progress: ProgressStatus[] = [];
+    for (const pr of this.prs.values()) {
+      progress.push({
+        id: pr.id,
+        match: pr.match,
+        next: pr.next,
+        state: pr.state,
+        learner: pr.learner,
+        recentActive: pr.recentActive,
+      });
+    }
+    return {
+      id: this.id,
+      term: this.term,
+      vote: this.vote,
+      role: this.role,
+      leader: this.lead,
+      commit: this.log.committed,
+      applied: this.appliedIndex,
+      lastIndex: this.log.lastIndex(),
+      firstIndex: this.log.firstIndex(),
+      conf: this.conf,
+      progress,
+      transferee: this.leadTransferee,
+    };
+  }
+
+  get currentTerm(): number {
+    return this.term;
+  }
+  get currentRole(): Role {
+    return this.role;
+  }
+  get leader(): NodeId {
+    return this.lead;
+  }
+  get commitIndex(): number {
+    return this.log.committed;
+  }
+  get lastIndex(): number {
+    return this.log.lastIndex();
+  }
+  get configuration(): ConfState {
+    return this.conf;
+  }
+  /** Term of the entry at `index`, or -1 when compacted or absent. */
+  termAt(index: number): number {
+    return this.log.term(index);
+  }
+  /** The entry at `index` if it is still in the in-memory log. */
+  entryAt(index: number): Entry | undefined {
+    return this.log.entry(index);
+  }
+  get latestSnapshot(): Snapshot | null {
+    return this.snapshot;
+  }
+
+  // ---------------------------------------------------------------- roles
+
+  private reset(term: number): void {
+    if (term !== this.term) {
+      this.term = term;
+      this.vote = NONE;
+    }
+    this.lead = NONE;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.randomizedElectionTimeout = this.electionTick + this.rng.int(this.electionTick);
+    this.leadTransferee = NONE;
+    this.transferElapsed = 0;
+    this.votes.clear();
+    this.prs.clear();
+    this.needBroadcast = false;
+    this.commitChanged = false;
+    this.needReadRound = false;
+  }
+
+  private becomeFollower(term: number, lead: NodeId): void {
+    this.failLeaderReads();
+    this.reset(term);
+    this.lead = lead;
+    this.role = Role.Follower;
+  }
+
+  private becomePreCandidate(): void {
+    this.failLeaderReads();
+    // Like a follower, but keeps its term and vote; it has no leader.
+    const { term } = this;
+    this.reset(term);
+    this.role = Role.PreCandidate;
+  }
+
+  private becomeCandidate(): void {
+    this.failLeaderReads();
+    this.reset(this.term + 1);
+    this.vote = this.id;
+    this.role = Role.Candidate;
+  }
+
+  private becomeLeader(): void {
+    this.reset(this.term);
+    this.role = Role.Leader;
+    this.lead = this.id;
+    const next = this.log.lastIndex() + 1;
+    for (const id of this.conf.voters) if (id !== this.id) this.prs.set(id, new Progress(id, next, false));
+    for (const id of this.conf.learners) if (id !== this.id) this.prs.set(id, new Progress(id, next, true));
+    this.pendingConfIndex = this.log.lastIndex();
+    this.hbSeq = 0;
+    this.leaderTicks = 0;
+    this.seqTick.clear();
+    this.seqTick.set(0, 0);
+    // The no-op of §8: commits the entries of earlier terms, and makes ReadIndex safe.
+    this.appendEntries([{ type: EntryType.Normal, data: EMPTY }]);
+  }
+
+  private promotable(): boolean {
+    return this.conf.voters.includes(this.id);
+  }
+
+  private inLease(): boolean {
+    return this.checkQuorum && this.lead !== NONE && this.electionElapsed < this.electionTick;
+  }
+
+  private campaign(kind: 'pre' | 'election' | 'transfer'): void {
+    if (!this.promotable() || this.hasUnappliedConfChange()) return;
+    const pre = kind === 'pre';
+    if (pre) this.becomePreCandidate();
+    else this.becomeCandidate();
+    const voteTerm = pre ? this.term + 1 : this.term;
+    this.votes.set(this.id, true);
+    const result = voteResult(this.conf.voters, this.votes);
+    if (result === VoteResult.Won) {
+      if (pre) this.campaign('election');
+      else this.becomeLeader();
+      return;
+    }
+    for (const id of this.conf.voters) {
+      if (id === this.id) continue;
+      const m: VoteRequest = {
+        type: pre ? MessageType.PreVote : MessageType.Vote,
+        from: this.id,
+        to: id,
+        term: voteTerm,
+        lastLogIndex: this.log.lastIndex(),
+        lastLogTerm: this.log.lastTerm(),
+        transfer: kind === 'transfer',
+      };
+      // A pre-vote claims nothing durable; a vote request needs our term and vote on disk.
+      if (pre) this.eager.push(m);
+      else this.msgs.push(m);
+    }
+  }
+
+  private hasUnappliedConfChange(): boolean {
+    for (let i = this.appliedIndex + 1; i <= this.log.committed; i++) {
+      const e = this.log.entry(i);
+      if (e && e.type === EntryType.ConfChange) return true;
+    }
+    return false;
+  }
+
+  // ---------------------------------------------------------------- ticks
+
+  private tickElection(): void {
+    this.electionElapsed++;
+    if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
+      this.electionElapsed = 0;
+      this.campaign(this.preVote ? 'pre' : 'election');
+    }
+  }
+
+  private tickLeader(): void {
+    this.heartbeatElapsed++;
+    this.electionElapsed++;
+    this.leaderTicks++;
+    if (this.electionElapsed >= this.electionTick) {
+      this.electionElapsed = 0;
+      if (this.checkQuorum) {
+        if (!this.quorumActive()) {
+          this.becomeFollower(this.term, NONE);
+          return;
+        }
+        for (const pr of this.prs.values()) pr.recentActive = false;
+      }
+    }
+    if (this.leadTransferee !== NONE && ++this.transferElapsed >= this.electionTick) {
+      this.leadTransferee = NONE;
+      this.transferElapsed = 0;
+    }
+    for (const pr of this.prs.values()) {
+      if (pr.state === ProgressState.Snapshot && ++pr.snapshotIdle >= this.electionTick) {
+        pr.snapshotIdle = 0;
+        this.sendSnapshotChunk(pr);
+      }
+    }
+    if (this.heartbeatElapsed >= this.heartbeatTick) {
+      this.heartbeatElapsed = 0;
+      this.broadcastHeartbeat();
+    }
+  }
+
+  private quorumActive(): boolean {
+    const active = new Map<NodeId, boolean>();
+    active.set(this.id, true);
+    for (const pr of this.prs.values()) if (pr.recentActive) active.set(pr.id, true);
+    let n = 0;
+    for (const id of this.conf.voters) if (active.get(id)) n++;
+    return n >= Math.floor(this.conf.voters.length / 2) + 1;
+  }
+
+  // ---------------------------------------------------------------- message handling
+
+  private handleVoteRequest(m: VoteRequest): void {
+    const pre = m.type === MessageType.PreVote;
+    const canVote =
+      this.vote === m.from || (this.vote === NONE && this.lead === NONE) || (pre && m.term > this.term);
+    const respType = pre ? MessageType.PreVoteResp : MessageType.VoteResp;
+    if (canVote && this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm)) {
+      // A grant answers in the term asked about; a real vote is recorded (and persisted
+      // before the reply leaves, since replies go in Ready.messages).
+      this.send<VoteResponse>({ type: respType, from: this.id, to: m.from, term: m.term, reject: false });
+      if (!pre) {
+        this.electionElapsed = 0;
+        this.vote = m.from;
+      }
+    } else {
+      this.send<VoteResponse>({ type: respType, from: this.id, to: m.from, term: this.term, reject: true });
+    }
+  }
+
+  private stepLeader(m: Message): void {
+    switch (m.type) {
+      case MessageType.AppendResp:
+        this.handleAppendResp(m);
+        return;
+      case MessageType.HeartbeatResp:
+        this.handleHeartbeatResp(m);
+        return;
+      case MessageType.SnapshotResp:
+        this.handleSnapshotResp(m);
+        return;
+      default:
+    }
+  }
+
+  private stepCandidate(m: Message): void {
+    switch (m.type) {
+      case MessageType.Append:
+      case MessageType.Heartbeat:
+      case MessageType.Snapshot:
+        // Someone won this term.
+        this.becomeFollower(this.term, m.from);
+        this.stepFollower(m);
+        return;
+      case MessageType.PreVoteResp:
+      case MessageType.VoteResp: {
+        const mine = this.role === Role.PreCandidate ? MessageType.PreVoteResp : MessageType.VoteResp;
+        if (m.type !== mine) return;
+        if (!this.votes.has(m.from)) this.votes.set(m.from, !m.reject);
+        const result = voteResult(this.conf.voters, this.votes);
+        if (result === VoteResult.Won) {
+          if (this.role === Role.PreCandidate) this.campaign('election');
+          else this.becomeLeader();
+        } else if (result === VoteResult.Lost) {
+          this.becomeFollower(this.term, NONE);
+        }
+        return;
+      }
+      default:
+    }
+  }
+
+  private stepFollower(m: Message): void {
+    switch (m.type) {
+      case MessageType.Append:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleAppend(m);
+        return;
+      case MessageType.Heartbeat:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleHeartbeat(m);
+        return;
+      case MessageType.Snapshot:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleSnapshot(m);
+        return;
+      case MessageType.TimeoutNow:
+        this.campaign('transfer');
+        return;
+      default:
+    }
+  }
+
+  private appendResp(to: NodeId, index: number, reject: boolean, hintIndex = 0, hintTerm = 0): AppendResponse {
+    return { type: MessageType.AppendResp, from: this.id, to, term: this.term, index, reject, hintIndex, hintTerm };
+  }
+
+  private handleAppend(m: AppendRequest): void {
+    if (m.prevIndex < this.log.committed) {
+      this.send(this.appendResp(m.from, this.log.committed, false));
+      return;
+    }
+    const last = this.log.maybeAppend(m.prevIndex, m.prevTerm, m.entries);
+    if (last >= 0) {
+      this.log.commitTo(Math.min(m.commit, last));
+      this.send(this.appendResp(m.from, last, false));
+      return;
+    }
+    const hintIndex = this.log.findConflictByTerm(Math.min(m.prevIndex, this.log.lastIndex()), m.prevTerm);
+    this.send(this.appendResp(m.from, m.prevIndex, true, hintIndex, this.log.term(hintIndex)));
+  }
+
+  private handleHeartbeat(m: HeartbeatRequest): void {
+    this.log.commitTo(m.commit);
+    this.send<HeartbeatResponse>({
+      type: MessageType.HeartbeatResp,
+      from: this.id,
+      to: m.from,
+      term: this.term,
+      readSeq: m.readSeq,
+    });
+  }
+
+  private handleSnapshot(m: SnapshotRequest): void {
+    const { meta } = m;
+    if (meta.index <= this.log.committed) {
+      this.incoming = null;
+      this.send(this.appendResp(m.from, this.log.committed, false));
+      return;
+    }
+    const inc = this.incoming;
+    if (m.offset === 0) {
+      this.incoming = { meta, chunks: [], size: 0 };
+    } else if (!inc || inc.meta.index !== meta.index || inc.meta.term !== meta.term || inc.size !== m.offset) {
+      const held = inc && inc.meta.index === meta.index && inc.meta.term === meta.term ? inc.size : 0;
+      if (!held) this.incoming = null;
+      this.send<SnapshotResponse>({
+        type: MessageType.SnapshotResp,
+        from: this.id,
+        to: m.from,
+        term: this.term,
+        index: meta.index,
+        offset: held,
+      });
+      return;
+    }
+    const cur = this.incoming as IncomingSnapshot;
+    if (m.data.byteLength > 0) {
+      cur.chunks.push(m.data);
+      cur.size += m.data.byteLength;
+    }
+    if (!m.done) {
+      this.send<SnapshotResponse>({
+        type: MessageType.SnapshotResp,
+        from: this.id,
+        to: m.from,
+        term: this.term,
+        index: meta.index,
+        offset: cur.size,
+      });
+      return;
+    }
+    this.incoming = null;
+    const data = concat(cur.chunks, cur.size);
+    if (this.log.matchTerm(meta.index, meta.term)) {
+      // We hold that entry: the snapshot adds nothing but the knowledge that it committed.
+      this.log.commitTo(meta.index);
+    } else {
+      this.log.restore(meta);
+      this.conf = meta.conf;
+      this.confHistory = [{ index: meta.index, conf: meta.conf }];
+      this.confAppliedIndex = meta.index;
+      this.pendingSnapshot = { meta, data };
+    }
+    this.send(this.appendResp(m.from, meta.index, false));
+  }
+
+  private handleAppendResp(m: AppendResponse): void {
+    const pr = this.prs.get(m.from);
+    if (!pr) return;
+    pr.recentActive = true;
+    if (m.reject) {
+      const hint = m.hintTerm > 0 ? this.log.findConflictByTerm(m.hintIndex, m.hintTerm) : m.hintIndex;
+      if (pr.maybeDecrTo(m.index, hint)) {
+        if (pr.state === ProgressState.Replicate) pr.becomeProbe();
+        this.maybeSendAppend(pr, true);
+      }
+      return;
+    }
+    const wasPaused = pr.isPaused(this.maxInflight);
+    if (!pr.maybeUpdate(m.index)) return;
+    if (pr.state === ProgressState.Probe) pr.becomeReplicate();
+    else if (pr.state === ProgressState.Snapshot && pr.match >= pr.pendingSnapshot) pr.becomeReplicate();
+    if (this.maybeCommit()) {
+      // Everyone hears about the new commit index at the next flush.
+    } else if (wasPaused || pr.next <= this.log.lastIndex()) {
+      this.maybeSendAppend(pr, false);
+    }
+    if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) this.sendTimeoutNow(m.from);
+  }
+
+  private handleHeartbeatResp(m: HeartbeatResponse): void {
+    const pr = this.prs.get(m.from);
+    if (!pr) return;
+    pr.recentActive = true;
+    if (m.readSeq > pr.ackedSeq) pr.ackedSeq = m.readSeq;
+    pr.probeSent = false;
+    if (pr.state === ProgressState.Replicate && pr.inflight.length >= this.maxInflight) pr.inflight.shift();
+    if (pr.match < this.log.lastIndex()) this.maybeSendAppend(pr, false);
+    if (this.readQueue.length > 0) this.releaseReads();
+  }
+
+  private handleSnapshotResp(m: SnapshotResponse): void {
+    const pr = this.prs.get(m.from);
+    if (!pr) return;
+    pr.recentActive = true;
+    if (pr.state !== ProgressState.Snapshot || m.index !== pr.pendingSnapshot) return;
+    pr.snapshotOffset = m.offset;
+    pr.snapshotIdle = 0;
+    this.sendSnapshotChunk(pr);
+  }
+
+  private handleForwardedProposal(m: ProposeRequest): void {
+    if (this.role !== Role.Leader || this.leadTransferee !== NONE) return; // the client times out and retries
+    this.appendEntries(m.entries);
+  }
+
+  private handleForwardedRead(m: ReadIndexRequest): void {
+    if (this.role !== Role.Leader) {
+      this.send<ReadIndexResponse>({
+        type: MessageType.ReadIndexResp,
+        from: this.id,
+        to: m.from,
+        term: this.term,
+        ctxs: m.ctxs,
+        index: -1,
+      });
+      return;
+    }
+    for (const ctx of m.ctxs) this.handleReadRequest(ctx, m.from);
+  }
+
+  private handleReadIndexResp(m: ReadIndexResponse): void {
+    for (const ctx of m.ctxs) {
+      if (m.index < 0) this.readFailures.push({ ctx, reason: 'not-leader' });
+      else this.readStates.push({ ctx, index: m.index });
+    }
+  }
+
+  // ---------------------------------------------------------------- leader machinery
+
+  private proposeEntry(type: EntryType, data: Uint8Array): ProposeOutcome {
+    if (this.role === Role.Leader) {
+      if (this.leadTransferee !== NONE) {
+        return this.reject(ProposeRejection.Transferring, `leadership is moving to ${this.leadTransferee}`);
+      }
+      const index = this.log.lastIndex() + 1;
+      this.appendEntries([{ type, data }]);
+      return { kind: 'appended', index, term: this.term };
+    }
+    if (this.role === Role.Follower && this.lead !== NONE) {
+      if (type === EntryType.ConfChange) {
+        return this.reject(ProposeRejection.NotLeader, `${this.id} is not the leader (leader: ${this.lead})`);
+      }
+      this.forwardProps.push({ type, data });
+      return { kind: 'forwarded', to: this.lead };
+    }
+    return this.reject(ProposeRejection.NoLeader, 'no leader is known (election in progress or no quorum)');
+  }
+
+  private reject(reason: ProposeRejection, message: string): ProposeOutcome {
+    return { kind: 'rejected', reason, message };
+  }
+
+  private appendEntries(items: readonly { type: EntryType; data: Uint8Array }[]): void {
+    let index = this.log.lastIndex();
+    const entries: Entry[] = items.map((it) => ({ term: this.term, index: ++index, type: it.type, data: it.data }));
+    this.log.append(entries);
+    this.needBroadcast = true;
+    // A lone voter commits on its own durability: advance() calls maybeCommit().
+  }
+
+  /** Commit the largest index replicated on a quorum, if it is of the current term. */
+  private maybeCommit(): boolean {
+    const mci = committedValue(this.conf.voters, (id) =>
+      id === this.id ? this.log.stable : (this.prs.get(id)?.match ?? 0),
+    );
+    if (!Number.isFinite(mci) || mci <= this.log.committed) return false;
+    if (this.log.term(mci) !== this.term) return false;
+    const firstInTerm = this.log.term(this.log.committed) !== this.term;
+    this.log.commitTo(mci);
+    this.commitChanged = true;
+    if (firstInTerm && this.awaitingCommit.length > 0) {
+      const waiting = this.awaitingCommit;
+      this.awaitingCommit = [];
+      for (const r of waiting) this.handleReadRequest(r.ctx, r.from);
+    }
+    return true;
+  }
+
+  /**
+   * Send `pr` what it is missing: one Append in probe state, as many as the window allows
+   * in replicate state, or snapshot chunks. An empty Append (for the commit index) only if
+   * `sendIfEmpty`.
+   */
+  private maybeSendAppend(pr: Progress, sendIfEmpty: boolean): void {
+    let first = true;
+    while (!pr.isPaused(this.maxInflight)) {
+      const prevIndex = pr.next - 1;
+      const prevTerm = this.log.term(prevIndex);
+      if (prevTerm < 0 || prevIndex < this.log.compactedTo()) {
+        this.startSnapshot(pr);
+        return;
+      }
+      const last = this.log.lastIndex();
+      const entries = pr.next <= last ? this.log.slice(pr.next, last, this.maxMsgEntries, this.maxMsgBytes) : [];
+      if (entries.length === 0 && !(sendIfEmpty && first)) return;
+      const m: AppendRequest = {
+        type: MessageType.Append,
+        from: this.id,
+        to: pr.id,
+        term: this.term,
+        prevIndex,
+        prevTerm,
+        entries,
+        commit: this.log.committed,
+      };
+      this.eager.push(m);
+      pr.sentEntries(prevIndex + entries.length, entries.length);
+      first = false;
+      if (entries.length === 0 || pr.state !== ProgressState.Replicate) return;
+    }
+  }
+
+  private startSnapshot(pr: Progress): void {
+    const snap = this.snapshot;
+    if (!snap) throw new RaftUsageError(`log compacted to ${this.log.compactedTo()} without a snapshot`);
+    pr.becomeSnapshot(snap.meta.index);
+    this.sendSnapshotChunk(pr);
+  }
+
+  private sendSnapshotChunk(pr: Progress): void {
+    const snap = this.snapshot;
+    if (!snap) return;
+    if (snap.meta.index !== pr.pendingSnapshot) {
+      // A newer snapshot replaced the one being sent: start over with it.
+      pr.becomeSnapshot(snap.meta.index);
+    }
+    const size = snap.data.byteLength;
+    const offset = Math.min(pr.snapshotOffset, size);
+    const end = Math.min(offset + this.maxSnapshotChunk, size);
+    if (offset === size && size > 0) return; // all sent; waiting for the final acknowledgement
+    this.eager.push({
+      type: MessageType.Snapshot,
+      from: this.id,
+      to: pr.id,
+      term: this.term,
+      meta: snap.meta,
+      offset,
+      data: snap.data.subarray(offset, end),
+      done: end === size,
+    } satisfies SnapshotRequest);
+  }
+
+  private sendTimeoutNow(to: NodeId): void {
+    this.eager.push({ type: MessageType.TimeoutNow, from: this.id, to, term: this.term });
+  }
+
+  private broadcastHeartbeat(): void {
+    const seq = ++this.hbSeq;
+    this.seqTick.set(seq, this.leaderTicks);
+    for (const pr of this.prs.values()) {
+      this.eager.push({
+        type: MessageType.Heartbeat,
+        from: this.id,
+        to: pr.id,
+        term: this.term,
+        commit: Math.min(pr.match, this.log.committed),
+        readSeq: seq,
+      } satisfies HeartbeatRequest);
+    }
+    // A lone voter confirms its own leadership.
+    if (this.readQueue.length > 0) this.releaseReads();
+  }
+
+  private handleReadRequest(ctx: number, from: NodeId): void {
+    if (this.log.term(this.log.committed) !== this.term) {
+      // Until an entry of this term commits, our commit index may be behind (§6.4 step 1).
+      this.awaitingCommit.push({ ctx, from });
+      return;
+    }
+    const index = this.log.committed;
+    if (this.readOnly === 'lease' && this.leaseValid()) {
+      this.releaseRead(ctx, from, index);
+      return;
+    }
+    this.readQueue.push({ ctx, from, index, seq: this.hbSeq + 1 });
+    this.needReadRound = true;
+  }
+
+  /** Highest heartbeat sequence number acknowledged by a quorum (this node counts its own). */
+  private quorumAckedSeq(): number {
+    return committedValue(this.conf.voters, (id) => (id === this.id ? this.hbSeq : (this.prs.get(id)?.ackedSeq ?? 0)));
+  }
+
+  private leaseValid(): boolean {
+    const q = this.quorumAckedSeq();
+    if (!Number.isFinite(q) || q <= 0) return false;
+    const sentAt = this.seqTick.get(q);
+    // Followers that acknowledged a heartbeat sent at `sentAt` refuse votes for
+    // electionTick ticks after receiving it; keep a tick of margin for clock drift.
+    return sentAt !== undefined && this.leaderTicks - sentAt < this.electionTick - 1;
+  }
+
+  private releaseReads(): void {
+    const q = this.quorumAckedSeq();
+    let k = 0;
+    while (k < this.readQueue.length && (this.readQueue[k] as PendingRead).seq <= q) {
+      const r = this.readQueue[k] as PendingRead;
+      this.releaseRead(r.ctx, r.from, r.index);
+      k++;
+    }
+    if (k > 0) this.readQueue.splice(0, k);
+    // Forget send times no read or lease can need any more.
+    for (const s of this.seqTick.keys()) {
+      if (s < q) this.seqTick.delete(s);
+      else break;
+    }
+  }
+
+  private releaseRead(ctx: number, from: NodeId, index: number): void {
+    if (from === this.id) {
+      this.readStates.push({ ctx, index });
+      return;
+    }
+    let batches = this.remoteReads.get(from);
+    if (!batches) {
+      batches = [];
+      this.remoteReads.set(from, batches);
+    }
+    const lastBatch = batches[batches.length - 1];
+    if (lastBatch && lastBatch.index === index) lastBatch.ctxs.push(ctx);
+    else batches.push({ ctxs: [ctx], index });
+  }
+
+  private failLeaderReads(): void {
+    const failed = [...this.awaitingCommit, ...this.readQueue];
+    this.awaitingCommit = [];
+    this.readQueue = [];
+    for (const r of failed) {
+      if (r.from === this.id) {
+        this.readFailures.push({ ctx: r.ctx, reason: 'not-leader' });
+      } else {
+        this.send<ReadIndexResponse>({
+          type: MessageType.ReadIndexResp,
+          from: this.id,
+          to: r.from,
+          term: this.term,
+          ctxs: [r.ctx],
+          index: -1,
+        });
+      }
+    }
+  }
+
+  /** Turn batched intentions into messages, once per Ready. */
+  private flush(): void {
+    if (this.role === Role.Leader) {
+      if (this.needBroadcast || this.commitChanged) {
+        const withCommit = this.commitChanged;
+        for (const pr of this.prs.values()) this.maybeSendAppend(pr, withCommit);
+        this.needBroadcast = false;
+        this.commitChanged = false;
+      }
+      if (this.needReadRound) {
+        this.needReadRound = false;
+        this.heartbeatElapsed = 0;
+        this.broadcastHeartbeat();
+      }
+      for (const [to, batches] of this.remoteReads) {
+        for (const b of batches) {
+          this.eager.push({
+            type: MessageType.ReadIndexResp,
+            from: this.id,
+            to,
+            term: this.term,
+            ctxs: b.ctxs,
+            index: b.index,
+          } satisfies ReadIndexResponse);
+        }
+      }
+      this.remoteReads.clear();
+    } else {
+      this.remoteReads.clear();
+      this.needBroadcast = false;
+      this.commitChanged = false;
+      this.needReadRound = false;
+    }
+    if (this.forwardProps.length > 0) {
+      if (this.role === Role.Follower && this.lead !== NONE) {
+        this.eager.push({
+          type: MessageType.Propose,
+          from: this.id,
+          to: this.lead,
+          term: this.term,
+          entries: this.forwardProps,
+        } satisfies ProposeRequest);
+      }
+      this.forwardProps = [];
+    }
+    if (this.forwardReads.length > 0) {
+      if (this.role === Role.Follower && this.lead !== NONE) {
+        this.eager.push({
+          type: MessageType.ReadIndex,
+          from: this.id,
+          to: this.lead,
+          term: this.term,
+          ctxs: this.forwardReads,
+        } satisfies ReadIndexRequest);
+      } else {
+        for (const ctx of this.forwardReads) this.readFailures.push({ ctx, reason: 'no-leader' });
+      }
+      this.forwardReads = [];
+    }
+  }
+
+  // ---------------------------------------------------------------- configuration
+
+  private applyConfEntry(e: Entry): void {
+    if (e.index <= this.confAppliedIndex) return;
+    this.confAppliedIndex = e.index;
+    const cc = decodeConfChange(e.data);
+    this.conf = applyConfChange(this.conf, cc);
+    this.confHistory.push({ index: e.index, conf: this.conf });
+    if (this.role !== Role.Leader) return;
+    const next = this.log.lastIndex() + 1;
+    for (const id of this.conf.voters) {
+      if (id === this.id) continue;
+      const pr = this.prs.get(id);
+      if (pr) pr.learner = false;
+      else this.prs.set(id, new Progress(id, next, false));
+    }
+    for (const id of this.conf.learners) {
+      if (id !== this.id && !this.prs.has(id)) this.prs.set(id, new Progress(id, next, true));
+    }
+    for (const id of [...this.prs.keys()]) if (!isMember(this.conf, id)) this.prs.delete(id);
+    if (this.leadTransferee !== NONE && !this.conf.voters.includes(this.leadTransferee)) this.leadTransferee = NONE;
+    // A smaller quorum may commit more; new members need the log.
+    this.maybeCommit();
+    this.needBroadcast = true;
+  }
+
+  private stepDownIfRemoved(): void {
+    if (this.role === Role.Leader && !this.conf.voters.includes(this.id)) this.becomeFollower(this.term, NONE);
+  }
+
+  private confAt(index: number): ConfState {
+    let conf: ConfState = { voters: [], learners: [] };
+    for (const c of this.confHistory) {
+      if (c.index > index) break;
+      conf = c.conf;
+    }
+    return conf;
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private send<M extends Message>(m: M): void {
+    this.msgs.push(m);
+  }
+
+  private hardState(): HardState {
+    return { term: this.term, vote: this.vote, commit: this.log.committed };
+  }
+
+  private softState(): SoftState {
+    return { role: this.role, leader: this.lead };
+  }
+}
+
+function sameHard(a: HardState, b: HardState): boolean {
+  return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+}
+
+function sameSoft(a: SoftState, b: SoftState): boolean {
+  return a.role === b.role && a.leader === b.leader;
+}
+
+function concat(chunks: readonly Uint8Array[], size: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0] as Uint8Array;
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
+
+/**
+ * Successful append acknowledgements to one leader in one term are cumulative: keep only
+ * the highest (a follower acknowledges a whole batch with one message).
+ */
+function coalesceAcks(msgs: Message[]): Message[] {
+  let acks = 0;
+  for (const m of msgs) if (m.type === MessageType.AppendResp && !m.reject) acks++;
+  if (acks < 2) return msgs;
+  const best = new Map<string, AppendResponse>();
+  for (const m of msgs) {
+    if (m.type !== MessageType.AppendResp || m.reject) continue;
+    const k = `${m.to}\u0000${m.term}`;
+    const b = best.get(k);
+    if (!b || m.index > b.index) best.set(k, m);
+  }
+  const out: Message[] = [];
+  for (const m of msgs) {
+    if (m.type === MessageType.AppendResp && !m.reject) {
+      const k = `${m.to}\u0000${m.term}`;
+      const b = best.get(k);
+      if (b !== m) continue;
+    }
+    out.push(m);
+  }
+  return out;
+}
