@@ -30,6 +30,8 @@ export class Progress {
   snapshotIdle = 0;
   /** Heard from since the last CheckQuorum round. */
   recentActive = false;
+  /** `match` when the previous heartbeat reply came (to detect a stalled pipeline). */
+  matchAtHeartbeat = -1;
   /** Highest heartbeat sequence number this follower acknowledged in the current term. */
   ackedSeq = 0;
   learner: boolean;

@@ -410,6 +410,15 @@ export class Raft {
   }
 
   /**
+   * The transport could not deliver to `id` (connection lost): stop streaming to it
+   * optimistically and probe once it answers again.
+   */
+  reportUnreachable(id: NodeId): void {
+    const pr = this.prs.get(id);
+    if (this.role === Role.Leader && pr && pr.state === ProgressState.Replicate) pr.becomeProbe();
+  }
+
+  /**
    * The state machine took a snapshot at `index` (<= applied) whose content is `data`:
    * keep it to send to lagging followers and drop log entries up to `index - retain`.
    * The driver stores the snapshot durably (RaftStorage.compact) itself.
@@ -920,7 +929,12 @@ export class Raft {
     pr.recentActive = true;
     if (m.readSeq > pr.ackedSeq) pr.ackedSeq = m.readSeq;
     pr.probeSent = false;
-    if (pr.state === ProgressState.Replicate && pr.inflight.length >= this.maxInflight) pr.inflight.shift();
+    if (pr.state === ProgressState.Replicate && pr.match < this.log.lastIndex()) {
+      // No acknowledgement for a whole heartbeat round while entries are outstanding: an
+      // Append was lost. Fall back to probing from the last known match.
+      if (pr.match === pr.matchAtHeartbeat) pr.becomeProbe();
+    }
+    pr.matchAtHeartbeat = pr.match;
     if (pr.match < this.log.lastIndex()) this.maybeSendAppend(pr, false);
     if (this.readQueue.length > 0) this.releaseReads();
   }
@@ -1029,7 +1043,8 @@ export class Raft {
       }
       const last = this.log.lastIndex();
       const entries = pr.next <= last ? this.log.slice(pr.next, last, this.maxMsgEntries, this.maxMsgBytes) : [];
-      if (entries.length === 0 && !(sendIfEmpty && first)) return;
+      // A probe is worth sending empty: its answer tells where the logs match.
+      if (entries.length === 0 && !((sendIfEmpty || pr.state === ProgressState.Probe) && first)) return;
       const m: AppendRequest = {
         type: MessageType.Append,
         from: this.id,
