@@ -1,0 +1,156 @@
+// Log replication and commitment (Raft §5.3, §5.4).
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { appliedCount, checkOneLeader, cluster, data, one, totalSent, valueOf } from './helpers.ts';
+
+test('basic agreement: entries commit in order on every node', () => {
+  const sim = cluster(3, 11);
+  checkOneLeader(sim);
+  let prev = 0;
+  for (let i = 0; i < 5; i++) {
+    const idx = one(sim, `cmd${i}`, 3);
+    assert.ok(idx > prev, 'indices increase');
+    prev = idx;
+  }
+});
+
+test('agreement despite a follower failure; none without a majority', () => {
+  const sim = cluster(3, 12);
+  const l = checkOneLeader(sim);
+  one(sim, 'a', 3);
+  const [f1, f2] = sim.ids.filter((id) => id !== l) as [string, string];
+  sim.crash(f1);
+  one(sim, 'b', 2);
+  sim.crash(f2);
+  const out = sim.propose(l, data('c'));
+  assert.equal(out.kind, 'appended');
+  if (out.kind !== 'appended') return;
+  sim.runFor(2_000);
+  assert.equal(appliedCount(sim, out.index), 0, 'nothing commits on one node of three');
+  sim.restart(f1);
+  sim.restart(f2);
+  one(sim, 'd', 3);
+});
+
+test('agreement after leader failure', () => {
+  const sim = cluster(3, 13);
+  const l1 = checkOneLeader(sim);
+  one(sim, 'a', 3);
+  sim.crash(l1);
+  one(sim, 'b', 2);
+  const l2 = checkOneLeader(sim);
+  sim.crash(l2);
+  sim.restart(l1);
+  one(sim, 'c', 2);
+});
+
+test('a reconnected follower catches up', () => {
+  const sim = cluster(3, 14);
+  const l = checkOneLeader(sim);
+  const f = sim.ids.find((id) => id !== l) as string;
+  sim.isolate(f);
+  let last = 0;
+  for (let i = 0; i < 20; i++) last = one(sim, `x${i}`, 2);
+  sim.heal();
+  assert.ok(sim.runUntil(() => sim.raft(f).status().applied >= last, 3_000));
+});
+
+test('no commit without a majority (5 nodes, 3 cut off), then commit once they return', () => {
+  const sim = cluster(5, 15);
+  const l = checkOneLeader(sim);
+  one(sim, 'a', 5);
+  const others = sim.ids.filter((id) => id !== l);
+  const down = others.slice(1);
+  for (const id of down) sim.crash(id);
+  const out = sim.propose(l, data('b'));
+  assert.equal(out.kind, 'appended');
+  if (out.kind !== 'appended') return;
+  sim.runFor(150);
+  assert.equal(appliedCount(sim, out.index), 0);
+  assert.ok(sim.raft(l).commitIndex < out.index);
+  for (const id of down) sim.restart(id);
+  one(sim, 'c', 5);
+});
+
+test('concurrent proposals all commit, in one order everywhere', () => {
+  const sim = cluster(3, 16);
+  const l = checkOneLeader(sim);
+  const idx: number[] = [];
+  for (let i = 0; i < 100; i++) {
+    const out = sim.raft(l).propose(data(`p${i}`));
+    assert.equal(out.kind, 'appended');
+    if (out.kind === 'appended') idx.push(out.index);
+  }
+  sim.runFor(0);
+  const last = idx[idx.length - 1] as number;
+  assert.ok(sim.runUntil(() => appliedCount(sim, last) === 3, 3_000));
+  for (let i = 0; i < idx.length; i++) {
+    const e = sim.raft(l).entryAt(idx[i] as number);
+    assert.equal(valueOf(e?.data), `p${i}`);
+  }
+});
+
+test('a partitioned leader with uncommitted entries rejoins and its entries are replaced', () => {
+  const sim = cluster(3, 17);
+  const l1 = checkOneLeader(sim);
+  one(sim, 'base', 3);
+  sim.isolate(l1);
+  const doomed: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const out = sim.raft(l1).propose(data(`lost${i}`));
+    if (out.kind === 'appended') doomed.push(out.index);
+  }
+  sim.runFor(500);
+  const l2 = checkOneLeader(sim);
+  assert.notEqual(l2, l1);
+  for (let i = 0; i < 8; i++) one(sim, `won${i}`, 2);
+  sim.heal();
+  const last = one(sim, 'after', 3);
+  assert.ok(appliedCount(sim, last) === 3);
+  for (const i of doomed) {
+    const e = sim.raft(l1).entryAt(i);
+    if (e) assert.ok(!(valueOf(e.data) ?? '').startsWith('lost'), `index ${i} was overwritten`);
+  }
+});
+
+test('fast backup: a leader repairs 50+ divergent entries with few messages', () => {
+  const sim = cluster(5, 18, { maxMsgEntries: 1000 });
+  const l1 = checkOneLeader(sim);
+  one(sim, 'start', 5);
+  // The leader and one follower go off alone and append 60 entries that never commit.
+  const f1 = sim.ids.find((id) => id !== l1) as string;
+  const rest = sim.ids.filter((id) => id !== l1 && id !== f1);
+  sim.partition([[l1, f1]]);
+  for (let i = 0; i < 60; i++) sim.raft(l1).propose(data(`bad${i}`));
+  sim.runFor(100);
+  // The other three elect a leader and commit 60 entries of their own.
+  assert.ok(sim.runUntil(() => rest.includes(sim.leader() ?? ''), 3_000));
+  for (let i = 0; i < 60; i++) sim.raft(sim.leader() as string).propose(data(`good${i}`));
+  sim.runFor(300);
+  // Everyone meets again; the divergent logs must be repaired in a handful of round trips.
+  const before = sim.sent.get('app') ?? 0;
+  sim.heal();
+  const last = one(sim, 'end', 5);
+  const appends = (sim.sent.get('app') ?? 0) - before;
+  assert.ok(appliedCount(sim, last) === 5);
+  assert.ok(appends < 150, `repair took ${appends} Append messages`);
+});
+
+test('message counts stay bounded: per election, per entry, and when idle', () => {
+  const sim = cluster(3, 19);
+  const l = checkOneLeader(sim);
+  const electionMsgs = totalSent(sim);
+  assert.ok(electionMsgs < 60, `election took ${electionMsgs} messages`);
+  sim.runFor(500);
+  const base = totalSent(sim);
+  sim.runFor(1_000);
+  const idle = totalSent(sim) - base;
+  // 2 followers x (heartbeat + reply) every heartbeatTick (2 ticks of 10 ms): 200 per second.
+  assert.ok(idle <= 220, `idle second cost ${idle} messages`);
+  assert.ok(idle >= 100, 'heartbeats flow while idle');
+  const b2 = totalSent(sim);
+  for (let i = 0; i < 10; i++) one(sim, `m${i}`, 3);
+  const perEntry = (totalSent(sim) - b2 - idle / 10) / 10;
+  assert.ok(perEntry < 15, `${perEntry} messages per entry`);
+  assert.equal(sim.leader(), l);
+});
