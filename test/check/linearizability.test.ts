@@ -222,6 +222,18 @@ describe('linearizability checker: KV histories', () => {
     assert.equal(r.partition, 'z');
   });
 
+  test('a definite violation in one key wins over an exhausted budget in another', () => {
+    const hard: KvOperation[] = [];
+    for (let v = 0; v < 16; v++) hard.push(put(v, 0, 100, 'a', `w${v}`));
+    for (let k = 0; k < 16; k++) hard.push(get(20, 101 + 2 * k, 102 + 2 * k, 'a', `w${k % 2}`));
+    const stale = [put(0, 0, 1, 'b', 'x'), put(0, 2, 3, 'b', 'y'), get(1, 4, 5, 'b', 'x')];
+    const r = checkLinearizable(kvModel, [...hard, ...stale], { maxStates: 2000 });
+    assert.equal(r.ok, false);
+    assert.equal(r.ok === false && r.partition, 'b');
+    const onlyHard = checkLinearizable(kvModel, hard, { maxStates: 2000 });
+    assert.deepEqual(onlyHard.ok === 'unknown' && onlyHard.partition, 'a');
+  });
+
   test('explanation lists the partition with times and the longest linearizable prefix', () => {
     nextId = 100;
     const history = [
@@ -373,6 +385,33 @@ describe('linearizability checker: properties', () => {
         assert.equal(r.ok, true, describeFailure(r));
       }),
       { numRuns: 200 },
+    );
+  });
+
+  test('the verdict does not depend on the order of the history array', () => {
+    fc.assert(
+      fc.property(
+        fc.array(specArb(4, 2, true), { maxLength: 50 }),
+        fc.boolean(),
+        fc.nat(),
+        fc.func(fc.integer()),
+        (specs, corrupt, pick, rank) => {
+          let history = simulate(specs);
+          const reads = history.filter((o) => o.input.kind === 'get' && o.ret !== null);
+          const victim = corrupt ? reads[pick % Math.max(1, reads.length)] : undefined;
+          if (victim !== undefined) {
+            history = history.map((o) =>
+              o.id === victim.id ? { ...o, output: { kind: 'get' as const, value: 'bogus' } } : o,
+            );
+          }
+          const shuffled = [...history].sort((a, b) => rank(a.id) - rank(b.id));
+          const r1 = check(history);
+          const r2 = check(shuffled);
+          assert.equal(r1.ok, victim === undefined);
+          assert.equal(r2.ok, r1.ok);
+        },
+      ),
+      { numRuns: 100 },
     );
   });
 
