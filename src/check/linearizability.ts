@@ -282,21 +282,19 @@ function searchPartition<S, I, O>(
   }
   for (let i = 0; i < n; i++) callEntry[i]!.ret = retEntry[i]!;
 
-  // Linearized set as a bitset with two independent 32-bit Zobrist hashes.
+  // Linearized set as a bitset with an incremental 32-bit Zobrist hash.
   const words = (n + 31) >>> 5;
   const bits = new Uint32Array(words);
   const z1 = new Int32Array(n);
-  const z2 = new Int32Array(n);
   let seed = 0x9e3779b9;
   for (let i = 0; i < n; i++) {
     seed = splitmix32(seed);
     z1[i] = seed;
-    seed = splitmix32(seed);
-    z2[i] = seed;
   }
   let h1 = 0;
-  let h2 = 0;
-  const cache = new Map<string, Uint32Array[]>();
+  // Memo: (h1, interned state id) -> configurations with that hash; exact compare on hit.
+  const stateIds = new Map<string, number>();
+  const cache = new Map<number, Config[]>();
   let states = 0;
 
   const stack: Frame<S>[] = [];
@@ -333,7 +331,6 @@ function searchPartition<S, I, O>(
       const i = top.entry.op;
       bits[i >>> 5]! &= ~(1 << (i & 31));
       h1 ^= z1[i]!;
-      h2 ^= z2[i]!;
       if (ops[i]!.ret !== null) remainingKnown++;
       state = top.state;
       unlift(top.entry);
@@ -347,15 +344,20 @@ function searchPartition<S, I, O>(
     if (r.ok) {
       bits[i >>> 5]! |= 1 << (i & 31);
       h1 ^= z1[i]!;
-      h2 ^= z2[i]!;
-      const k = `${h1}:${h2}:${model.key(r.state)}`;
+      const sk = model.key(r.state);
+      let sid = stateIds.get(sk);
+      if (sid === undefined) {
+        sid = stateIds.size;
+        stateIds.set(sk, sid);
+      }
+      const k = (h1 >>> 0) * STATE_ID_SPACE + (sid % STATE_ID_SPACE);
       let bucket = cache.get(k);
-      if (bucket === undefined || !bucket.some((b) => sameBits(b, bits))) {
+      if (bucket === undefined || !seen(bucket, sid, bits)) {
         if (bucket === undefined) {
           bucket = [];
           cache.set(k, bucket);
         }
-        bucket.push(bits.slice());
+        bucket.push({ sid, bits: bits.slice() });
         if (++states > maxStates) {
           return { kind: 'unknown', reason: `state budget of ${maxStates} exhausted`, timedOut: false };
         }
@@ -369,7 +371,6 @@ function searchPartition<S, I, O>(
       // Configuration seen before: it led nowhere then, it leads nowhere now.
       bits[i >>> 5]! &= ~(1 << (i & 31));
       h1 ^= z1[i]!;
-      h2 ^= z2[i]!;
     }
     entry = entry.next;
   }
@@ -409,9 +410,28 @@ function unlift(call: Entry): void {
   call.next!.prev = call;
 }
 
-function sameBits(a: Uint32Array, b: Uint32Array): boolean {
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+/** A memoized configuration: interned state id and linearized-set bitset. */
+interface Config {
+  readonly sid: number;
+  readonly bits: Uint32Array;
+}
+
+/** 2^21: interned state ids share the memo key's number with the 32-bit set hash. */
+const STATE_ID_SPACE = 0x200000;
+
+function seen(bucket: readonly Config[], sid: number, bits: Uint32Array): boolean {
+  for (const c of bucket) {
+    if (c.sid !== sid) continue;
+    let same = true;
+    for (let w = 0; w < bits.length; w++) {
+      if (c.bits[w] !== bits[w]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return true;
+  }
+  return false;
 }
 
 function splitmix32(x: number): number {
