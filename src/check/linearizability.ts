@@ -144,6 +144,10 @@ export function checkLinearizable<S, I, O>(
   let totalStates = 0;
   let unknown: { partition: string; reason: string } | undefined;
   for (const [name, ops] of parts) {
+    if (deadline !== undefined && Date.now() > deadline) {
+      unknown ??= { partition: name, reason: 'time budget exhausted before this partition was checked' };
+      break;
+    }
     const r = searchPartition(model, ops, maxStates, deadline);
     if (r.kind === 'ok') {
       totalStates += r.states;

@@ -234,6 +234,13 @@ describe('linearizability checker: KV histories', () => {
     assert.deepEqual(onlyHard.ok === 'unknown' && onlyHard.partition, 'a');
   });
 
+  test('the time budget also covers many small partitions', () => {
+    const history: KvOperation[] = [];
+    for (let k = 0; k < 20000; k++) history.push(put(0, 2 * k, 2 * k + 1, `k${k}`, 'v'));
+    const r = checkLinearizable(kvModel, history, { timeoutMs: 0 });
+    assert.equal(r.ok, 'unknown');
+  });
+
   test('explanation lists the partition with times and the longest linearizable prefix', () => {
     nextId = 100;
     const history = [
