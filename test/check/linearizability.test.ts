@@ -374,7 +374,87 @@ function describeFailure(r: CheckResult): string {
   return r.ok === false ? r.explanation : JSON.stringify(r);
 }
 
+/**
+ * Brute-force oracle straight from the definition: some order of all known-outcome ops
+ * plus any subset of unknown-outcome ops, respecting real-time order (a before b when
+ * a.ret < b.call), is legal for the sequential model.
+ */
+function bruteForce(history: readonly KvOperation[]): boolean {
+  const search = (remaining: readonly KvOperation[], state: string | null): boolean => {
+    if (remaining.every((o) => o.ret === null)) return true;
+    for (const o of remaining) {
+      // o can go next iff no other remaining known op returned before o was called.
+      if (remaining.some((p) => p !== o && p.ret !== null && p.ret < o.call)) continue;
+      const r = kvModel.step(state, o.input, o.ret === null ? null : o.output);
+      if (
+        r.ok &&
+        search(
+          remaining.filter((p) => p !== o),
+          r.state,
+        )
+      )
+        return true;
+    }
+    // Unknown ops may also never take effect.
+    const unknown = remaining.find((o) => o.ret === null);
+    return (
+      unknown !== undefined &&
+      search(
+        remaining.filter((p) => p !== unknown),
+        state,
+      )
+    );
+  };
+  return search(history, null);
+}
+
+const smallValue = fc.constantFrom<string | null>(null, 'a', 'b');
+const randomKvOp: fc.Arbitrary<Omit<KvOperation, 'id'>> = fc
+  .record({
+    kind: fc.integer({ min: 0, max: 3 }),
+    value: fc.constantFrom('a', 'b'),
+    observed: smallValue,
+    flag: fc.boolean(),
+    call: fc.integer({ min: 0, max: 12 }),
+    duration: fc.integer({ min: 0, max: 8 }),
+    unknown: fc.integer({ min: 0, max: 4 }).map((x) => x === 0),
+    client: fc.integer({ min: 0, max: 3 }),
+  })
+  .map(({ kind, value, observed, flag, call, duration, unknown, client }) => {
+    const key = 'x';
+    let input: KvInput;
+    let output: KvOutput;
+    if (kind === 0) {
+      input = { kind: 'put', key, value };
+      output = { kind: 'put' };
+    } else if (kind === 1) {
+      input = { kind: 'get', key };
+      output = { kind: 'get', value: observed };
+    } else if (kind === 2) {
+      input = { kind: 'delete', key };
+      output = { kind: 'delete', existed: flag };
+    } else {
+      input = { kind: 'cas', key, expected: observed, value };
+      output = { kind: 'cas', swapped: flag };
+    }
+    return { client, input, call, ret: unknown ? null : call + duration, output: unknown ? null : output };
+  });
+
 describe('linearizability checker: properties', () => {
+  test('agrees with a brute-force oracle on small random histories', () => {
+    let bad = 0;
+    fc.assert(
+      fc.property(fc.array(randomKvOp, { minLength: 1, maxLength: 7 }), (ops) => {
+        const history = ops.map((o, id) => ({ ...o, id }));
+        const expected = bruteForce(history);
+        if (!expected) bad++;
+        assert.equal(check(history).ok, expected);
+      }),
+      { numRuns: 1000 },
+    );
+    assert.ok(bad > 100, `only ${bad} non-linearizable samples`);
+  });
+
   test('random sequential executions are linearizable', () => {
     fc.assert(
       fc.property(fc.array(specArb(4, 2, true), { maxLength: 60 }), (specs) => {
