@@ -9,7 +9,9 @@ import { replayCommand, runSeed } from '../src/sim/run.ts';
 import type { SimOptions } from '../src/sim/simulator.ts';
 
 function usage(msg: string): never {
-  console.error(`sim: ${msg}\nusage: npm run sim -- [--seed N | --seeds K [--from N]] [--steps M] [--lease] [--no-prevote] [--no-checkquorum] [--trace N]`);
+  console.error(
+    `sim: ${msg}\nusage: npm run sim -- [--seed N | --seeds K [--from N]] [--steps M] [--lease] [--no-prevote] [--no-checkquorum] [--trace N]`,
+  );
   process.exit(2);
 }
 
@@ -87,4 +89,6 @@ for (const s of list) {
   }
 }
 const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-console.log(`${list.length} seeds passed: ${totalSteps} steps, ${totalOps} client ops, ${faults} faults, ${secs.toFixed(1)} s`);
+console.log(
+  `${list.length} seeds passed: ${totalSteps} steps, ${totalOps} client ops, ${faults} faults, ${secs.toFixed(1)} s`,
+);

@@ -63,7 +63,11 @@ export function decodeRequest(data: Uint8Array): KvRequest {
   if (typeof c.key !== 'string') throw new KvDecodeError('KV command without a string key');
   if (c.kind === 'put' && typeof c.value === 'string') return o as KvRequest;
   if (c.kind === 'delete') return o as KvRequest;
-  if (c.kind === 'cas' && typeof c.value === 'string' && (c.expected === null || typeof c.expected === 'string')) {
+  if (
+    c.kind === 'cas' &&
+    typeof c.value === 'string' &&
+    (c.expected === null || typeof c.expected === 'string')
+  ) {
     return o as KvRequest;
   }
   throw new KvDecodeError(`unknown or malformed KV command ${JSON.stringify(c.kind)}`);
@@ -123,7 +127,11 @@ export class KvStateMachine {
 
   snapshot(): Uint8Array {
     return enc.encode(
-      JSON.stringify({ applied: this.applied, data: [...this.data.entries()], sessions: [...this.sessions.entries()] }),
+      JSON.stringify({
+        applied: this.applied,
+        data: [...this.data.entries()],
+        sessions: [...this.sessions.entries()],
+      }),
     );
   }
 

@@ -27,14 +27,20 @@ export function decodeConfChange(data: Uint8Array): ConfChange {
   } catch (err) {
     throw new ConfChangeError('configuration change entry is not valid JSON', { cause: err });
   }
-  if (typeof v !== 'object' || v === null) throw new ConfChangeError('configuration change entry is not an object');
+  if (typeof v !== 'object' || v === null)
+    throw new ConfChangeError('configuration change entry is not an object');
   const o = v as Record<string, unknown>;
   const type = o['type'];
   const node = o['node'];
-  if (type !== ConfChangeType.AddVoter && type !== ConfChangeType.AddLearner && type !== ConfChangeType.Remove) {
+  if (
+    type !== ConfChangeType.AddVoter &&
+    type !== ConfChangeType.AddLearner &&
+    type !== ConfChangeType.Remove
+  ) {
     throw new ConfChangeError(`unknown configuration change type ${JSON.stringify(type)}`);
   }
-  if (typeof node !== 'string' || node === '') throw new ConfChangeError('configuration change without a node id');
+  if (typeof node !== 'string' || node === '')
+    throw new ConfChangeError('configuration change without a node id');
   const context = o['context'];
   return typeof context === 'string' ? { type, node, context } : { type, node };
 }

@@ -9,7 +9,7 @@
  * - committed never decreases, and no committed entry is ever truncated (a conflict at or
  *   below `committed` throws: it would mean the cluster lost a committed entry).
  */
-import { type Entry, type SnapshotMeta } from './types.ts';
+import type { Entry, SnapshotMeta } from './types.ts';
 
 export class LogSafetyError extends Error {
   override readonly name = 'LogSafetyError';
@@ -32,7 +32,9 @@ export class RaftLog {
     for (let i = 0; i < this.ents.length; i++) {
       const e = this.ents[i] as Entry;
       if (e.index !== offset + 1 + i) {
-        throw new LogSafetyError(`log entries not contiguous: expected index ${offset + 1 + i}, got ${e.index}`);
+        throw new LogSafetyError(
+          `log entries not contiguous: expected index ${offset + 1 + i}, got ${e.index}`,
+        );
       }
     }
     this.stable = this.lastIndex();
@@ -70,7 +72,12 @@ export class RaftLog {
   }
 
   /** Entries in [lo, hi], at most `maxCount` and about `maxBytes` (at least one). */
-  slice(lo: number, hi: number, maxCount = Number.POSITIVE_INFINITY, maxBytes = Number.POSITIVE_INFINITY): Entry[] {
+  slice(
+    lo: number,
+    hi: number,
+    maxCount = Number.POSITIVE_INFINITY,
+    maxBytes = Number.POSITIVE_INFINITY,
+  ): Entry[] {
     if (lo <= this.offset) throw new RangeError(`slice from ${lo}: compacted up to ${this.offset}`);
     const end = Math.min(hi, this.lastIndex());
     const out: Entry[] = [];

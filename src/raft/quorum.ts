@@ -15,15 +15,15 @@ export function majority(n: number): number {
 }
 
 /**
- * The largest value v such that a majority of `voters` have `valueOf(id) >= v`.
+ * The largest value v such that a majority of `voters` have `valueFor(id) >= v`.
  * Missing voters count as 0. With no voters, returns +Infinity (nothing constrains it),
  * mirroring the convention that an empty configuration agrees on everything.
  */
-export function committedValue(voters: readonly NodeId[], valueOf: (id: NodeId) => number): number {
+export function committedValue(voters: readonly NodeId[], valueFor: (id: NodeId) => number): number {
   const n = voters.length;
   if (n === 0) return Number.POSITIVE_INFINITY;
   const values = new Array<number>(n);
-  for (let i = 0; i < n; i++) values[i] = valueOf(voters[i] as NodeId);
+  for (let i = 0; i < n; i++) values[i] = valueFor(voters[i] as NodeId);
   values.sort((a, b) => b - a);
   return values[majority(n) - 1] as number;
 }

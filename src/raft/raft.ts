@@ -23,7 +23,13 @@
  *   log is durable;
  * - applied <= committed, and both only grow.
  */
-import { applyConfChange, decodeConfChange, encodeConfChange, isMember, validateConfChange } from './confchange.ts';
+import {
+  applyConfChange,
+  decodeConfChange,
+  encodeConfChange,
+  isMember,
+  validateConfChange,
+} from './confchange.ts';
 import { RaftLog } from './log.ts';
 import { Progress, ProgressState } from './progress.ts';
 import { committedValue, VoteResult, voteResult } from './quorum.ts';
@@ -244,11 +250,19 @@ export class Raft {
     if (!Number.isInteger(this.electionTick) || this.electionTick < 2) {
       throw new RaftConfigError(`electionTick must be an integer >= 2, got ${this.electionTick}`);
     }
-    if (!Number.isInteger(this.heartbeatTick) || this.heartbeatTick < 1 || this.heartbeatTick >= this.electionTick) {
-      throw new RaftConfigError(`heartbeatTick must be an integer in [1, electionTick), got ${this.heartbeatTick}`);
+    if (
+      !Number.isInteger(this.heartbeatTick) ||
+      this.heartbeatTick < 1 ||
+      this.heartbeatTick >= this.electionTick
+    ) {
+      throw new RaftConfigError(
+        `heartbeatTick must be an integer in [1, electionTick), got ${this.heartbeatTick}`,
+      );
     }
     if (this.readOnly === 'lease' && !this.checkQuorum) {
-      throw new RaftConfigError('lease reads need checkQuorum: without it a deposed leader may serve stale reads');
+      throw new RaftConfigError(
+        'lease reads need checkQuorum: without it a deposed leader may serve stale reads',
+      );
     }
     for (const [k, v] of [
       ['maxMsgEntries', this.maxMsgEntries],
@@ -256,7 +270,8 @@ export class Raft {
       ['maxInflight', this.maxInflight],
       ['maxSnapshotChunk', this.maxSnapshotChunk],
     ] as const) {
-      if (!Number.isInteger(v) || v < 1) throw new RaftConfigError(`${k} must be a positive integer, got ${v}`);
+      if (!Number.isInteger(v) || v < 1)
+        throw new RaftConfigError(`${k} must be a positive integer, got ${v}`);
     }
 
     const snap = durable.snapshot;
@@ -330,11 +345,20 @@ export class Raft {
         this.becomeFollower(m.term, NONE);
       }
     } else if (m.term < this.term) {
-      if ((this.checkQuorum || this.preVote) && (m.type === MessageType.Append || m.type === MessageType.Heartbeat)) {
+      if (
+        (this.checkQuorum || this.preVote) &&
+        (m.type === MessageType.Append || m.type === MessageType.Heartbeat)
+      ) {
         // A stale leader: tell it our term so it steps down (it may be cut off by PreVote).
         this.send(this.appendResp(m.from, 0, false));
       } else if (m.type === MessageType.PreVote) {
-        this.send<VoteResponse>({ type: MessageType.PreVoteResp, from: this.id, to: m.from, term: this.term, reject: true });
+        this.send<VoteResponse>({
+          type: MessageType.PreVoteResp,
+          from: this.id,
+          to: m.from,
+          term: this.term,
+          reject: true,
+        });
       }
       return;
     }
@@ -368,10 +392,16 @@ export class Raft {
   /** Propose a membership change. Only the leader accepts it; one change at a time. */
   proposeConfChange(cc: ConfChange): ProposeOutcome {
     if (this.role !== Role.Leader) {
-      return this.reject(ProposeRejection.NotLeader, `${this.id} is not the leader (leader: ${this.lead || 'unknown'})`);
+      return this.reject(
+        ProposeRejection.NotLeader,
+        `${this.id} is not the leader (leader: ${this.lead || 'unknown'})`,
+      );
     }
     if (this.log.term(this.log.committed) !== this.term) {
-      return this.reject(ProposeRejection.ConfChangePending, 'the leader has not committed an entry of its term yet');
+      return this.reject(
+        ProposeRejection.ConfChangePending,
+        'the leader has not committed an entry of its term yet',
+      );
     }
     if (this.pendingConfIndex > this.appliedIndex) {
       return this.reject(
@@ -497,7 +527,8 @@ export class Raft {
 
   /** The driver persisted, sent and applied `rd` as the Ready contract says. */
   advance(rd: Ready): void {
-    if (this.outstanding !== rd) throw new RaftUsageError('advance() with a Ready that is not the outstanding one');
+    if (this.outstanding !== rd)
+      throw new RaftUsageError('advance() with a Ready that is not the outstanding one');
     this.outstanding = null;
     if (rd.snapshot) {
       if (!this.snapshot || this.snapshot.meta.index < rd.snapshot.meta.index) this.snapshot = rd.snapshot;
@@ -815,8 +846,23 @@ export class Raft {
     }
   }
 
-  private appendResp(to: NodeId, index: number, reject: boolean, hintIndex = 0, hintTerm = 0): AppendResponse {
-    return { type: MessageType.AppendResp, from: this.id, to, term: this.term, index, reject, hintIndex, hintTerm };
+  private appendResp(
+    to: NodeId,
+    index: number,
+    reject: boolean,
+    hintIndex = 0,
+    hintTerm = 0,
+  ): AppendResponse {
+    return {
+      type: MessageType.AppendResp,
+      from: this.id,
+      to,
+      term: this.term,
+      index,
+      reject,
+      hintIndex,
+      hintTerm,
+    };
   }
 
   private handleAppend(m: AppendRequest): void {
@@ -855,7 +901,12 @@ export class Raft {
     const inc = this.incoming;
     if (m.offset === 0) {
       this.incoming = { meta, chunks: [], size: 0 };
-    } else if (!inc || inc.meta.index !== meta.index || inc.meta.term !== meta.term || inc.size !== m.offset) {
+    } else if (
+      !inc ||
+      inc.meta.index !== meta.index ||
+      inc.meta.term !== meta.term ||
+      inc.size !== m.offset
+    ) {
       const held = inc && inc.meta.index === meta.index && inc.meta.term === meta.term ? inc.size : 0;
       if (!held) this.incoming = null;
       this.send<SnapshotResponse>({
@@ -1003,7 +1054,12 @@ export class Raft {
 
   private appendEntries(items: readonly { type: EntryType; data: Uint8Array }[]): void {
     let index = this.log.lastIndex();
-    const entries: Entry[] = items.map((it) => ({ term: this.term, index: ++index, type: it.type, data: it.data }));
+    const entries: Entry[] = items.map((it) => ({
+      term: this.term,
+      index: ++index,
+      type: it.type,
+      data: it.data,
+    }));
     this.log.append(entries);
     this.needBroadcast = true;
     // A lone voter commits on its own durability: advance() calls maybeCommit().
@@ -1042,7 +1098,8 @@ export class Raft {
         return;
       }
       const last = this.log.lastIndex();
-      const entries = pr.next <= last ? this.log.slice(pr.next, last, this.maxMsgEntries, this.maxMsgBytes) : [];
+      const entries =
+        pr.next <= last ? this.log.slice(pr.next, last, this.maxMsgEntries, this.maxMsgBytes) : [];
       // A probe is worth sending empty: its answer tells where the logs match.
       if (entries.length === 0 && !((sendIfEmpty || pr.state === ProgressState.Probe) && first)) return;
       const m: AppendRequest = {
@@ -1130,7 +1187,9 @@ export class Raft {
 
   /** Highest heartbeat sequence number acknowledged by a quorum (this node counts its own). */
   private quorumAckedSeq(): number {
-    return committedValue(this.conf.voters, (id) => (id === this.id ? this.hbSeq : (this.prs.get(id)?.ackedSeq ?? 0)));
+    return committedValue(this.conf.voters, (id) =>
+      id === this.id ? this.hbSeq : (this.prs.get(id)?.ackedSeq ?? 0),
+    );
   }
 
   private leaseValid(): boolean {
@@ -1274,14 +1333,16 @@ export class Raft {
       if (id !== this.id && !this.prs.has(id)) this.prs.set(id, new Progress(id, next, true));
     }
     for (const id of [...this.prs.keys()]) if (!isMember(this.conf, id)) this.prs.delete(id);
-    if (this.leadTransferee !== NONE && !this.conf.voters.includes(this.leadTransferee)) this.leadTransferee = NONE;
+    if (this.leadTransferee !== NONE && !this.conf.voters.includes(this.leadTransferee))
+      this.leadTransferee = NONE;
     // A smaller quorum may commit more; new members need the log.
     this.maybeCommit();
     this.needBroadcast = true;
   }
 
   private stepDownIfRemoved(): void {
-    if (this.role === Role.Leader && !this.conf.voters.includes(this.id)) this.becomeFollower(this.term, NONE);
+    if (this.role === Role.Leader && !this.conf.voters.includes(this.id))
+      this.becomeFollower(this.term, NONE);
   }
 
   private confAt(index: number): ConfState {

@@ -81,7 +81,9 @@ export class SimDisk {
     switch (r.kind) {
       case 'hard':
         if (r.hardState.commit < this.hardState.commit && r.hardState.term === this.hardState.term) {
-          throw new SimDiskError(`durable commit went back from ${this.hardState.commit} to ${r.hardState.commit}`);
+          throw new SimDiskError(
+            `durable commit went back from ${this.hardState.commit} to ${r.hardState.commit}`,
+          );
         }
         this.hardState = r.hardState;
         return;

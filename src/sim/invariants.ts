@@ -11,7 +11,14 @@
  *   durable term never decreases.
  */
 import type { Raft } from '../raft/raft.ts';
-import { type DurableState, type Entry, type HardState, type NodeId, type Ready, Role } from '../raft/types.ts';
+import {
+  type DurableState,
+  type Entry,
+  type HardState,
+  type NodeId,
+  type Ready,
+  Role,
+} from '../raft/types.ts';
 
 export class SafetyViolation extends Error {
   override readonly name = 'SafetyViolation';
@@ -86,7 +93,9 @@ export class Invariants {
       return;
     }
     if (known.hash !== fp.hash || known.type !== fp.type) {
-      throw new SafetyViolation(`log matching: ${id} holds a different entry at index ${e.index} term ${e.term}`);
+      throw new SafetyViolation(
+        `log matching: ${id} holds a different entry at index ${e.index} term ${e.term}`,
+      );
     }
     if (known.prevTerm >= 0 && fp.prevTerm >= 0 && known.prevTerm !== fp.prevTerm) {
       throw new SafetyViolation(
@@ -99,7 +108,9 @@ export class Invariants {
   onApply(id: NodeId, e: Entry): void {
     const last = this.nodeApplied.get(id) ?? 0;
     if (e.index !== last + 1) {
-      throw new SafetyViolation(`${id} applies index ${e.index} after ${last}: applied must grow one entry at a time`);
+      throw new SafetyViolation(
+        `${id} applies index ${e.index} after ${last}: applied must grow one entry at a time`,
+      );
     }
     this.nodeApplied.set(id, e.index);
     const h = hashBytes(e.data);
@@ -116,10 +127,12 @@ export class Invariants {
 
   onSnapshotApplied(id: NodeId, index: number, term: number): void {
     const last = this.nodeApplied.get(id) ?? 0;
-    if (index < last) throw new SafetyViolation(`${id} applied index went back from ${last} to ${index} (snapshot)`);
+    if (index < last)
+      throw new SafetyViolation(`${id} applied index went back from ${last} to ${index} (snapshot)`);
     this.nodeApplied.set(id, index);
     const a = this.applied.get(index);
-    if (a && a.term !== term) throw new SafetyViolation(`${id} snapshot at ${index} has term ${term}, applied ${a.term}`);
+    if (a && a.term !== term)
+      throw new SafetyViolation(`${id} snapshot at ${index} has term ${term}, applied ${a.term}`);
   }
 
   /** After every event: one leader per term; a new leader holds everything applied anywhere. */

@@ -3,7 +3,7 @@
  * undone, clients finish), then the end-of-run checks: the cluster recovers (a leader,
  * every live member catches up) and the client history is linearizable.
  */
-import { SimFailure, type SimOptions, Simulator, chaosOptions } from './simulator.ts';
+import { chaosOptions, SimFailure, type SimOptions, Simulator } from './simulator.ts';
 
 export interface RunResult {
   readonly seed: number;
@@ -40,7 +40,8 @@ export function runSeed(
     const leader = sim.waitForLeader(20_000);
     if (!leader) sim.fail('no stable leader within 20 s (virtual) after faults stopped');
     sim.stopClients();
-    if (!sim.runUntil(() => sim.clientsIdle(), 20_000)) sim.fail('clients did not finish after faults stopped');
+    if (!sim.runUntil(() => sim.clientsIdle(), 20_000))
+      sim.fail('clients did not finish after faults stopped');
     // Every live member converges on the leader's commit index.
     const l = sim.waitForLeader(5_000);
     if (!l) sim.fail('leader lost during the calm phase');

@@ -8,8 +8,8 @@
  * After every event the {@link Invariants} are checked; at the end the client history is
  * checked for linearizability. Same options (seed included) => the very same run.
  */
-import { KvStateMachine, type KvCommand, decodeRequest, encodeRequest } from '../kv/state-machine.ts';
-import { Raft, bootstrapState, emptyState, type ProposeOutcome, type RaftConfig } from '../raft/raft.ts';
+import { decodeRequest, encodeRequest, type KvCommand, KvStateMachine } from '../kv/state-machine.ts';
+import { bootstrapState, emptyState, type ProposeOutcome, Raft, type RaftConfig } from '../raft/raft.ts';
 import { SeededRng } from '../raft/rng.ts';
 import { ConfChangeType, type Message, type NodeId, type Ready, Role } from '../raft/types.ts';
 import { SimDisk } from './disk.ts';
@@ -66,6 +66,11 @@ export interface SimOptions {
   maxAttempts: number;
   /** Keep this many trace lines for failure reports. */
   traceSize: number;
+  /**
+   * Serve gets from the receiving node's state machine at once, without ReadIndex. Wrong
+   * on purpose: tests use it to show that the history checker catches stale reads.
+   */
+  unsafeLocalReads: boolean;
 }
 
 export const defaultOptions: SimOptions = {
@@ -100,6 +105,7 @@ export const defaultOptions: SimOptions = {
   opTimeout: 400,
   maxAttempts: 6,
   traceSize: 300,
+  unsafeLocalReads: false,
 };
 
 /** A preset with every fault on: the configuration CI runs over many seeds. */
@@ -468,7 +474,8 @@ export class Simulator {
 
   log(line: string): void {
     this.trace.push(`${this.now.toFixed(2).padStart(10)} ${line}`);
-    if (this.trace.length > this.opts.traceSize) this.trace.splice(0, this.trace.length - this.opts.traceSize);
+    if (this.trace.length > this.opts.traceSize)
+      this.trace.splice(0, this.trace.length - this.opts.traceSize);
   }
 
   fail(message: string, cause?: unknown): never {
@@ -550,7 +557,8 @@ export class Simulator {
       this.inv.checkCluster(this);
     } catch (err) {
       if (err instanceof SimFailure) throw err;
-      const msg = err instanceof SafetyViolation ? `safety violation: ${err.message}` : `error: ${String(err)}`;
+      const msg =
+        err instanceof SafetyViolation ? `safety violation: ${err.message}` : `error: ${String(err)}`;
       this.fail(msg, err);
     }
   }
@@ -677,7 +685,10 @@ export class Simulator {
       if (!p) continue;
       n.pendingReads.delete(w.ctx);
       const v = n.sm.get(p.key);
-      this.replyClient(n.id, p.client, p.attempt, { ok: true, output: { kind: 'get', value: v ? v.value : null } });
+      this.replyClient(n.id, p.client, p.attempt, {
+        ok: true,
+        output: { kind: 'get', value: v ? v.value : null },
+      });
     }
     n.waitingReads = still;
   }
@@ -816,9 +827,24 @@ export class Simulator {
     if (r < 4) input = { kind: 'get', key };
     else if (r < 7) input = { kind: 'put', key, value };
     else if (r < 8) input = { kind: 'delete', key };
-    else input = { kind: 'cas', key, expected: this.rng.chance(0.3) ? null : `v${1 + this.rng.int(this.opts.clients)}.${1 + this.rng.int(c.seq + 1)}`, value };
+    else
+      input = {
+        kind: 'cas',
+        key,
+        expected: this.rng.chance(0.3)
+          ? null
+          : `v${1 + this.rng.int(this.opts.clients)}.${1 + this.rng.int(c.seq + 1)}`,
+        value,
+      };
     if (input.kind !== 'get') c.seq++;
-    const op: HistoryOp = { id: ++this.opIds, client: clientId, input, call: this.now, ret: null, output: null };
+    const op: HistoryOp = {
+      id: ++this.opIds,
+      client: clientId,
+      input,
+      call: this.now,
+      ret: null,
+      output: null,
+    };
     c.op = op;
     c.attempts = 0;
     c.maybeApplied = false;
@@ -831,7 +857,8 @@ export class Simulator {
     c.attempt++;
     const target = c.leaderGuess !== '' && this.rng.chance(0.8) ? c.leaderGuess : this.rng.pick(this.ids);
     if (c.op && c.op.input.kind !== 'get') c.maybeApplied = true;
-    const delay = this.opts.net.minDelay + this.rng.float() * (this.opts.net.maxDelay - this.opts.net.minDelay);
+    const delay =
+      this.opts.net.minDelay + this.rng.float() * (this.opts.net.maxDelay - this.opts.net.minDelay);
     this.schedule({ kind: 'client-req', node: target, client: c.id, attempt: c.attempt }, delay);
     this.schedule({ kind: 'client-timeout', client: c.id, attempt: c.attempt }, this.opts.opTimeout);
   }
@@ -839,9 +866,12 @@ export class Simulator {
   private handleClientRequest(nodeId: NodeId, clientId: number, attempt: number): void {
     const n = this.node(nodeId);
     const c = this.clients[clientId - 1];
-    if (!c || !c.op || c.attempt !== attempt || !n.alive || n.paused || !n.raft) return;
+    if (!c?.op || c.attempt !== attempt || !n.alive || n.paused || !n.raft) return;
     const input = c.op.input;
-    if (input.kind === 'get') {
+    if (input.kind === 'get' && this.opts.unsafeLocalReads) {
+      const v = n.sm.get(input.key);
+      this.replyClient(nodeId, clientId, attempt, { ok: true, output: { kind: 'get', value: v ? v.value : null } });
+    } else if (input.kind === 'get') {
       const ctx = this.nextCtx++;
       n.pendingReads.set(ctx, { client: clientId, attempt, key: input.key });
       n.raft.readIndex(ctx);
@@ -858,14 +888,15 @@ export class Simulator {
   }
 
   private replyClient(from: NodeId, client: number, attempt: number, reply: ClientReply): void {
-    const delay = this.opts.net.minDelay + this.rng.float() * (this.opts.net.maxDelay - this.opts.net.minDelay);
+    const delay =
+      this.opts.net.minDelay + this.rng.float() * (this.opts.net.maxDelay - this.opts.net.minDelay);
     this.schedule({ kind: 'client-reply', client, attempt, reply }, delay);
     void from;
   }
 
   private handleClientReply(clientId: number, attempt: number, reply: ClientReply): void {
     const c = this.clients[clientId - 1];
-    if (!c || !c.op || c.attempt !== attempt) return;
+    if (!c?.op || c.attempt !== attempt) return;
     if (reply.ok) {
       c.op.ret = this.now;
       c.op.output = reply.output;
@@ -879,7 +910,7 @@ export class Simulator {
 
   private handleClientTimeout(clientId: number, attempt: number): void {
     const c = this.clients[clientId - 1];
-    if (!c || !c.op || c.attempt !== attempt) return;
+    if (!c?.op || c.attempt !== attempt) return;
     c.leaderGuess = '';
     this.retryOrGiveUp(c);
   }

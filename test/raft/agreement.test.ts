@@ -1,7 +1,7 @@
 // Log replication and commitment (Raft §5.3, §5.4).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { appliedCount, checkOneLeader, cluster, data, one, totalSent, valueOf } from './helpers.ts';
+import { appliedCount, checkOneLeader, cluster, data, one, payload, totalSent } from './helpers.ts';
 
 test('basic agreement: entries commit in order on every node', () => {
   const sim = cluster(3, 11);
@@ -86,7 +86,7 @@ test('concurrent proposals all commit, in one order everywhere', () => {
   assert.ok(sim.runUntil(() => appliedCount(sim, last) === 3, 3_000));
   for (let i = 0; i < idx.length; i++) {
     const e = sim.raft(l).entryAt(idx[i] as number);
-    assert.equal(valueOf(e?.data), `p${i}`);
+    assert.equal(payload(e?.data), `p${i}`);
   }
 });
 
@@ -109,7 +109,7 @@ test('a partitioned leader with uncommitted entries rejoins and its entries are 
   assert.ok(appliedCount(sim, last) === 3);
   for (const i of doomed) {
     const e = sim.raft(l1).entryAt(i);
-    if (e) assert.ok(!(valueOf(e.data) ?? '').startsWith('lost'), `index ${i} was overwritten`);
+    if (e) assert.ok(!(payload(e.data) ?? '').startsWith('lost'), `index ${i} was overwritten`);
   }
 });
 

@@ -4,8 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { decodeRequest, encodeRequest } from '../../src/kv/state-machine.ts';
-import { Simulator, type SimOptions } from '../../src/sim/simulator.ts';
 import type { NodeId } from '../../src/raft/types.ts';
+import { type SimOptions, Simulator } from '../../src/sim/simulator.ts';
 
 export function cluster(n: number, seed: number, opts: Partial<SimOptions> = {}): Simulator {
   return new Simulator({ seed, voters: n, ...opts });
@@ -17,7 +17,7 @@ export function data(s: string): Uint8Array {
 }
 
 /** The value a command made by {@link data} carries. */
-export function valueOf(bytes: Uint8Array | undefined): string | undefined {
+export function payload(bytes: Uint8Array | undefined): string | undefined {
   if (!bytes || bytes.byteLength === 0) return undefined;
   const cmd = decodeRequest(bytes).cmd;
   return cmd.kind === 'delete' ? undefined : cmd.value;
@@ -53,7 +53,7 @@ export function one(sim: Simulator, cmd: string, expected: number, maxMs = 10_00
     }
     sim.runFor(50);
   }
-  assert.fail(`one(${cmd}) failed to reach agreement on ${expected} nodes`);
+  return assert.fail(`one(${cmd}) failed to reach agreement on ${expected} nodes`);
 }
 
 /** Whether the entry at `index` on some node that applied it carries `cmd`. */
@@ -61,14 +61,14 @@ function holds(sim: Simulator, index: number, cmd: string): boolean {
   for (const id of sim.ids) {
     const r = sim.node(id).raft;
     const e = r?.entryAt(index);
-    if (e && r && r.status().applied >= index) return valueOf(e.data) === cmd;
+    if (e && r && r.status().applied >= index) return payload(e.data) === cmd;
   }
   return true; // compacted everywhere: the invariants already checked what was applied
 }
 
 export function checkOneLeader(sim: Simulator, maxMs = 5_000): NodeId {
   const l = sim.waitForLeader(maxMs);
-  assert.ok(l, 'expected a leader');
+  if (l === null) return assert.fail('expected a leader');
   return l;
 }
 

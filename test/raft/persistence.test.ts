@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Simulator } from '../../src/sim/simulator.ts';
-import { appliedCount, checkOneLeader, cluster, data, one, valueOf } from './helpers.ts';
+import { appliedCount, checkOneLeader, cluster, data, one, payload } from './helpers.ts';
 
 function alive(sim: Simulator): string[] {
   return sim.ids.filter((id) => sim.node(id).alive);
@@ -90,7 +90,10 @@ test('Figure 8, scripted as in the paper: an old-term entry on a majority is not
   sim.crash(s1);
   const three = sim.ids.filter((id) => id !== s1 && id !== s2);
   sim.partition([three]);
-  assert.ok(sim.runUntil(() => three.includes(sim.leader() ?? ''), 5_000), 'a leader among S3-S5');
+  assert.ok(
+    sim.runUntil(() => three.includes(sim.leader() ?? ''), 5_000),
+    'a leader among S3-S5',
+  );
   const s5 = sim.leader() as string;
   sim.isolate(s5);
   assert.equal(sim.raft(s5).termAt(p), sim.raft(s5).currentTerm);
@@ -101,11 +104,21 @@ test('Figure 8, scripted as in the paper: an old-term entry on a majority is not
   sim.crash(s5);
   sim.restart(s1);
   sim.partition([[s1, s2, s3]]);
-  assert.ok(sim.runUntil(() => [s1, s2].includes(sim.leader() ?? ''), 5_000), 'S1 or S2 elected');
+  assert.ok(
+    sim.runUntil(() => [s1, s2].includes(sim.leader() ?? ''), 5_000),
+    'S1 or S2 elected',
+  );
   const lead = sim.leader() as string;
   const leadTerm = sim.raft(lead).currentTerm;
   assert.ok(
-    sim.runUntil(() => (sim.raft(lead).status().progress.find((pr) => pr.id === s3)?.match ?? 0) >= p, 2_000),
+    sim.runUntil(
+      () =>
+        (sim
+          .raft(lead)
+          .status()
+          .progress.find((pr) => pr.id === s3)?.match ?? 0) >= p,
+      2_000,
+    ),
     'S3 acknowledged X',
   );
   sim.partition([[s3], [s4]]);
@@ -120,9 +133,16 @@ test('Figure 8, scripted as in the paper: an old-term entry on a majority is not
   sim.crash(lead);
   sim.restart(s5);
   sim.partition([[s5, s3, s4]]);
-  assert.ok(sim.runUntil(() => sim.leader() === s5, 5_000), 'S5 elected again');
+  assert.ok(
+    sim.runUntil(() => sim.leader() === s5, 5_000),
+    'S5 elected again',
+  );
   one(sim, 'after', 3, 5_000);
-  assert.notEqual(valueOf(sim.raft(s3).entryAt(p)?.data), 'X', 'X was overwritten, which Figure 8 (d) shows is legal');
+  assert.notEqual(
+    payload(sim.raft(s3).entryAt(p)?.data),
+    'X',
+    'X was overwritten, which Figure 8 (d) shows is legal',
+  );
   sim.calm();
   one(sim, 'end', 5, 10_000);
 });
