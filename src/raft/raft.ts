@@ -223,6 +223,13 @@ export class Raft {
   private awaitingCommit: { ctx: number; from: NodeId }[] = [];
   private readonly remoteReads = new Map<NodeId, { ctxs: number[]; index: number }[]>();
   private needReadRound = false;
+  /** Heartbeat rounds up to this one cannot support a lease (a transfer was started after them). */
+  private leaseFence = 0;
+  /**
+   * With lease reads, a restarted node may have been in a leader's lease when it stopped:
+   * it honours that lease for electionTick ticks after starting.
+   */
+  private startupLease: boolean;
   // Follower work batched until the next ready().
   private forwardReads: number[] = [];
   private forwardProps: { type: EntryType; data: Uint8Array }[] = [];
@@ -300,6 +307,7 @@ export class Raft {
       if (e && e.type === EntryType.ConfChange) this.applyConfEntry(e);
     }
     this.prevHard = { term: this.term, vote: this.vote, commit: this.log.committed };
+    this.startupLease = this.readOnly === 'lease';
     this.becomeFollower(this.term, NONE);
     this.prevSoft = this.softState();
   }
@@ -658,6 +666,7 @@ export class Raft {
     for (const id of this.conf.learners) if (id !== this.id) this.prs.set(id, new Progress(id, next, true));
     this.pendingConfIndex = this.log.lastIndex();
     this.hbSeq = 0;
+    this.leaseFence = 0;
     this.leaderTicks = 0;
     this.seqTick.clear();
     this.seqTick.set(0, 0);
@@ -670,7 +679,8 @@ export class Raft {
   }
 
   private inLease(): boolean {
-    return this.checkQuorum && this.lead !== NONE && this.electionElapsed < this.electionTick;
+    if (!this.checkQuorum || this.electionElapsed >= this.electionTick) return false;
+    return this.lead !== NONE || this.startupLease;
   }
 
   private campaign(kind: 'pre' | 'election' | 'transfer'): void {
@@ -715,6 +725,7 @@ export class Raft {
 
   private tickElection(): void {
     this.electionElapsed++;
+    if (this.electionElapsed >= this.electionTick) this.startupLease = false;
     if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
       this.electionElapsed = 0;
       this.campaign(this.preVote ? 'pre' : 'election');
@@ -1150,6 +1161,9 @@ export class Raft {
   }
 
   private sendTimeoutNow(to: NodeId): void {
+    // The target may win at once, ignoring leases: acknowledgements of heartbeats sent
+    // before this point no longer prove that our lease holds.
+    this.leaseFence = this.hbSeq;
     this.eager.push({ type: MessageType.TimeoutNow, from: this.id, to, term: this.term });
   }
 
@@ -1194,7 +1208,7 @@ export class Raft {
 
   private leaseValid(): boolean {
     const q = this.quorumAckedSeq();
-    if (!Number.isFinite(q) || q <= 0) return false;
+    if (!Number.isFinite(q) || q <= this.leaseFence || this.leadTransferee !== NONE) return false;
     const sentAt = this.seqTick.get(q);
     // Followers that acknowledged a heartbeat sent at `sentAt` refuse votes for
     // electionTick ticks after receiving it; keep a tick of margin for clock drift.

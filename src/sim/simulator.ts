@@ -187,6 +187,8 @@ class SimNode {
   pendingWrites = new Map<string, { client: number; attempt: number }>();
   pendingReads = new Map<number, { client: number; attempt: number; key: string }>();
   waitingReads: { ctx: number; index: number }[] = [];
+  /** Read states handed out by the core over this node's lives (for tests). */
+  readStatesSeen = 0;
 
   constructor(id: NodeId, disk: SimDisk) {
     this.id = id;
@@ -658,6 +660,7 @@ export class Simulator {
         }
       }
     }
+    n.readStatesSeen += rd.readStates.length;
     for (const rs of rd.readStates) n.waitingReads.push(rs);
     for (const rf of rd.readFailures) {
       const p = n.pendingReads.get(rf.ctx);
@@ -870,7 +873,10 @@ export class Simulator {
     const input = c.op.input;
     if (input.kind === 'get' && this.opts.unsafeLocalReads) {
       const v = n.sm.get(input.key);
-      this.replyClient(nodeId, clientId, attempt, { ok: true, output: { kind: 'get', value: v ? v.value : null } });
+      this.replyClient(nodeId, clientId, attempt, {
+        ok: true,
+        output: { kind: 'get', value: v ? v.value : null },
+      });
     } else if (input.kind === 'get') {
       const ctx = this.nextCtx++;
       n.pendingReads.set(ctx, { client: clientId, attempt, key: input.key });

@@ -12,8 +12,8 @@ export function cluster(n: number, seed: number, opts: Partial<SimOptions> = {})
 }
 
 /** A command the simulator's KV state machine accepts: put t = s. */
-export function data(s: string): Uint8Array {
-  return encodeRequest({ client: 0, seq: 0, cmd: { kind: 'put', key: 't', value: s } });
+export function data(s: string, key = 't'): Uint8Array {
+  return encodeRequest({ client: 0, seq: 0, cmd: { kind: 'put', key, value: s } });
 }
 
 /** The value a command made by {@link data} carries. */
@@ -37,12 +37,19 @@ export function appliedCount(sim: Simulator, index: number): number {
  * Submit `cmd` to whichever node is leader, retrying until `expected` nodes applied it
  * (or `maxMs` of virtual time passes). Returns the index it was committed at.
  */
-export function one(sim: Simulator, cmd: string, expected: number, maxMs = 10_000, retry = true): number {
+export function one(
+  sim: Simulator,
+  cmd: string,
+  expected: number,
+  maxMs = 10_000,
+  retry = true,
+  key = 't',
+): number {
   const deadline = sim.now + maxMs;
   while (sim.now < deadline) {
     const l = sim.leader();
     if (l) {
-      const out = sim.propose(l, data(cmd));
+      const out = sim.propose(l, data(cmd, key));
       if (out.kind === 'appended') {
         const idx = out.index;
         const ok = sim.runUntil(() => appliedCount(sim, idx) >= expected, 2_000);
