@@ -231,6 +231,8 @@ export class Simulator {
   private seq = 0;
   private readonly events = new EventHeap<Ev>();
   private readonly trace: string[] = [];
+  private readonly recent: (Ev | undefined)[] = new Array(80);
+  private recentAt = 0;
   /** Partition: node -> group number; nodes in different groups cannot talk. */
   private groups = new Map<NodeId, number>();
   private partitionEpoch = 0;
@@ -481,7 +483,19 @@ export class Simulator {
   }
 
   fail(message: string, cause?: unknown): never {
-    throw new SimFailure(message, this.opts.seed, this.trace.slice(), cause);
+    throw new SimFailure(message, this.opts.seed, this.traceWithEvents(), cause);
+  }
+
+  /** The trace lines merged with the last events processed, in time order. */
+  traceWithEvents(): string[] {
+    const events: { time: number; line: string }[] = [];
+    const n = this.recent.length;
+    for (let i = 0; i < n; i++) {
+      const ev = this.recent[(this.recentAt + i) % n];
+      if (ev) events.push({ time: ev.time, line: `${ev.time.toFixed(2).padStart(10)}   ${describeEvent(ev)}` });
+    }
+    const lines = this.trace.map((line) => ({ time: Number(line.slice(0, 10)), line }));
+    return [...lines, ...events].sort((a, b) => a.time - b.time).map((x) => x.line);
   }
 
   // ------------------------------------------------------------------ events
@@ -492,6 +506,9 @@ export class Simulator {
 
   private process(ev: Ev): void {
     this.steps++;
+    // Remember the last events cheaply; they are formatted only when a run fails.
+    this.recent[this.recentAt] = ev;
+    this.recentAt = (this.recentAt + 1) % this.recent.length;
     try {
       switch (ev.kind) {
         case 'tick': {
@@ -949,6 +966,35 @@ function toOutput(cmd: KvCommand, result: NonNullable<ReturnType<KvStateMachine[
     case 'duplicate':
       void cmd;
       return null;
+  }
+}
+
+function describeEvent(ev: Ev): string {
+  switch (ev.kind) {
+    case 'deliver': {
+      const m = ev.msg;
+      const { type, from, to, term } = m;
+      let detail = '';
+      if (m.type === 'app') detail = ` prev=(${m.prevIndex},${m.prevTerm}) n=${m.entries.length} commit=${m.commit}`;
+      else if (m.type === 'app-resp') detail = ` index=${m.index}${m.reject ? ` reject hint=(${m.hintIndex},${m.hintTerm})` : ''}`;
+      else if (m.type === 'vote' || m.type === 'prevote') detail = ` last=(${m.lastLogIndex},${m.lastLogTerm})`;
+      else if (m.type === 'vote-resp' || m.type === 'prevote-resp') detail = m.reject ? ' reject' : ' grant';
+      else if (m.type === 'snap') detail = ` at=${m.meta.index} offset=${m.offset} len=${m.data.byteLength}${m.done ? ' done' : ''}`;
+      return `${from} -> ${to} ${type} t${term}${detail}`;
+    }
+    case 'tick':
+    case 'fsync':
+    case 'restart':
+    case 'resume':
+      return `${ev.kind} ${ev.node}`;
+    case 'client-req':
+      return `client ${ev.client} -> ${ev.node} (attempt ${ev.attempt})`;
+    case 'client-reply':
+      return `-> client ${ev.client}: ${ev.reply.ok ? JSON.stringify(ev.reply.output) : 'failed'}`;
+    case 'client-timeout':
+      return `client ${ev.client} attempt ${ev.attempt} timed out`;
+    default:
+      return ev.kind;
   }
 }
 
