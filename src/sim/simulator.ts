@@ -492,7 +492,8 @@ export class Simulator {
     const n = this.recent.length;
     for (let i = 0; i < n; i++) {
       const ev = this.recent[(this.recentAt + i) % n];
-      if (ev) events.push({ time: ev.time, line: `${ev.time.toFixed(2).padStart(10)}   ${describeEvent(ev)}` });
+      if (ev)
+        events.push({ time: ev.time, line: `${ev.time.toFixed(2).padStart(10)}   ${describeEvent(ev)}` });
     }
     const lines = this.trace.map((line) => ({ time: Number(line.slice(0, 10)), line }));
     return [...lines, ...events].sort((a, b) => a.time - b.time).map((x) => x.line);
@@ -975,11 +976,15 @@ function describeEvent(ev: Ev): string {
       const m = ev.msg;
       const { type, from, to, term } = m;
       let detail = '';
-      if (m.type === 'app') detail = ` prev=(${m.prevIndex},${m.prevTerm}) n=${m.entries.length} commit=${m.commit}`;
-      else if (m.type === 'app-resp') detail = ` index=${m.index}${m.reject ? ` reject hint=(${m.hintIndex},${m.hintTerm})` : ''}`;
-      else if (m.type === 'vote' || m.type === 'prevote') detail = ` last=(${m.lastLogIndex},${m.lastLogTerm})`;
+      if (m.type === 'app')
+        detail = ` prev=(${m.prevIndex},${m.prevTerm}) n=${m.entries.length} commit=${m.commit}`;
+      else if (m.type === 'app-resp')
+        detail = ` index=${m.index}${m.reject ? ` reject hint=(${m.hintIndex},${m.hintTerm})` : ''}`;
+      else if (m.type === 'vote' || m.type === 'prevote')
+        detail = ` last=(${m.lastLogIndex},${m.lastLogTerm})`;
       else if (m.type === 'vote-resp' || m.type === 'prevote-resp') detail = m.reject ? ' reject' : ' grant';
-      else if (m.type === 'snap') detail = ` at=${m.meta.index} offset=${m.offset} len=${m.data.byteLength}${m.done ? ' done' : ''}`;
+      else if (m.type === 'snap')
+        detail = ` at=${m.meta.index} offset=${m.offset} len=${m.data.byteLength}${m.done ? ' done' : ''}`;
       return `${from} -> ${to} ${type} t${term}${detail}`;
     }
     case 'tick':
