@@ -1,0 +1,566 @@
+/**
+ * RaftNode: the I/O shell around the pure core. It owns the timers, the storage, the
+ * transport and the state machine, and offers the friendly API: `propose()` resolves
+ * when the entry is applied here (with the state machine's result), `read()` resolves
+ * when a linearizable read may be served from the local state machine.
+ *
+ * The drive loop (one at a time, never re-entrant):
+ *   ready() -> send eagerMessages -> persist (one write + one fsync for the whole Ready)
+ *   -> send messages -> apply snapshot and committed entries -> resolve reads -> advance()
+ * Everything that arrives while a Ready is being persisted (client proposals, peer
+ * messages, ticks) accumulates in the core and goes into the next Ready: that is the
+ * group commit. A drive is scheduled with setImmediate, so all proposals of one event-loop
+ * turn share one Ready.
+ *
+ * Invariants: a message in `Ready.messages` leaves only after the Ready is durable; the
+ * state machine sees entries in log order exactly once per process lifetime (after a
+ * restart it is rebuilt from the durable snapshot and replays the log).
+ */
+import { randomInt } from 'node:crypto';
+import { decodeConfChange } from '../raft/confchange.ts';
+import { Raft, type RaftConfig, type RaftStatus, bootstrapState } from '../raft/raft.ts';
+import { SeededRng } from '../raft/rng.ts';
+import type { RaftStorage } from '../raft/storage.ts';
+import {
+  type ConfChange,
+  type Entry,
+  EntryType,
+  type Message,
+  type NodeId,
+  type Ready,
+  type SoftState,
+} from '../raft/types.ts';
+import type { Transport } from '../transport/transport.ts';
+import {
+  NoLeaderError,
+  NotLeaderError,
+  ProposalDroppedError,
+  RaftNodeStoppedError,
+  RejectedError,
+  TimeoutError,
+} from './errors.ts';
+
+/** The application's replicated state. `apply` is called once per entry, in log order. */
+export interface StateMachine<R> {
+  /** Apply the entry at `index`. `data` is empty for entries that carry nothing for the application. */
+  apply(index: number, data: Uint8Array): R;
+  /** Serialize the state as of the last applied index. */
+  snapshot(): Uint8Array;
+  /** Replace the state by a snapshot taken at `index`. */
+  restore(data: Uint8Array, index: number): void;
+}
+
+/** The subset of a pino logger this module uses. */
+export interface Logger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface RaftNodeOptions<R> {
+  readonly id: NodeId;
+  readonly storage: RaftStorage;
+  readonly transport: Transport;
+  readonly stateMachine: StateMachine<R>;
+  /** Founding voters: used only when the storage is empty, to bootstrap a new cluster. */
+  readonly bootstrap?: readonly NodeId[];
+  /** Milliseconds per logical tick. Default 100 (election timeout 1-2 s with electionTick 10). */
+  readonly tickMs?: number;
+  readonly raft?: Partial<Omit<RaftConfig, 'id' | 'rng'>>;
+  /** Take a snapshot after this many applied entries (default 10,000; 0 = never). */
+  readonly snapshotEntries?: number;
+  /** Entries kept in the log behind a snapshot, for slow followers (default 1,000). */
+  readonly retainEntries?: number;
+  readonly logger?: Logger;
+  /** Seed for election timeouts (default: random). */
+  readonly seed?: number;
+  /** Called when a committed membership change is applied. */
+  readonly onConfChange?: (cc: ConfChange, index: number) => void;
+  /** Called when this node's role or known leader changes. */
+  readonly onSoftState?: (s: SoftState, term: number) => void;
+  /** An fsync slower than this (ms) is logged. Default 100. */
+  readonly slowFsyncMs?: number;
+}
+
+export interface Applied<R> {
+  readonly index: number;
+  readonly result: R;
+}
+
+interface PendingProposal<R> {
+  resolve(v: Applied<R>): void;
+  reject(e: Error): void;
+  index: number;
+  term: number;
+  cleanup: () => void;
+}
+
+interface PendingRead {
+  resolve(index: number): void;
+  reject(e: Error): void;
+  index: number;
+  cleanup: () => void;
+}
+
+const EMPTY = new Uint8Array(0);
+const ENVELOPE_VERSION = 1;
+
+/**
+ * Entries proposed through a RaftNode carry an envelope naming their origin node and a
+ * proposal number, so the node that proposed can recognise its entry when it is applied,
+ * whichever node was leader. Layout: [version=1][origin length][origin utf8][u32 hi][u32 lo][payload].
+ */
+const te = new TextEncoder();
+const td = new TextDecoder();
+
+export function wrapProposal(origin: Uint8Array, seq: number, payload: Uint8Array): Uint8Array {
+  const out = new Uint8Array(2 + origin.length + 8 + payload.length);
+  out[0] = ENVELOPE_VERSION;
+  out[1] = origin.length;
+  out.set(origin, 2);
+  const dv = new DataView(out.buffer, out.byteOffset + 2 + origin.length, 8);
+  dv.setUint32(0, Math.floor(seq / 0x100000000));
+  dv.setUint32(4, seq >>> 0);
+  out.set(payload, 2 + origin.length + 8);
+  return out;
+}
+
+export function unwrapProposal(data: Uint8Array): { origin: string; seq: number; payload: Uint8Array } | null {
+  if (data.length < 10 || data[0] !== ENVELOPE_VERSION) return null;
+  const n = data[1] as number;
+  if (data.length < 2 + n + 8) return null;
+  const origin = td.decode(data.subarray(2, 2 + n));
+  const dv = new DataView(data.buffer, data.byteOffset + 2 + n, 8);
+  const seq = dv.getUint32(0) * 0x100000000 + dv.getUint32(4);
+  return { origin, seq, payload: data.subarray(2 + n + 8) };
+}
+
+export class RaftNode<R> {
+  readonly id: NodeId;
+  private readonly raft: Raft;
+  private readonly storage: RaftStorage;
+  private readonly transport: Transport;
+  private readonly sm: StateMachine<R>;
+  private readonly log: Logger | undefined;
+  private readonly tickMs: number;
+  private readonly snapshotEntries: number;
+  private readonly retainEntries: number;
+  private readonly slowFsyncMs: number;
+  private readonly opts: RaftNodeOptions<R>;
+  private readonly originBytes: Uint8Array;
+
+  private timer: NodeJS.Timeout | null = null;
+  private lastTickAt = 0;
+  private driving = false;
+  private scheduled = false;
+  private stopped = false;
+  private stopping: Promise<void> | null = null;
+  private idle: Promise<void> = Promise.resolve();
+  private fatal: Error | null = null;
+
+  private seq = 0;
+  private readonly proposals = new Map<number, PendingProposal<R>>();
+  private readCtx = 0;
+  private readonly reads = new Map<number, PendingRead>();
+  private readonly confWaiters = new Map<
+    number,
+    { term: number; resolve(i: number): void; reject(e: Error): void; cleanup(): void }
+  >();
+  /** Reads whose index is known, waiting for the state machine to apply it. */
+  private waitingReads: PendingRead[] = [];
+  private applied: number;
+  private lastSnapshotIndex: number;
+  private soft: SoftState;
+  /** Counters for metrics and tests. */
+  readonly counters = { readies: 0, persists: 0, entriesPersisted: 0, applied: 0, snapshots: 0, messagesSent: 0 };
+
+  private constructor(opts: RaftNodeOptions<R>, raft: Raft, applied: number) {
+    this.opts = opts;
+    this.id = opts.id;
+    this.raft = raft;
+    this.storage = opts.storage;
+    this.transport = opts.transport;
+    this.sm = opts.stateMachine;
+    this.log = opts.logger;
+    this.tickMs = opts.tickMs ?? 100;
+    this.snapshotEntries = opts.snapshotEntries ?? 10_000;
+    this.retainEntries = opts.retainEntries ?? 1_000;
+    this.slowFsyncMs = opts.slowFsyncMs ?? 100;
+    this.originBytes = te.encode(opts.id);
+    if (this.originBytes.length > 255) throw new RangeError('node id longer than 255 bytes');
+    this.applied = applied;
+    this.lastSnapshotIndex = applied;
+    this.soft = { role: raft.currentRole, leader: raft.leader };
+  }
+
+  /** Open the node: load durable state (bootstrapping an empty one if asked), restore the state machine, start ticking. */
+  static async start<R>(opts: RaftNodeOptions<R>): Promise<RaftNode<R>> {
+    let durable = opts.storage.initialState();
+    const empty = durable.hardState.term === 0 && durable.entries.length === 0 && durable.snapshot === null;
+    if (empty && opts.bootstrap && opts.bootstrap.length > 0) {
+      if (!opts.bootstrap.includes(opts.id)) {
+        throw new RangeError(`bootstrap voters ${opts.bootstrap.join(',')} do not include this node ${opts.id}`);
+      }
+      const boot = bootstrapState(opts.bootstrap);
+      await opts.storage.persist({ snapshot: null, entries: boot.entries, hardState: boot.hardState });
+      durable = boot;
+    }
+    let applied = 0;
+    if (durable.snapshot) {
+      opts.stateMachine.restore(durable.snapshot.data, durable.snapshot.meta.index);
+      applied = durable.snapshot.meta.index;
+    }
+    const raft = new Raft(
+      {
+        ...opts.raft,
+        id: opts.id,
+        rng: new SeededRng(opts.seed ?? randomInt(0x7fffffff)),
+      },
+      durable,
+    );
+    const node = new RaftNode(opts, raft, applied);
+    node.transport.start({
+      onMessages: (batch) => node.onMessages(batch),
+      onUnreachable: (peer) => {
+        if (!node.stopped) node.raft.reportUnreachable(peer);
+      },
+    });
+    node.lastTickAt = performance.now();
+    node.timer = setInterval(() => node.onTimer(), node.tickMs);
+    node.schedule();
+    return node;
+  }
+
+  // ------------------------------------------------------------------ public API
+
+  /**
+   * Replicate `data` and resolve once it is applied on this node, with the state
+   * machine's result. Rejects with NoLeaderError when no leader is known (retry later),
+   * ProposalDroppedError when another entry took its place, TimeoutError when `signal`
+   * aborts first (the entry may still be applied: its outcome is unknown).
+   */
+  propose(data: Uint8Array, signal?: AbortSignal): Promise<Applied<R>> {
+    if (this.stopped) return Promise.reject(new RaftNodeStoppedError(this.id));
+    if (this.fatal) return Promise.reject(this.fatal);
+    const seq = ++this.seq;
+    const out = this.raft.propose(wrapProposal(this.originBytes, seq, data));
+    if (out.kind === 'rejected') {
+      return Promise.reject(
+        out.reason === 'not-leader' ? new NotLeaderError(this.raft.leader) : new NoLeaderError(out.message),
+      );
+    }
+    this.schedule();
+    return new Promise<Applied<R>>((resolve, reject) => {
+      const p: PendingProposal<R> = {
+        resolve,
+        reject,
+        index: out.kind === 'appended' ? out.index : 0,
+        term: out.kind === 'appended' ? out.term : 0,
+        cleanup: () => {},
+      };
+      if (signal) {
+        if (signal.aborted) {
+          reject(new TimeoutError('proposal'));
+          return;
+        }
+        const onAbort = (): void => {
+          if (this.proposals.delete(seq)) reject(new TimeoutError('proposal'));
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        p.cleanup = () => signal.removeEventListener('abort', onAbort);
+      }
+      this.proposals.set(seq, p);
+    });
+  }
+
+  /**
+   * Resolve with an index once the local state machine reflects every write committed
+   * before this call (ReadIndex, §6.4): reading it then is linearizable.
+   */
+  read(signal?: AbortSignal): Promise<number> {
+    if (this.stopped) return Promise.reject(new RaftNodeStoppedError(this.id));
+    const ctx = ++this.readCtx;
+    this.raft.readIndex(ctx);
+    this.schedule();
+    return new Promise<number>((resolve, reject) => {
+      const r: PendingRead = { resolve, reject, index: -1, cleanup: () => {} };
+      if (signal) {
+        if (signal.aborted) {
+          reject(new TimeoutError('read'));
+          return;
+        }
+        const onAbort = (): void => {
+          this.reads.delete(ctx);
+          const i = this.waitingReads.indexOf(r);
+          if (i >= 0) this.waitingReads.splice(i, 1);
+          reject(new TimeoutError('read'));
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        r.cleanup = () => signal.removeEventListener('abort', onAbort);
+      }
+      this.reads.set(ctx, r);
+    });
+  }
+
+  /** Propose a membership change (leader only); resolves once it is applied here. */
+  changeMembership(cc: ConfChange, signal?: AbortSignal): Promise<number> {
+    if (this.stopped) return Promise.reject(new RaftNodeStoppedError(this.id));
+    const out = this.raft.proposeConfChange(cc);
+    if (out.kind === 'rejected') {
+      if (out.reason === 'not-leader') return Promise.reject(new NotLeaderError(this.raft.leader));
+      return Promise.reject(new RejectedError(out.reason, out.message));
+    }
+    if (out.kind !== 'appended') return Promise.reject(new NotLeaderError(out.to));
+    this.schedule();
+    const { index, term } = out;
+    return new Promise<number>((resolve, reject) => {
+      const w = { term, resolve, reject, cleanup: () => {} };
+      if (signal) {
+        const onAbort = (): void => {
+          if (this.confWaiters.delete(index)) reject(new TimeoutError('membership change'));
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        w.cleanup = () => signal.removeEventListener('abort', onAbort);
+      }
+      this.confWaiters.set(index, w);
+    });
+  }
+
+  transferLeadership(to: NodeId): void {
+    const r = this.raft.transferLeadership(to);
+    if (!r.ok) throw new RejectedError('transfer', r.message);
+    this.schedule();
+  }
+
+  status(): RaftStatus {
+    return this.raft.status();
+  }
+
+  get role(): SoftState['role'] {
+    return this.raft.currentRole;
+  }
+
+  get leader(): NodeId {
+    return this.raft.leader;
+  }
+
+  get appliedIndex(): number {
+    return this.applied;
+  }
+
+  /** Stop: no new work, fail what is pending, finish the current write, close storage and transport. */
+  stop(): Promise<void> {
+    if (this.stopping) return this.stopping;
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    const err = new RaftNodeStoppedError(this.id);
+    this.stopping = (async () => {
+      await this.idle;
+      this.failAll(err);
+      await this.transport.close();
+      await this.storage.close();
+    })();
+    return this.stopping;
+  }
+
+  // ------------------------------------------------------------------ driving
+
+  private onTimer(): void {
+    if (this.stopped) return;
+    // Deliver every tick that elapsed (after a pause, a GC stall or SIGSTOP), capped.
+    const now = performance.now();
+    let n = Math.floor((now - this.lastTickAt) / this.tickMs);
+    if (n < 1) return;
+    this.lastTickAt += n * this.tickMs;
+    if (n > 50) n = 50;
+    for (let i = 0; i < n; i++) this.raft.tick();
+    this.schedule();
+  }
+
+  private onMessages(batch: readonly Message[]): void {
+    if (this.stopped) return;
+    for (const m of batch) this.raft.step(m);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.driving || this.stopped) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      if (!this.driving) this.idle = this.drive();
+    });
+  }
+
+  private async drive(): Promise<void> {
+    this.driving = true;
+    try {
+      while (!this.fatal && this.raft.hasReady()) {
+        const rd = this.raft.ready();
+        this.counters.readies++;
+        await this.handleReady(rd);
+        this.raft.advance(rd);
+        await this.maybeSnapshot();
+        if (this.stopped) break;
+      }
+    } catch (err) {
+      this.fatal = err instanceof Error ? err : new Error(String(err));
+      this.log?.error({ err: this.fatal.message }, 'raft node stopped by a storage or state machine failure');
+      this.failAll(this.fatal);
+    } finally {
+      this.driving = false;
+    }
+  }
+
+  private async handleReady(rd: Ready): Promise<void> {
+    this.noteSoftState(rd.softState);
+    if (rd.eagerMessages.length > 0) {
+      this.transport.send(rd.eagerMessages);
+      this.counters.messagesSent += rd.eagerMessages.length;
+    }
+    if (rd.snapshot || rd.entries.length > 0 || rd.hardState) {
+      const t0 = performance.now();
+      await this.storage.persist({ snapshot: rd.snapshot, entries: rd.entries, hardState: rd.hardState });
+      const dt = performance.now() - t0;
+      this.counters.persists++;
+      this.counters.entriesPersisted += rd.entries.length;
+      if (dt > this.slowFsyncMs) {
+        this.log?.warn({ ms: Math.round(dt), entries: rd.entries.length }, 'slow fsync');
+      }
+    }
+    if (rd.messages.length > 0) {
+      this.transport.send(rd.messages);
+      this.counters.messagesSent += rd.messages.length;
+    }
+    if (rd.snapshot) {
+      this.sm.restore(rd.snapshot.data, rd.snapshot.meta.index);
+      this.applied = rd.snapshot.meta.index;
+      this.lastSnapshotIndex = rd.snapshot.meta.index;
+      this.log?.info({ index: rd.snapshot.meta.index, term: rd.snapshot.meta.term }, 'installed snapshot from leader');
+      // Proposals of ours at or below the snapshot can no longer be matched: their fate is unknown here.
+      for (const [seq, p] of this.proposals) {
+        if (p.index > 0 && p.index <= this.applied) {
+          this.proposals.delete(seq);
+          p.cleanup();
+          p.reject(new ProposalDroppedError(p.index));
+        }
+      }
+    }
+    for (const e of rd.committedEntries) this.applyEntry(e);
+    for (const rs of rd.readStates) {
+      const r = this.reads.get(rs.ctx);
+      if (!r) continue;
+      this.reads.delete(rs.ctx);
+      r.index = rs.index;
+      this.waitingReads.push(r);
+    }
+    for (const rf of rd.readFailures) {
+      const r = this.reads.get(rf.ctx);
+      if (!r) continue;
+      this.reads.delete(rf.ctx);
+      r.cleanup();
+      r.reject(rf.reason === 'no-leader' ? new NoLeaderError('no leader to confirm the read') : new NotLeaderError(this.raft.leader));
+    }
+    this.releaseReads();
+  }
+
+  private applyEntry(e: Entry): void {
+    this.counters.applied++;
+    const w = this.confWaiters.get(e.index);
+    if (w) {
+      this.confWaiters.delete(e.index);
+      w.cleanup();
+      if (e.term === w.term && e.type === EntryType.ConfChange) w.resolve(e.index);
+      else w.reject(new ProposalDroppedError(e.index));
+    }
+    if (e.type === EntryType.ConfChange) {
+      this.sm.apply(e.index, EMPTY);
+      this.applied = e.index;
+      const cc = decodeConfChange(e.data);
+      this.log?.info({ index: e.index, change: cc.type, node: cc.node }, 'membership change applied');
+      this.opts.onConfChange?.(cc, e.index);
+      return;
+    }
+    const env = e.data.length > 0 ? unwrapProposal(e.data) : null;
+    const result = this.sm.apply(e.index, env ? env.payload : e.data);
+    this.applied = e.index;
+    // A pending proposal of ours that was assigned this index but lost it to another entry.
+    if (env && env.origin === this.opts.id) {
+      const p = this.proposals.get(env.seq);
+      if (p) {
+        this.proposals.delete(env.seq);
+        p.cleanup();
+        p.resolve({ index: e.index, result });
+      }
+    }
+    if (this.proposals.size > 0) {
+      for (const [seq, p] of this.proposals) {
+        if (p.index === e.index && !(env && env.origin === this.opts.id && env.seq === seq)) {
+          this.proposals.delete(seq);
+          p.cleanup();
+          p.reject(new ProposalDroppedError(e.index));
+        }
+      }
+    }
+  }
+
+  private releaseReads(): void {
+    if (this.waitingReads.length === 0) return;
+    const still: PendingRead[] = [];
+    for (const r of this.waitingReads) {
+      if (r.index <= this.applied) {
+        r.cleanup();
+        r.resolve(r.index);
+      } else {
+        still.push(r);
+      }
+    }
+    this.waitingReads = still;
+  }
+
+  private async maybeSnapshot(): Promise<void> {
+    if (this.snapshotEntries <= 0 || this.applied - this.lastSnapshotIndex < this.snapshotEntries) return;
+    const index = this.applied;
+    const snap = this.raft.compact(index, this.sm.snapshot(), this.retainEntries);
+    this.lastSnapshotIndex = index;
+    this.counters.snapshots++;
+    await this.storage.compact(snap, this.retainEntries);
+    this.log?.info({ index, term: snap.meta.term, bytes: snap.data.byteLength }, 'snapshot taken, log compacted');
+  }
+
+  private noteSoftState(s: SoftState): void {
+    if (s.role === this.soft.role && s.leader === this.soft.leader) return;
+    const term = this.raft.currentTerm;
+    if (s.role !== this.soft.role) {
+      if (s.role === 'leader') this.log?.info({ term }, 'won the election: now leader');
+      else if (this.soft.role === 'leader') this.log?.info({ term }, 'stepped down');
+    }
+    if (s.leader !== this.soft.leader) this.log?.info({ term, leader: s.leader || null }, 'leader changed');
+    this.soft = s;
+    this.opts.onSoftState?.(s, term);
+  }
+
+  private failAll(err: Error): void {
+    for (const p of this.proposals.values()) {
+      p.cleanup();
+      p.reject(err);
+    }
+    this.proposals.clear();
+    for (const r of this.reads.values()) {
+      r.cleanup();
+      r.reject(err);
+    }
+    this.reads.clear();
+    for (const r of this.waitingReads) {
+      r.cleanup();
+      r.reject(err);
+    }
+    this.waitingReads = [];
+    for (const w of this.confWaiters.values()) {
+      w.cleanup();
+      w.reject(err);
+    }
+    this.confWaiters.clear();
+  }
+}
