@@ -1,0 +1,5 @@
+export { crc32c } from './crc32c.ts';
+export * from './errors.ts';
+export { defaultIO, FileStorage, type FileStorageOptions, type FileStorageStats, type StorageIO } from './file-storage.ts';
+export { inspect, type InspectOptions } from './inspect.ts';
+export { MemoryStorage } from './memory-storage.ts';
