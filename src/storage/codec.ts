@@ -21,8 +21,9 @@
  * Snapshot file `snap-<index:16>-<term:16>.snap`:
  *   magic "RAFTKVSN" | u32 version=1 | u32 metaLen | u64 dataLen | meta JSON | data | u32 crc32c(all before)
  */
-import { crc32c } from './crc32c.ts';
+
 import type { Entry, EntryType, HardState, SnapshotMeta } from '../raft/types.ts';
+import { crc32c } from './crc32c.ts';
 
 export const FORMAT_VERSION = 1;
 export const SEGMENT_MAGIC = 'RAFTKVWL';
@@ -147,7 +148,8 @@ export function encodeSegmentHeader(seq: number): Buffer {
 
 /** Why a segment header is unusable, or null when it is fine. */
 export function checkSegmentHeader(buf: Uint8Array, seq: number): string | null {
-  if (buf.length < SEGMENT_HEADER_BYTES) return `file is ${buf.length} bytes, shorter than the segment header`;
+  if (buf.length < SEGMENT_HEADER_BYTES)
+    return `file is ${buf.length} bytes, shorter than the segment header`;
   if (Buffer.from(buf.buffer, buf.byteOffset, 8).toString('latin1') !== SEGMENT_MAGIC) {
     return 'bad magic (not a raftkv WAL segment)';
   }
@@ -175,10 +177,15 @@ export type RecordResult =
 export function readRecord(buf: Uint8Array, off: number): RecordResult {
   const avail = buf.length - off;
   if (avail < RECORD_HEADER_BYTES + 1) {
-    return { ok: false, kind: 'bytes', reason: `incomplete record header (${avail} bytes before end of file)` };
+    return {
+      ok: false,
+      kind: 'bytes',
+      reason: `incomplete record header (${avail} bytes before end of file)`,
+    };
   }
   const len = readU32(buf, off);
-  if (len < 1 || len > MAX_RECORD_BYTES) return { ok: false, kind: 'bytes', reason: `invalid record length ${len}` };
+  if (len < 1 || len > MAX_RECORD_BYTES)
+    return { ok: false, kind: 'bytes', reason: `invalid record length ${len}` };
   const end = off + RECORD_HEADER_BYTES + len;
   if (end > buf.length) {
     return { ok: false, kind: 'bytes', reason: `record of ${len} bytes runs past the end of the file` };
@@ -218,16 +225,23 @@ export function readRecord(buf: Uint8Array, off: number): RecordResult {
       const hardState: HardState = {
         term: readU64(buf, p),
         commit: readU64(buf, p + 8),
-        vote: Buffer.from(buf.buffer, buf.byteOffset + p + HARD_STATE_FIXED, end - p - HARD_STATE_FIXED).toString(
-          'utf8',
-        ),
+        vote: Buffer.from(
+          buf.buffer,
+          buf.byteOffset + p + HARD_STATE_FIXED,
+          end - p - HARD_STATE_FIXED,
+        ).toString('utf8'),
       };
       record = { kind: 'hardState', hardState };
       break;
     }
     case RecordType.Snapshot:
       if (bodyLen !== SNAPSHOT_BODY) return bad(`snapshot record body of ${bodyLen} bytes (expected 17)`);
-      record = { kind: 'snapshot', index: readU64(buf, p), term: readU64(buf, p + 8), keep: (buf[p + 16]! & 1) === 1 };
+      record = {
+        kind: 'snapshot',
+        index: readU64(buf, p),
+        term: readU64(buf, p + 8),
+        keep: (buf[p + 16]! & 1) === 1,
+      };
       break;
     case RecordType.Truncate:
       if (bodyLen !== TRUNCATE_BODY) return bad(`truncate record body of ${bodyLen} bytes (expected 8)`);

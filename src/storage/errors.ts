@@ -64,7 +64,10 @@ export class MissingSnapshotError extends StorageError {
     readonly file: string,
     options?: ErrorOptions,
   ) {
-    super(`the WAL records a durable snapshot but ${file} is missing or unreadable. ${RESTORE_HINT}`, options);
+    super(
+      `the WAL records a durable snapshot but ${file} is missing or unreadable. ${RESTORE_HINT}`,
+      options,
+    );
   }
 }
 

@@ -21,8 +21,17 @@
 import type { FileHandle } from 'node:fs/promises';
 import { mkdir, open, readdir, rename, truncate, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { encodeBatch, encodeSegmentHeader, encodeSnapshotFile, META_FILE, segmentName, snapshotName } from './codec.ts';
+import type { PersistBatch, RaftStorage, StorageStats } from '../raft/storage.ts';
+import type { DurableState, Snapshot } from '../raft/types.ts';
 import type { BatchRecords } from './codec.ts';
+import {
+  encodeBatch,
+  encodeSegmentHeader,
+  encodeSnapshotFile,
+  META_FILE,
+  segmentName,
+  snapshotName,
+} from './codec.ts';
 import {
   IdentityMismatchError,
   ioError,
@@ -33,8 +42,6 @@ import {
 } from './errors.ts';
 import { LogView } from './log-view.ts';
 import { readDataDir, readMeta, syncDir, type TornTail } from './recovery.ts';
-import type { PersistBatch, RaftStorage, StorageStats } from '../raft/storage.ts';
-import type { DurableState, Snapshot } from '../raft/types.ts';
 
 /** The few file operations on the write path, replaceable to inject faults (ENOSPC, EIO) in tests. */
 export interface StorageIO {
@@ -163,7 +170,9 @@ export class FileStorage implements RaftStorage {
       }
       segments.push({ seq: s.seq, name: s.name, maxEntryIndex: s.maxEntryIndex });
     }
-    const current = rec.state.snapshot ? snapshotName(rec.state.snapshot.meta.index, rec.state.snapshot.meta.term) : null;
+    const current = rec.state.snapshot
+      ? snapshotName(rec.state.snapshot.meta.index, rec.state.snapshot.meta.term)
+      : null;
     for (const name of [...rec.tempFiles, ...rec.snapshotFiles.filter((n) => n !== current)]) {
       await unlink(join(dir, name)).catch(() => undefined);
       dirty = true;
@@ -236,7 +245,9 @@ export class FileStorage implements RaftStorage {
     await this.fh.close();
   }
 
-  private enqueue(prepare: () => { plan: BatchRecords; snapshot: Snapshot | null; retain: number }): Promise<void> {
+  private enqueue(
+    prepare: () => { plan: BatchRecords; snapshot: Snapshot | null; retain: number },
+  ): Promise<void> {
     if (this.closed) return Promise.reject(new StorageClosedError());
     if (this.failure) return Promise.reject(new StorageFailedError({ cause: this.failure }));
     let prepared: ReturnType<typeof prepare>;

@@ -8,10 +8,11 @@
  * - entry terms never decrease and are >= the snapshot term;
  * - hardState.commit <= lastIndex().
  */
-import type { BatchRecords } from './codec.ts';
-import { SnapshotOutOfDateError, StorageUsageError } from './errors.ts';
+
 import type { PersistBatch } from '../raft/storage.ts';
 import type { DurableState, Entry, HardState, Snapshot } from '../raft/types.ts';
+import type { BatchRecords } from './codec.ts';
+import { SnapshotOutOfDateError, StorageUsageError } from './errors.ts';
 
 export const EMPTY_HARD_STATE: HardState = { term: 0, vote: '', commit: 0 };
 
@@ -85,15 +86,22 @@ export class LogView {
       }
       if (first.index <= last) {
         truncateFrom = first.index;
-        lastTerm = first.index - 1 === snapIndex ? (snapshot?.term ?? this.term(snapIndex) ?? 0) : this.term(first.index - 1)!;
+        lastTerm =
+          first.index - 1 === snapIndex
+            ? (snapshot?.term ?? this.term(snapIndex) ?? 0)
+            : this.term(first.index - 1)!;
       }
       let expect = first.index;
       for (const e of entries) {
-        if (e.index !== expect) throw new StorageUsageError(`batch entries are not contiguous at index ${e.index}`);
+        if (e.index !== expect)
+          throw new StorageUsageError(`batch entries are not contiguous at index ${e.index}`);
         if (!isIndex(e.term) || e.term < lastTerm) {
-          throw new StorageUsageError(`entry ${e.index} has term ${e.term}, below the preceding term ${lastTerm}`);
+          throw new StorageUsageError(
+            `entry ${e.index} has term ${e.term}, below the preceding term ${lastTerm}`,
+          );
         }
-        if (e.type !== 0 && e.type !== 1) throw new StorageUsageError(`entry ${e.index} has unknown type ${e.type}`);
+        if (e.type !== 0 && e.type !== 1)
+          throw new StorageUsageError(`entry ${e.index} has unknown type ${e.type}`);
         lastTerm = e.term;
         expect++;
       }
@@ -124,9 +132,16 @@ export class LogView {
       throw new StorageUsageError(`cannot compact to index ${index}: the log ends at ${this.lastIndex()}`);
     }
     if (this.term(index) !== term) {
-      throw new StorageUsageError(`snapshot term ${term} differs from the log's term ${this.term(index)} at ${index}`);
+      throw new StorageUsageError(
+        `snapshot term ${term} differs from the log's term ${this.term(index)} at ${index}`,
+      );
     }
-    return { snapshot: { index, term, keep: true }, truncateFrom: null, entries: [], hardState: this.hardState };
+    return {
+      snapshot: { index, term, keep: true },
+      truncateFrom: null,
+      entries: [],
+      hardState: this.hardState,
+    };
   }
 
   /** Applies a planned batch (the plan must come from this view in its current state). */

@@ -4,10 +4,11 @@
  * simulator. Everything is "durable" as soon as persist() is called; a crash model that
  * loses unsynced writes belongs to whoever drives it (see `durableCopy`).
  */
-import { LogView } from './log-view.ts';
-import { StorageClosedError } from './errors.ts';
+
 import type { PersistBatch, RaftStorage, StorageStats } from '../raft/storage.ts';
 import type { DurableState, Snapshot } from '../raft/types.ts';
+import { StorageClosedError } from './errors.ts';
+import { LogView } from './log-view.ts';
 
 export class MemoryStorage implements RaftStorage {
   private readonly view: LogView;

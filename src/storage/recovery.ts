@@ -14,6 +14,7 @@
  */
 import { open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { DurableState, Entry, HardState, Snapshot } from '../raft/types.ts';
 import {
   checkSegmentHeader,
   type DecodedRecord,
@@ -36,7 +37,6 @@ import {
   NotDataDirError,
 } from './errors.ts';
 import { EMPTY_HARD_STATE } from './log-view.ts';
-import type { DurableState, Entry, HardState, Snapshot } from '../raft/types.ts';
 
 export interface DataDirMeta {
   readonly format: number;
@@ -135,7 +135,8 @@ class Replay {
         const e = r.entry;
         if (this.first === undefined) this.first = e.index;
         else if (e.index !== this.next()) fail(`entry ${e.index} follows entry ${this.next() - 1}`);
-        if (e.term < this.lastTerm()) fail(`entry ${e.index} has term ${e.term} after term ${this.lastTerm()}`);
+        if (e.term < this.lastTerm())
+          fail(`entry ${e.index} has term ${e.term} after term ${this.lastTerm()}`);
         this.entries.push(e);
         break;
       }
@@ -161,9 +162,12 @@ class Replay {
           this.entries = [];
           this.first = r.index + 1;
         } else if (this.first !== undefined && this.first <= r.index + 1) {
-          if (r.index >= this.next()) fail(`snapshot at ${r.index} is past the end of the log (${this.next() - 1})`);
+          if (r.index >= this.next())
+            fail(`snapshot at ${r.index} is past the end of the log (${this.next() - 1})`);
           if (r.index >= this.first && this.entries[r.index - this.first]!.term !== r.term) {
-            fail(`snapshot at ${r.index} has term ${r.term} but the log has term ${this.entries[r.index - this.first]!.term}`);
+            fail(
+              `snapshot at ${r.index} has term ${r.term} but the log has term ${this.entries[r.index - this.first]!.term}`,
+            );
           }
           this.entries = this.entries.slice(r.index + 1 - this.first);
           this.first = r.index + 1;
@@ -256,7 +260,9 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
           break;
         }
         const why =
-          r.kind === 'bytes' && isLast ? `${r.reason}; intact records follow, so this is not a torn write` : r.reason;
+          r.kind === 'bytes' && isLast
+            ? `${r.reason}; intact records follow, so this is not a torn write`
+            : r.reason;
         throw new CorruptionError(path, pos, why);
       }
       pending.push(r.rec);
@@ -276,7 +282,8 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
     }
     if (pending.length > 0) {
       const at = pending[0]!.offset;
-      if (!isLast) throw new CorruptionError(path, at, 'the segment ends inside a batch (its END record is missing)');
+      if (!isLast)
+        throw new CorruptionError(path, at, 'the segment ends inside a batch (its END record is missing)');
       tornTail ??= { file: path, offset: at, reason: 'incomplete batch at the end of the log' };
     }
     if (tornTail && tornTail.file === path) tornTail = { ...tornTail, offset: info.validEnd };
@@ -311,13 +318,18 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
     try {
       buf = await readFile(path);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new MissingSnapshotError(path, { cause: err });
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new MissingSnapshotError(path, { cause: err });
       throw ioError(err, path, 'read');
     }
     const decoded = decodeSnapshotFile(buf);
     if (typeof decoded === 'string') throw new CorruptionError(path, 0, `snapshot file unusable: ${decoded}`);
     if (decoded.meta.index !== index || decoded.meta.term !== term) {
-      throw new CorruptionError(path, 0, `snapshot file holds index ${decoded.meta.index} term ${decoded.meta.term}`);
+      throw new CorruptionError(
+        path,
+        0,
+        `snapshot file holds index ${decoded.meta.index} term ${decoded.meta.term}`,
+      );
     }
     snapshot = decoded;
   }
