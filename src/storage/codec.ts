@@ -14,6 +14,7 @@
  *   HardState (2): u64 term  | u64 commit | vote (utf-8, rest)
  *   Snapshot  (3): u64 index | u64 term  | u8 flags (bit 0: entries after index were kept)
  *   Truncate  (4): u64 from   (drop entries with index >= from)
+ *   Continue  (5): u64 seq    (last record of a full segment: the log goes on in segment `seq`)
  *
  * A persist batch is written as consecutive records, the last one flagged END; on recovery
  * a batch counts only if its END record is intact, so a batch is all-or-nothing.
@@ -39,6 +40,7 @@ export const RecordType = {
   HardState: 2,
   Snapshot: 3,
   Truncate: 4,
+  Continue: 5,
 } as const;
 export type RecordType = (typeof RecordType)[keyof typeof RecordType];
 
@@ -63,7 +65,8 @@ export type WalRecord =
   | { readonly kind: 'entry'; readonly entry: Entry }
   | { readonly kind: 'hardState'; readonly hardState: HardState }
   | { readonly kind: 'snapshot'; readonly index: number; readonly term: number; readonly keep: boolean }
-  | { readonly kind: 'truncate'; readonly from: number };
+  | { readonly kind: 'truncate'; readonly from: number }
+  | { readonly kind: 'continue'; readonly nextSeq: number };
 
 /** What one persist batch writes, in this order: snapshot marker, truncate, entries, hard state. */
 export interface BatchRecords {
@@ -134,6 +137,16 @@ export function encodeBatch(b: BatchRecords): Buffer {
     buf.set(vote, p + HARD_STATE_FIXED);
     finish(p + HARD_STATE_FIXED + vote.length);
   }
+  return buf;
+}
+
+/** The one-record batch that closes a full segment, naming the segment the log continues in. */
+export function encodeContinue(nextSeq: number): Buffer {
+  const buf = Buffer.allocUnsafe(RECORD_HEADER_BYTES + 1 + 8);
+  buf.writeUInt32LE(9, 0);
+  buf[RECORD_HEADER_BYTES] = RecordType.Continue | END_OF_BATCH;
+  writeU64(buf, RECORD_HEADER_BYTES + 1, nextSeq);
+  buf.writeUInt32LE(crc32c(buf, crc32c(buf, 0, 0, 4), RECORD_HEADER_BYTES, buf.length), 4);
   return buf;
 }
 
@@ -247,6 +260,10 @@ export function readRecord(buf: Uint8Array, off: number): RecordResult {
       if (bodyLen !== TRUNCATE_BODY) return bad(`truncate record body of ${bodyLen} bytes (expected 8)`);
       record = { kind: 'truncate', from: readU64(buf, p) };
       break;
+    case RecordType.Continue:
+      if (bodyLen !== 8) return bad(`continue record body of ${bodyLen} bytes (expected 8)`);
+      record = { kind: 'continue', nextSeq: readU64(buf, p) };
+      break;
     default:
       return bad(`unknown record type ${type}`);
   }
@@ -259,7 +276,7 @@ export function findIntactRecord(buf: Uint8Array, from: number): number {
     const len = readU32(buf, p);
     if (len < 1 || len > buf.length - p - RECORD_HEADER_BYTES) continue;
     const type = buf[p + RECORD_HEADER_BYTES]! & ~END_OF_BATCH;
-    if (type < RecordType.Entry || type > RecordType.Truncate) continue;
+    if (type < RecordType.Entry || type > RecordType.Continue) continue;
     if (readRecord(buf, p).ok) return p;
   }
   return -1;

@@ -26,6 +26,7 @@ import type { DurableState, Snapshot } from '../raft/types.ts';
 import type { BatchRecords } from './codec.ts';
 import {
   encodeBatch,
+  encodeContinue,
   encodeSegmentHeader,
   encodeSnapshotFile,
   META_FILE,
@@ -288,8 +289,10 @@ export class FileStorage implements RaftStorage {
         this.queue = [];
         break;
       }
-      for (const op of group) op.resolve();
+      // Old snapshot files and covered segments go before compact() resolves, so that
+      // its caller sees the disk space back.
       await this.collectGarbage(group);
+      for (const op of group) op.resolve();
     }
     this.flushing = null;
   }
@@ -343,6 +346,19 @@ export class FileStorage implements RaftStorage {
     this.counters.fsyncs += 2;
     this.counters.segmentsCreated++;
     const old = this.fh;
+    // Close the full segment with a record naming its successor (durable already), so
+    // that losing the newest segment file is detected instead of silently losing its tail.
+    try {
+      const cont = encodeContinue(seq);
+      const n = await this.io.writev(old, [cont], this.segSize);
+      if (n !== cont.length) throw new Error(`short write of end-of-segment record (${n} bytes)`);
+      await this.io.datasync(old);
+      this.counters.fsyncs++;
+      this.counters.bytesWritten += cont.length;
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
     this.fh = fh;
     this.segSize = encodeSegmentHeader(seq).length;
     this.counters.bytesWritten += this.segSize;

@@ -46,6 +46,8 @@ function recordJson(file: string, rec: DecodedRecord): Record<string, unknown> {
       return { ...base, type: 'snapshot', index: r.index, term: r.term, keep: r.keep };
     case 'truncate':
       return { ...base, type: 'truncate', from: r.from };
+    case 'continue':
+      return { ...base, type: 'continue', nextSeq: r.nextSeq };
   }
 }
 

@@ -182,6 +182,8 @@ class Replay {
       case 'hardState':
         this.hardState = r.hardState;
         break;
+      case 'continue':
+        break;
     }
   }
 }
@@ -222,6 +224,8 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
   const segments: SegmentInfo[] = [];
   let tornTail: TornTail | null = null;
   let snapshotSeq = 0;
+  /** Set when the segment just read ends with a Continue record. */
+  let continuedTo = 0;
   for (let i = 0; i < segs.length; i++) {
     const { seq, name } = segs[i]!;
     const path = join(dir, name);
@@ -235,7 +239,13 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
     const headerProblem = checkSegmentHeader(buf, seq);
     if (headerProblem !== null) {
       // A segment being created when the process died: short, or never written past zeros.
-      if (isLast && (buf.length < SEGMENT_HEADER_BYTES || allZero(buf, 0)) && findIntactRecord(buf, 0) < 0) {
+      // (Never after a Continue record: the next segment is made durable before that is written.)
+      if (
+        isLast &&
+        continuedTo === 0 &&
+        (buf.length < SEGMENT_HEADER_BYTES || allZero(buf, 0)) &&
+        findIntactRecord(buf, 0) < 0
+      ) {
         tornTail = { file: path, offset: 0, reason: `unfinished segment: ${headerProblem}` };
         segments.push({ seq, name, validEnd: 0, fileBytes: buf.length, maxEntryIndex: 0, headerTorn: true });
         continue;
@@ -252,6 +262,7 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
     };
     let pos = SEGMENT_HEADER_BYTES;
     let pending: DecodedRecord[] = [];
+    continuedTo = 0;
     while (pos < buf.length) {
       const r = readRecord(buf, pos);
       if (!r.ok) {
@@ -275,6 +286,18 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
             info.maxEntryIndex = rec.record.entry.index;
           }
           if (rec.record.kind === 'snapshot') snapshotSeq = seq;
+          if (rec.record.kind === 'continue') {
+            if (rec.record.nextSeq !== seq + 1) {
+              throw new CorruptionError(
+                path,
+                rec.offset,
+                `continue record names segment ${rec.record.nextSeq}`,
+              );
+            }
+            continuedTo = rec.record.nextSeq;
+          } else if (continuedTo !== 0) {
+            throw new CorruptionError(path, rec.offset, 'records after the end-of-segment record');
+          }
         }
         pending = [];
         info.validEnd = pos;
@@ -290,8 +313,14 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
     segments.push(info);
   }
 
-  // Coverage: from 1 (or the snapshot) to the commit index.
   const lastSeg = segs[segs.length - 1];
+  if (continuedTo !== 0) {
+    throw new MissingSegmentError(
+      join(dir, segmentName(continuedTo)),
+      `${lastSeg?.name} ends with a record saying the log continues in segment ${continuedTo}, which is missing`,
+    );
+  }
+  // Coverage: from 1 (or the snapshot) to the commit index.
   if (replay.first === undefined) replay.first = (replay.snapshot?.index ?? 0) + 1;
   const covered = (replay.snapshot?.index ?? 0) + 1;
   if (replay.first > covered) {
