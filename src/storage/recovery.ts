@@ -171,11 +171,10 @@ class Replay {
           }
           this.entries = this.entries.slice(r.index + 1 - this.first);
           this.first = r.index + 1;
-        } else if (this.first === undefined) {
-          this.first = r.index + 1;
         }
-        // else: the entries between the snapshot and `first` lived in segments already
-        // removed; a later snapshot record must cover them (checked at the end).
+        // Otherwise the entries right after the snapshot lived in segments already removed
+        // (a later snapshot covered them); the log resumes at the next entry record, and
+        // the end-of-replay check makes sure a later snapshot does cover the gap.
         this.snapshot = { index: r.index, term: r.term };
         break;
       }

@@ -36,7 +36,7 @@ const hex = (d: Uint8Array): string => Buffer.from(d.buffer, d.byteOffset, d.len
 /** A plain, comparable rendering of a durable state (byte arrays as hex). */
 export function describe(s: DurableState): unknown {
   return {
-    hardState: { ...s.hardState },
+    hardState: { term: s.hardState.term, vote: s.hardState.vote, commit: s.hardState.commit },
     snapshot: s.snapshot
       ? {
           index: s.snapshot.meta.index,
