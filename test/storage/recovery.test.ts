@@ -389,3 +389,19 @@ test('inspect prints meta, hard state, snapshot and entries as JSON lines, read-
     await inspect(dir, (l) => raw.push(l), { records: true });
     assert.ok(raw.some((l) => l.includes('"type":"truncate"') || l.includes('"type":"snapshot"')));
   }));
+
+test('a segment that opens with an old snapshot record replays after the segments before it are removed', () =>
+  withDir(async (dir) => {
+    const s = await FileStorage.open(dir, ID);
+    await s.persist({ snapshot: null, entries: ents(1, 20, 1), hardState: hs(1, 20) });
+    await s.compact(snap(10, 1)); // segment 2 opens with this snapshot record; 11..20 stay in segment 1
+    await s.persist({ snapshot: null, entries: ents(21, 40, 1), hardState: hs(1, 40) });
+    await s.compact(snap(30, 1), 5); // removes segment 1 (entries <= 25), keeps segment 2 (up to 40)
+    const expected = describe(s.initialState());
+    await s.close();
+    assert.ok(!(await segmentFiles(dir)).includes(segmentName(1)));
+    assert.ok((await segmentFiles(dir)).includes(segmentName(2)));
+    const r = await FileStorage.open(dir, ID);
+    assert.deepEqual(describe(r.initialState()), expected);
+    await r.close();
+  }));
