@@ -124,7 +124,9 @@ rows.push(rawFdatasync(values.dir));
 if (values.json) {
   for (const r of rows) console.log(JSON.stringify({ dir: values.dir, size, ...r }));
 } else {
-  console.log(`# ${size}-byte entries, ${values.duration}s per case, dir ${values.dir}, node ${process.version}`);
+  console.log(
+    `# ${size}-byte entries, ${values.duration}s per case, dir ${values.dir}, node ${process.version}`,
+  );
   console.log('| case | appends/s | fsyncs/s | persists/s | p50 ms | p99 ms | MB/s |');
   console.log('|---|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {

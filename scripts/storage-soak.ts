@@ -52,5 +52,7 @@ await Promise.all(
   }),
 );
 const secs = ((performance.now() - started) / 1000).toFixed(1);
-console.log(`${failed ? 'FAILED' : 'ok'}: ${kills} kills, ${acked} acknowledged operations verified in ${secs}s (seed ${seed})`);
+console.log(
+  `${failed ? 'FAILED' : 'ok'}: ${kills} kills, ${acked} acknowledged operations verified in ${secs}s (seed ${seed})`,
+);
 process.exit(failed ? 1 : 0);
