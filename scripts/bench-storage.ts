@@ -66,9 +66,14 @@ function rawFdatasync(dir: string): Row {
   };
 }
 
-async function storageCase(dir: string, batch: number, inflight: number): Promise<Row> {
+async function storageCase(
+  dir: string,
+  batch: number,
+  inflight: number,
+  sync: 'fdatasync' | 'dsync',
+): Promise<Row> {
   const sub = await mkdtemp(join(dir, 'raftkv-bench-'));
-  const storage = await FileStorage.open(sub, { nodeId: 'bench', clusterId: 'bench' });
+  const storage = await FileStorage.open(sub, { nodeId: 'bench', clusterId: 'bench', sync });
   const data = new Uint8Array(size).fill(0x62);
   let next = 1;
   const makeBatch = (): Entry[] => {
@@ -97,7 +102,7 @@ async function storageCase(dir: string, batch: number, inflight: number): Promis
   await rm(sub, { recursive: true, force: true });
   const sorted = Float64Array.from(lat).sort();
   return {
-    case: `FileStorage batch=${batch} inflight=${inflight}`,
+    case: `FileStorage batch=${batch} inflight=${inflight}${sync === 'dsync' ? ' (sync: dsync)' : ''}`,
     batch,
     inflight,
     appendsPerSec: round((after.appends - before.appends) / secs),
@@ -110,14 +115,17 @@ async function storageCase(dir: string, batch: number, inflight: number): Promis
 }
 
 const rows: Row[] = [rawFdatasync(values.dir)];
-for (const [batch, inflight] of [
-  [1, 1],
-  [16, 1],
-  [256, 1],
-  [1, 64],
-  [16, 16],
+for (const [batch, inflight, sync] of [
+  [1, 1, 'fdatasync'],
+  [16, 1, 'fdatasync'],
+  [256, 1, 'fdatasync'],
+  [1, 64, 'fdatasync'],
+  [16, 16, 'fdatasync'],
+  [1, 1, 'dsync'],
+  [16, 1, 'dsync'],
+  [256, 1, 'dsync'],
 ] as const) {
-  rows.push(await storageCase(values.dir, batch, inflight));
+  rows.push(await storageCase(values.dir, batch, inflight, sync));
 }
 rows.push(rawFdatasync(values.dir));
 

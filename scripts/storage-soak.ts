@@ -35,6 +35,7 @@ await Promise.all(
         seed: chainSeed,
         inflight,
         maxRunMs,
+        sync: i % 2 === 0 ? 'fdatasync' : 'dsync',
         log: (line) => {
           kills++;
           const m = /acked (\d+)/.exec(line);

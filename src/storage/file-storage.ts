@@ -18,6 +18,7 @@
  * fsync error cannot be retried safely (the kernel may have dropped the dirty pages), so
  * the only way out is to reopen, which recovers exactly what is on disk.
  */
+import { constants as fsConstants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { mkdir, open, readdir, rename, truncate, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -46,7 +47,7 @@ import { readDataDir, readMeta, syncDir, type TornTail } from './recovery.ts';
 
 /** The few file operations on the write path, replaceable to inject faults (ENOSPC, EIO) in tests. */
 export interface StorageIO {
-  open(path: string, flags: string): Promise<FileHandle>;
+  open(path: string, flags: string | number): Promise<FileHandle>;
   writev(fh: FileHandle, buffers: readonly Buffer[], position: number): Promise<number>;
   datasync(fh: FileHandle): Promise<void>;
 }
@@ -65,7 +66,18 @@ export interface FileStorageOptions {
   /** A new segment is started once the current one reaches this size (default 64 MiB). */
   readonly segmentBytes?: number;
   readonly io?: StorageIO;
+  /**
+   * How a group is made durable: `fdatasync` (default) writes, then calls fdatasync;
+   * `dsync` opens segments with O_DSYNC so the write itself returns only once durable
+   * (same guarantee on Linux, one thread-pool round trip fewer per group).
+   */
+  readonly sync?: 'fdatasync' | 'dsync';
 }
+
+const SEGMENT_APPEND_FLAGS = {
+  fdatasync: fsConstants.O_RDWR,
+  dsync: fsConstants.O_RDWR | fsConstants.O_DSYNC,
+} as const;
 
 export interface FileStorageStats extends StorageStats {
   /** persist() and compact() calls that completed. */
@@ -123,6 +135,7 @@ export class FileStorage implements RaftStorage {
     readonly dir: string,
     private readonly io: StorageIO,
     private readonly segmentBytes: number,
+    private readonly syncMode: 'fdatasync' | 'dsync',
     state: DurableState,
     segments: Segment[],
     private fh: FileHandle,
@@ -145,6 +158,7 @@ export class FileStorage implements RaftStorage {
   static async open(dir: string, options: FileStorageOptions): Promise<FileStorage> {
     const io = options.io ?? defaultIO;
     const segmentBytes = options.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
+    const syncMode = options.sync ?? 'fdatasync';
     await initDir(dir, options.nodeId, options.clusterId);
     const rec = await readDataDir(dir);
     const meta = rec.meta!;
@@ -184,7 +198,7 @@ export class FileStorage implements RaftStorage {
     if (last) {
       const path = join(dir, last.name);
       try {
-        fh = await io.open(path, 'r+');
+        fh = await io.open(path, SEGMENT_APPEND_FLAGS[syncMode]);
         segSize = (await fh.stat()).size;
         if (dirty) await fh.sync();
       } catch (err) {
@@ -192,7 +206,7 @@ export class FileStorage implements RaftStorage {
       }
     } else {
       const seq = rec.segments[0]?.seq ?? 1;
-      const created = await createSegment(dir, io, seq);
+      const created = await createSegment(dir, io, seq, syncMode);
       fh = created;
       segSize = encodeSegmentHeader(seq).length;
       segments.push({ seq, name: segmentName(seq), maxEntryIndex: 0 });
@@ -202,6 +216,7 @@ export class FileStorage implements RaftStorage {
       dir,
       io,
       segmentBytes,
+      syncMode,
       rec.state,
       segments,
       fh,
@@ -327,7 +342,7 @@ export class FileStorage implements RaftStorage {
         written += n;
         rest = skipBytes(rest, n);
       }
-      await this.io.datasync(this.fh);
+      if (this.syncMode === 'fdatasync') await this.io.datasync(this.fh);
       this.counters.fsyncs++;
       this.segSize += total;
       this.counters.bytesWritten += total;
@@ -342,7 +357,7 @@ export class FileStorage implements RaftStorage {
   }
 
   private async rollover(seq: number): Promise<void> {
-    const fh = await createSegment(this.dir, this.io, seq);
+    const fh = await createSegment(this.dir, this.io, seq, this.syncMode);
     this.counters.fsyncs += 2;
     this.counters.segmentsCreated++;
     const old = this.fh;
@@ -352,7 +367,7 @@ export class FileStorage implements RaftStorage {
       const cont = encodeContinue(seq);
       const n = await this.io.writev(old, [cont], this.segSize);
       if (n !== cont.length) throw new Error(`short write of end-of-segment record (${n} bytes)`);
-      await this.io.datasync(old);
+      if (this.syncMode === 'fdatasync') await this.io.datasync(old);
       this.counters.fsyncs++;
       this.counters.bytesWritten += cont.length;
     } catch (err) {
@@ -444,11 +459,16 @@ function skipBytes(bufs: readonly Buffer[], n: number): Buffer[] {
   return out;
 }
 
-async function createSegment(dir: string, io: StorageIO, seq: number): Promise<FileHandle> {
+async function createSegment(
+  dir: string,
+  io: StorageIO,
+  seq: number,
+  syncMode: 'fdatasync' | 'dsync',
+): Promise<FileHandle> {
   const path = join(dir, segmentName(seq));
   let fh: FileHandle;
   try {
-    fh = await io.open(path, 'wx+');
+    fh = await io.open(path, SEGMENT_APPEND_FLAGS[syncMode] | fsConstants.O_CREAT | fsConstants.O_EXCL);
   } catch (err) {
     throw ioError(err, path, 'create segment');
   }

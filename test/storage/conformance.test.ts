@@ -13,16 +13,18 @@ storageConformance('MemoryStorage', async () => ({
   dispose: async () => undefined,
 }));
 
-storageConformance('FileStorage', async () => {
-  const { dir, dispose } = await tempDir();
-  // Small segments, so that rollover and segment removal run in every test.
-  const open = () => FileStorage.open(dir, { nodeId: 'n1', clusterId: 'c1', segmentBytes: 4096 });
-  return {
-    open,
-    reopen: async (s: RaftStorage) => {
-      await s.close();
-      return open();
-    },
-    dispose,
-  };
-});
+for (const sync of ['fdatasync', 'dsync'] as const) {
+  storageConformance(`FileStorage (sync: ${sync})`, async () => {
+    const { dir, dispose } = await tempDir();
+    // Small segments, so that rollover and segment removal run in every test.
+    const open = () => FileStorage.open(dir, { nodeId: 'n1', clusterId: 'c1', segmentBytes: 4096, sync });
+    return {
+      open,
+      reopen: async (s: RaftStorage) => {
+        await s.close();
+        return open();
+      },
+      dispose,
+    };
+  });
+}

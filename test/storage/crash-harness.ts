@@ -35,6 +35,8 @@ export interface CrashOptions {
   /** Longest time the child runs after it is ready before the kill. */
   readonly maxRunMs?: number;
   readonly log?: (line: string) => void;
+  /** FileStorage's sync mode in the child. */
+  readonly sync?: 'fdatasync' | 'dsync';
 }
 
 export interface RoundResult {
@@ -54,13 +56,14 @@ function runChild(
   dir: string,
   seed: number,
   inflight: number,
+  sync: string,
   killAfterMs: number,
   fromSpawn: boolean,
 ): Promise<ChildRun> {
   return new Promise((resolve, reject) => {
     const child: ChildProcess = spawn(
       process.execPath,
-      ['--import', 'tsx', CHILD, dir, String(seed), String(inflight)],
+      ['--import', 'tsx', CHILD, dir, String(seed), String(inflight), sync],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let acked = 0;
@@ -118,7 +121,14 @@ export async function crashRounds(options: CrashOptions): Promise<RoundResult[]>
     const fromSpawn = rand() < 0.125;
     const killAfterMs = Math.floor(rand() * (fromSpawn ? 600 : maxRunMs));
     const where = `seed=${seed} round=${round} childSeed=${childSeed} dir=${dir}`;
-    const { acked, readyDigest } = await runChild(dir, childSeed, inflight, killAfterMs, fromSpawn);
+    const { acked, readyDigest } = await runChild(
+      dir,
+      childSeed,
+      inflight,
+      options.sync ?? 'fdatasync',
+      killAfterMs,
+      fromSpawn,
+    );
     if (readyDigest !== null && readyDigest !== digest(state)) {
       throw new Error(
         `${where}: the child recovered a different state than the parent (${readyDigest} != ${digest(state)})`,

@@ -14,7 +14,15 @@ test(`SIGKILL at random moments loses nothing acknowledged (2 x ${rounds} rounds
   try {
     // Two independent chains in parallel: twice the kills for the same wall time.
     const results = await Promise.all(
-      dirs.map(({ dir }, i) => crashRounds({ dir, rounds, seed: seed + i, inflight: i === 0 ? 1 : 8 })),
+      dirs.map(({ dir }, i) =>
+        crashRounds({
+          dir,
+          rounds,
+          seed: seed + i,
+          inflight: i === 0 ? 1 : 8,
+          sync: i === 0 ? 'fdatasync' : 'dsync',
+        }),
+      ),
     );
     const all = results.flat();
     const acked = all.reduce((s, r) => s + r.acked, 0);
