@@ -1,0 +1,216 @@
+/**
+ * Typed errors of the storage layer. Every class has a stable `code` (for programs), a
+ * `name` (for logs) and, where an underlying error caused it, `cause`. Messages are
+ * written for the operator: what happened, where (file and byte offset), and what to do.
+ */
+
+export const StorageErrorCode = {
+  Corrupt: 'ERR_STORAGE_CORRUPT',
+  MissingSegment: 'ERR_STORAGE_MISSING_SEGMENT',
+  MissingSnapshot: 'ERR_STORAGE_MISSING_SNAPSHOT',
+  LogOrder: 'ERR_STORAGE_LOG_ORDER',
+  Identity: 'ERR_STORAGE_IDENTITY',
+  NotDataDir: 'ERR_STORAGE_NOT_DATA_DIR',
+  Permission: 'ERR_STORAGE_PERMISSION',
+  Full: 'ERR_STORAGE_FULL',
+  IO: 'ERR_STORAGE_IO',
+  Failed: 'ERR_STORAGE_FAILED',
+  Closed: 'ERR_STORAGE_CLOSED',
+  Usage: 'ERR_STORAGE_USAGE',
+  SnapshotOutOfDate: 'ERR_STORAGE_SNAPSHOT_OUT_OF_DATE',
+} as const;
+export type StorageErrorCode = (typeof StorageErrorCode)[keyof typeof StorageErrorCode];
+
+/** What an operator can do about a data directory the node refuses to start from. */
+export const RESTORE_HINT =
+  'The log cannot be trusted. Keep the directory for analysis (move it aside), then restore this node ' +
+  'from a healthy peer: start it with an empty data directory and let the leader send it a snapshot ' +
+  '(or remove and re-add it as a member). Do not edit or delete WAL files by hand.';
+
+export abstract class StorageError extends Error {
+  abstract readonly code: StorageErrorCode;
+}
+
+/** A checksum mismatch or undecodable bytes before the tail of the log (not a torn write). */
+export class CorruptionError extends StorageError {
+  override readonly name = 'CorruptionError';
+  readonly code = StorageErrorCode.Corrupt;
+  constructor(
+    readonly file: string,
+    readonly offset: number,
+    readonly reason: string,
+  ) {
+    super(`corrupt data in ${file} at byte offset ${offset}: ${reason}. ${RESTORE_HINT}`);
+  }
+}
+
+/** A WAL segment that must exist does not (a gap in the segment sequence or in the log). */
+export class MissingSegmentError extends StorageError {
+  override readonly name = 'MissingSegmentError';
+  readonly code = StorageErrorCode.MissingSegment;
+  constructor(
+    readonly file: string,
+    readonly reason: string,
+  ) {
+    super(`missing WAL data: ${reason} (expected ${file}). ${RESTORE_HINT}`);
+  }
+}
+
+/** The WAL references a snapshot file that is absent. */
+export class MissingSnapshotError extends StorageError {
+  override readonly name = 'MissingSnapshotError';
+  readonly code = StorageErrorCode.MissingSnapshot;
+  constructor(
+    readonly file: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `the WAL records a durable snapshot but ${file} is missing or unreadable. ${RESTORE_HINT}`,
+      options,
+    );
+  }
+}
+
+/** Log records whose indices do not follow each other. */
+export class LogOrderError extends StorageError {
+  override readonly name = 'LogOrderError';
+  readonly code = StorageErrorCode.LogOrder;
+  constructor(
+    readonly file: string,
+    readonly offset: number,
+    readonly reason: string,
+  ) {
+    super(`log indices out of order in ${file} at byte offset ${offset}: ${reason}. ${RESTORE_HINT}`);
+  }
+}
+
+/** The data directory was created for another node or cluster. */
+export class IdentityMismatchError extends StorageError {
+  override readonly name = 'IdentityMismatchError';
+  readonly code = StorageErrorCode.Identity;
+  constructor(
+    readonly dir: string,
+    readonly expected: { readonly nodeId: string; readonly clusterId: string },
+    readonly found: { readonly nodeId: string; readonly clusterId: string },
+  ) {
+    super(
+      `data directory ${dir} belongs to node "${found.nodeId}" of cluster "${found.clusterId}", ` +
+        `not to node "${expected.nodeId}" of cluster "${expected.clusterId}". ` +
+        'Check --id and --data-dir; to reuse the directory for another node, remove it first.',
+    );
+  }
+}
+
+/** The directory exists, holds files, but is not a raftkv data directory (or its metadata is unreadable). */
+export class NotDataDirError extends StorageError {
+  override readonly name = 'NotDataDirError';
+  readonly code = StorageErrorCode.NotDataDir;
+  constructor(
+    readonly dir: string,
+    readonly reason: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `${dir} is not a usable raftkv data directory: ${reason}. ` +
+        'Point --data-dir at an empty or raftkv-created directory.',
+      options,
+    );
+  }
+}
+
+export class StoragePermissionError extends StorageError {
+  override readonly name = 'StoragePermissionError';
+  readonly code = StorageErrorCode.Permission;
+  constructor(
+    readonly path: string,
+    readonly operation: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `permission denied to ${operation} ${path}. ` +
+        'Make the data directory and its files readable and writable by the user running raftkv ' +
+        '(check owner, mode and read-only mounts).',
+      options,
+    );
+  }
+}
+
+/** The disk (or quota) is full. The storage has stopped accepting writes; nothing acknowledged is lost. */
+export class StorageFullError extends StorageError {
+  override readonly name = 'StorageFullError';
+  readonly code = StorageErrorCode.Full;
+  constructor(
+    readonly path: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `no space left on the device holding ${path}: the node stopped accepting writes. ` +
+        'Every write acknowledged before this is durable. Free disk space, then restart the node.',
+      options,
+    );
+  }
+}
+
+export class StorageIOError extends StorageError {
+  override readonly name = 'StorageIOError';
+  readonly code = StorageErrorCode.IO;
+  constructor(
+    readonly path: string,
+    readonly operation: string,
+    options?: ErrorOptions,
+  ) {
+    const detail = options?.cause instanceof Error ? `: ${options.cause.message}` : '';
+    super(`I/O error during ${operation} of ${path}${detail}`, options);
+  }
+}
+
+/** A write or fsync failed earlier; the storage accepts no more writes until it is reopened. */
+export class StorageFailedError extends StorageError {
+  override readonly name = 'StorageFailedError';
+  readonly code = StorageErrorCode.Failed;
+  constructor(options: ErrorOptions) {
+    const why = options.cause instanceof Error ? options.cause.message : String(options.cause);
+    super(
+      `storage is in a failed state and accepts no writes (earlier failure: ${why}). ` +
+        'Every write acknowledged before the failure is durable; fix the cause and restart the node.',
+      options,
+    );
+  }
+}
+
+export class StorageClosedError extends StorageError {
+  override readonly name = 'StorageClosedError';
+  readonly code = StorageErrorCode.Closed;
+  constructor() {
+    super('storage is closed');
+  }
+}
+
+/** The caller broke the storage contract (a bug in the caller, not a disk problem). */
+export class StorageUsageError extends StorageError {
+  override readonly name = 'StorageUsageError';
+  readonly code = StorageErrorCode.Usage;
+}
+
+/** A snapshot older than the one already stored. */
+export class SnapshotOutOfDateError extends StorageError {
+  override readonly name = 'SnapshotOutOfDateError';
+  readonly code = StorageErrorCode.SnapshotOutOfDate;
+  constructor(
+    readonly index: number,
+    readonly current: number,
+  ) {
+    super(`snapshot at index ${index} is older than the stored snapshot at index ${current}`);
+  }
+}
+
+/** Maps a Node.js fs error to a storage error that names the path and the operation. */
+export function ioError(err: unknown, path: string, operation: string): StorageError {
+  if (err instanceof StorageError) return err;
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+    return new StoragePermissionError(path, operation, { cause: err });
+  }
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new StorageFullError(path, { cause: err });
+  return new StorageIOError(path, operation, { cause: err });
+}

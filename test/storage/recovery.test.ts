@@ -1,0 +1,407 @@
+/**
+ * Recovery rules of FileStorage: torn tails are cut, everything else that fails to decode
+ * stops start-up with a clear, typed error (file, offset, what to do).
+ */
+import { strict as assert } from 'node:assert';
+import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { encodeBatch, encodeSegmentHeader, segmentName } from '../../src/storage/codec.ts';
+import {
+  CorruptionError,
+  IdentityMismatchError,
+  LogOrderError,
+  MissingSegmentError,
+  MissingSnapshotError,
+  NotDataDirError,
+  StorageFailedError,
+  StorageFullError,
+  StorageIOError,
+  StoragePermissionError,
+} from '../../src/storage/errors.ts';
+import { defaultIO, FileStorage, type StorageIO } from '../../src/storage/file-storage.ts';
+import { inspect } from '../../src/storage/inspect.ts';
+import { describe, ent, ents, hs, snap, tempDir } from './helpers.ts';
+
+const ID = { nodeId: 'n1', clusterId: 'c1' } as const;
+const NO_BATCH = { snapshot: null, entries: [], hardState: null } as const;
+
+async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
+  const { dir, dispose } = await tempDir();
+  try {
+    await body(dir);
+  } finally {
+    await dispose();
+  }
+}
+
+async function segmentFiles(dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((n) => n.startsWith('wal-')).sort();
+}
+
+/** Writes `n` single-entry batches (entry i with commit i-1), closes, returns the final state. */
+async function fill(dir: string, n: number, segmentBytes = 1 << 20): Promise<void> {
+  const s = await FileStorage.open(dir, { ...ID, segmentBytes });
+  for (let i = 1; i <= n; i++)
+    await s.persist({ snapshot: null, entries: [ent(i, 1, 40)], hardState: hs(1, i - 1) });
+  await s.close();
+}
+
+test('a torn last batch is dropped, whatever byte it was cut at (and with a zero-filled tail)', () =>
+  withDir(async (dir) => {
+    const s = await FileStorage.open(dir, ID);
+    await s.persist({ snapshot: null, entries: ents(1, 5, 1), hardState: hs(1, 3) });
+    const expected = describe(s.initialState());
+    const before = (await stat(join(dir, segmentName(1)))).size;
+    // The last batch: two entries and a hard state (three records).
+    await s.persist({ snapshot: null, entries: ents(6, 7, 1), hardState: hs(1, 6) });
+    await s.close();
+    const path = join(dir, segmentName(1));
+    const full = await readFile(path);
+    assert.ok(full.length > before);
+    for (let cut = before; cut < full.length; cut++) {
+      for (const zeroFill of [false, true]) {
+        const torn = zeroFill
+          ? Buffer.concat([full.subarray(0, cut), Buffer.alloc(full.length - cut)])
+          : full.subarray(0, cut);
+        if (torn.equals(full)) continue; // zero-filling bytes that were zero anyway
+        await writeFile(path, torn);
+        const r = await FileStorage.open(dir, ID);
+        assert.deepEqual(describe(r.initialState()), expected, `cut at ${cut} zeroFill=${zeroFill}`);
+        assert.equal(r.stats().recoveredTornTail === null, cut === before && !zeroFill);
+        await r.close();
+        assert.equal((await stat(path)).size, before, 'the torn tail was cut off the file');
+      }
+    }
+    // The intact file still recovers everything.
+    await writeFile(path, full);
+    const r = await FileStorage.open(dir, ID);
+    assert.equal(r.initialState().entries.length, 7);
+    // ...and appends continue right after the repaired tail.
+    await r.persist({ ...NO_BATCH, entries: ents(8, 8, 1) });
+    await r.close();
+    const again = await FileStorage.open(dir, ID);
+    assert.deepEqual(
+      again.initialState().entries.map((e) => e.index),
+      [1, 2, 3, 4, 5, 6, 7, 8],
+    );
+    await again.close();
+  }));
+
+test('a flipped bit in a record before the tail is a CorruptionError naming file and offset', () =>
+  withDir(async (dir) => {
+    await fill(dir, 14, 400); // several segments of a few records each
+    const files = await segmentFiles(dir);
+    assert.ok(files.length >= 3, `expected several segments, got ${files.length}`);
+    const recordBytes = 8 + 1 + 17 + 40;
+    const hsBytes = 8 + 1 + 16;
+    for (const file of [files[1]!, files[files.length - 1]!]) {
+      const path = join(dir, file);
+      const good = await readFile(path);
+      // The second record batch of the file: header, batch 1 (entry + hard state), then batch 2.
+      const target = 24 + recordBytes + hsBytes;
+      assert.ok(good.length > target + 2 * (recordBytes + hsBytes), `${file} too short for the test`);
+      for (let byte = target; byte < target + recordBytes; byte += 3) {
+        const bad = Buffer.from(good);
+        bad[byte]! ^= 1 << (byte % 8);
+        await writeFile(path, bad);
+        const err = await FileStorage.open(dir, ID).then(
+          () => assert.fail(`bit flip at ${byte} in ${file} was not detected`),
+          (e: unknown) => e,
+        );
+        assert.ok(err instanceof CorruptionError, `flip at ${byte}: ${String(err)}`);
+        assert.equal(err.file, path);
+        assert.equal(err.offset, target);
+        assert.equal(err.code, 'ERR_STORAGE_CORRUPT');
+        assert.match(err.message, new RegExp(`${file} at byte offset ${target}`));
+        assert.match(err.message, /restore this node from a healthy peer/);
+      }
+      await writeFile(path, good);
+    }
+    const ok = await FileStorage.open(dir, ID);
+    assert.equal(ok.initialState().entries.length, 14);
+    await ok.close();
+  }));
+
+test('a missing segment is reported: in the middle, at the start and at the end', async () => {
+  for (const which of ['middle', 'first', 'last'] as const) {
+    await withDir(async (dir) => {
+      await fill(dir, 12, 400);
+      const s = await FileStorage.open(dir, ID);
+      await s.persist({ ...NO_BATCH, hardState: hs(1, 12) });
+      await s.close();
+      const files = await segmentFiles(dir);
+      const victim = which === 'first' ? files[0]! : which === 'last' ? files[files.length - 1]! : files[1]!;
+      await rm(join(dir, victim));
+      await assert.rejects(FileStorage.open(dir, ID), (err: unknown) => {
+        assert.ok(err instanceof MissingSegmentError, `${which}: ${String(err)}`);
+        assert.equal(err.code, 'ERR_STORAGE_MISSING_SEGMENT');
+        return true;
+      });
+    });
+  }
+});
+
+test('entries out of order are a LogOrderError', () =>
+  withDir(async (dir) => {
+    const s = await FileStorage.open(dir, ID);
+    await s.close();
+    const batch = (e: ReturnType<typeof ent>) =>
+      encodeBatch({ snapshot: null, truncateFrom: null, entries: [e], hardState: null });
+    await writeFile(
+      join(dir, segmentName(1)),
+      Buffer.concat([encodeSegmentHeader(1), batch(ent(1, 1)), batch(ent(2, 1)), batch(ent(4, 1))]),
+    );
+    await assert.rejects(FileStorage.open(dir, ID), (err: unknown) => {
+      assert.ok(err instanceof LogOrderError);
+      assert.match(err.message, /entry 4 follows entry 2/);
+      return true;
+    });
+  }));
+
+test('a directory of another node or cluster, or a foreign directory, is refused', () =>
+  withDir(async (dir) => {
+    await (await FileStorage.open(dir, ID)).close();
+    await assert.rejects(FileStorage.open(dir, { nodeId: 'n2', clusterId: 'c1' }), IdentityMismatchError);
+    await assert.rejects(FileStorage.open(dir, { nodeId: 'n1', clusterId: 'other' }), (err: unknown) => {
+      assert.ok(err instanceof IdentityMismatchError);
+      assert.match(err.message, /belongs to node "n1" of cluster "c1"/);
+      return true;
+    });
+    const foreign = join(dir, 'foreign');
+    await mkdir(foreign);
+    await writeFile(join(foreign, 'notes.txt'), 'hello');
+    await assert.rejects(FileStorage.open(foreign, ID), NotDataDirError);
+  }));
+
+test('permission denied is a StoragePermissionError naming the path', async (t) => {
+  await withDir(async (dir) => {
+    const io: StorageIO = {
+      ...defaultIO,
+      open: async (path, flags) => {
+        if (path.endsWith('.log'))
+          throw Object.assign(new Error(`EACCES: permission denied, open '${path}'`), { code: 'EACCES' });
+        return defaultIO.open(path, flags);
+      },
+    };
+    await assert.rejects(FileStorage.open(dir, { ...ID, io }), (err: unknown) => {
+      assert.ok(err instanceof StoragePermissionError);
+      assert.match(err.message, /permission denied to create segment .*wal-0000000000000001\.log/);
+      assert.equal((err.cause as NodeJS.ErrnoException).code, 'EACCES');
+      return true;
+    });
+  });
+  if (process.getuid?.() === 0) {
+    t.diagnostic('running as root: the real chmod check is skipped (root ignores file modes)');
+    return;
+  }
+  await withDir(async (dir) => {
+    await (await FileStorage.open(dir, ID)).close();
+    await chmod(dir, 0o500);
+    try {
+      const s = await FileStorage.open(dir, ID).catch((e: unknown) => e);
+      assert.ok(s instanceof StoragePermissionError, String(s));
+    } finally {
+      await chmod(dir, 0o700);
+    }
+  });
+});
+
+test('ENOSPC: the storage stops accepting writes, and nothing acknowledged is lost', () =>
+  withDir(async (dir) => {
+    let full = false;
+    const io: StorageIO = {
+      ...defaultIO,
+      writev: async (fh, buffers, position) => {
+        if (!full) return defaultIO.writev(fh, buffers, position);
+        // The disk fills up in the middle of the write: half of it lands, then ENOSPC.
+        const first = buffers[0]!;
+        await defaultIO.writev(fh, [first.subarray(0, first.length >> 1)], position);
+        throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+      },
+    };
+    const s = await FileStorage.open(dir, { ...ID, io });
+    for (let i = 1; i <= 10; i++)
+      await s.persist({ snapshot: null, entries: [ent(i, 1)], hardState: hs(1, i) });
+    full = true;
+    const failed = s.persist({ ...NO_BATCH, entries: ents(11, 14, 1) });
+    const queued = s.persist({ ...NO_BATCH, entries: ents(15, 15, 1) });
+    await assert.rejects(failed, (err: unknown) => {
+      assert.ok(err instanceof StorageFullError);
+      assert.match(err.message, /no space left on the device .* stopped accepting writes/);
+      return true;
+    });
+    // Issued in the same tick, it shared the failed group (or was queued behind it).
+    await assert.rejects(
+      queued,
+      (err: unknown) => err instanceof StorageFullError || err instanceof StorageFailedError,
+    );
+    await assert.rejects(s.persist({ ...NO_BATCH, entries: ents(11, 11, 1) }), (err: unknown) => {
+      assert.ok(err instanceof StorageFailedError);
+      assert.ok(err.cause instanceof StorageFullError);
+      return true;
+    });
+    assert.throws(() => s.initialState(), StorageFailedError);
+    await s.close();
+    full = false;
+    const r = await FileStorage.open(dir, ID);
+    assert.deepEqual(
+      r.initialState().entries.map((e) => e.index),
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+    );
+    assert.deepEqual(r.initialState().hardState, hs(1, 10));
+    await r.close();
+  }));
+
+test('an fsync error fails the storage (no retry after a failed fsync)', () =>
+  withDir(async (dir) => {
+    let broken = false;
+    const io: StorageIO = {
+      ...defaultIO,
+      datasync: async (fh) => {
+        if (broken) throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+        return defaultIO.datasync(fh);
+      },
+    };
+    const s = await FileStorage.open(dir, { ...ID, io });
+    await s.persist({ ...NO_BATCH, entries: ents(1, 3, 1) });
+    broken = true;
+    await assert.rejects(s.persist({ ...NO_BATCH, entries: ents(4, 4, 1) }), StorageIOError);
+    broken = false;
+    await assert.rejects(s.persist({ ...NO_BATCH, entries: ents(4, 4, 1) }), StorageFailedError);
+    await s.close();
+  }));
+
+test('snapshots: old files and covered segments are removed; leftovers of a crash are cleaned', () =>
+  withDir(async (dir) => {
+    const s = await FileStorage.open(dir, { ...ID, segmentBytes: 300 });
+    for (let i = 1; i <= 30; i++)
+      await s.persist({ snapshot: null, entries: [ent(i, 1, 40)], hardState: hs(1, i) });
+    const segsBefore = (await segmentFiles(dir)).length;
+    await s.compact(snap(10, 1));
+    await s.compact(snap(25, 1), 5);
+    const names = await readdir(dir);
+    assert.deepEqual(
+      names.filter((n) => n.endsWith('.snap')),
+      ['snap-0000000000000025-0000000000000001.snap'],
+    );
+    assert.ok((await segmentFiles(dir)).length < segsBefore, 'covered segments were removed');
+    assert.ok(s.stats().segmentsRemoved > 0);
+    assert.ok(names.includes(segmentName(1)) === false);
+    await s.close();
+    // A snapshot renamed into place whose WAL record never became durable, and a temp file.
+    await writeFile(join(dir, 'snap-0000000000000099-0000000000000001.snap'), 'orphan');
+    await writeFile(join(dir, 'snap-0000000000000100-0000000000000001.snap.tmp'), 'partial');
+    const r = await FileStorage.open(dir, ID);
+    assert.equal(r.initialState().snapshot?.meta.index, 25);
+    assert.deepEqual(
+      r.initialState().entries.map((e) => e.index),
+      Array.from({ length: 5 }, (_, k) => 26 + k),
+    );
+    await r.close();
+    assert.deepEqual(
+      (await readdir(dir)).filter((n) => n.includes('.snap')),
+      ['snap-0000000000000025-0000000000000001.snap'],
+    );
+  }));
+
+test('a damaged or missing snapshot file is reported', () =>
+  withDir(async (dir) => {
+    const s = await FileStorage.open(dir, ID);
+    await s.persist({ snapshot: null, entries: ents(1, 5, 1), hardState: hs(1, 5) });
+    await s.compact(snap(4, 1));
+    await s.close();
+    const path = join(dir, 'snap-0000000000000004-0000000000000001.snap');
+    const good = await readFile(path);
+    const bad = Buffer.from(good);
+    bad[bad.length - 6]! ^= 0x10;
+    await writeFile(path, bad);
+    await assert.rejects(FileStorage.open(dir, ID), (err: unknown) => {
+      assert.ok(err instanceof CorruptionError);
+      assert.equal(err.file, path);
+      assert.match(err.message, /checksum mismatch/);
+      return true;
+    });
+    await rm(path);
+    await assert.rejects(FileStorage.open(dir, ID), MissingSnapshotError);
+  }));
+
+test('an unfinished segment (crash while creating it) is removed; a damaged header is not', () =>
+  withDir(async (dir) => {
+    await fill(dir, 3);
+    const next = join(dir, segmentName(2));
+    for (const junk of [Buffer.alloc(0), encodeSegmentHeader(2).subarray(0, 10), Buffer.alloc(24)]) {
+      await writeFile(next, junk);
+      const s = await FileStorage.open(dir, ID);
+      assert.equal(s.initialState().entries.length, 3);
+      await s.close();
+      assert.deepEqual(await segmentFiles(dir), [segmentName(1)]);
+    }
+    const header = encodeSegmentHeader(2);
+    header[3]! ^= 1;
+    await writeFile(next, header);
+    await assert.rejects(FileStorage.open(dir, ID), CorruptionError);
+  }));
+
+test('inspect prints meta, hard state, snapshot and entries as JSON lines, read-only', () =>
+  withDir(async (dir) => {
+    const s = await FileStorage.open(dir, ID);
+    await s.persist({ snapshot: null, entries: ents(1, 6, 2), hardState: hs(2, 5, 'n3') });
+    await s.compact(snap(3, 2));
+    await s.close();
+    // Tear the tail: inspect reports it and leaves the file alone.
+    const path = join(dir, (await segmentFiles(dir)).at(-1)!);
+    const size = (await stat(path)).size;
+    await writeFile(path, Buffer.concat([await readFile(path), Buffer.from([9, 0, 0])]));
+    const lines: string[] = [];
+    await inspect(dir, (l) => lines.push(l));
+    const objs = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual(objs[0], { kind: 'meta', format: 1, nodeId: 'n1', clusterId: 'c1' });
+    assert.ok(objs.some((o) => o['kind'] === 'tornTail'));
+    assert.deepEqual(
+      objs.find((o) => o['kind'] === 'hardState'),
+      { kind: 'hardState', term: 2, vote: 'n3', commit: 5 },
+    );
+    assert.deepEqual(
+      objs.find((o) => o['kind'] === 'snapshot'),
+      {
+        kind: 'snapshot',
+        index: 3,
+        term: 2,
+        conf: { voters: ['n1', 'n2', 'n3'], learners: [] },
+        bytes: 9,
+      },
+    );
+    const entries = objs.filter((o) => o['kind'] === 'entry');
+    assert.deepEqual(
+      entries.map((o) => o['index']),
+      [4, 5, 6],
+    );
+    assert.deepEqual(entries[0], {
+      kind: 'entry',
+      index: 4,
+      term: 2,
+      type: 'normal',
+      data: Buffer.from(ent(4, 2).data).toString('base64'),
+    });
+    assert.equal((await stat(path)).size, size + 3, 'inspect never writes');
+    const raw: string[] = [];
+    await inspect(dir, (l) => raw.push(l), { records: true });
+    assert.ok(raw.some((l) => l.includes('"type":"truncate"') || l.includes('"type":"snapshot"')));
+  }));
+
+test('a segment that opens with an old snapshot record replays after the segments before it are removed', () =>
+  withDir(async (dir) => {
+    const s = await FileStorage.open(dir, ID);
+    await s.persist({ snapshot: null, entries: ents(1, 20, 1), hardState: hs(1, 20) });
+    await s.compact(snap(10, 1)); // segment 2 opens with this snapshot record; 11..20 stay in segment 1
+    await s.persist({ snapshot: null, entries: ents(21, 40, 1), hardState: hs(1, 40) });
+    await s.compact(snap(30, 1), 5); // removes segment 1 (entries <= 25), keeps segment 2 (up to 40)
+    const expected = describe(s.initialState());
+    await s.close();
+    assert.ok(!(await segmentFiles(dir)).includes(segmentName(1)));
+    assert.ok((await segmentFiles(dir)).includes(segmentName(2)));
+    const r = await FileStorage.open(dir, ID);
+    assert.deepEqual(describe(r.initialState()), expected);
+    await r.close();
+  }));
