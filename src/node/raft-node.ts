@@ -18,7 +18,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { decodeConfChange } from '../raft/confchange.ts';
-import { Raft, type RaftConfig, type RaftStatus, bootstrapState } from '../raft/raft.ts';
+import { bootstrapState, Raft, type RaftConfig, type RaftStatus } from '../raft/raft.ts';
 import { SeededRng } from '../raft/rng.ts';
 import type { RaftStorage } from '../raft/storage.ts';
 import {
@@ -125,7 +125,9 @@ export function wrapProposal(origin: Uint8Array, seq: number, payload: Uint8Arra
   return out;
 }
 
-export function unwrapProposal(data: Uint8Array): { origin: string; seq: number; payload: Uint8Array } | null {
+export function unwrapProposal(
+  data: Uint8Array,
+): { origin: string; seq: number; payload: Uint8Array } | null {
   if (data.length < 10 || data[0] !== ENVELOPE_VERSION) return null;
   const n = data[1] as number;
   if (data.length < 2 + n + 8) return null;
@@ -172,7 +174,14 @@ export class RaftNode<R> {
   private lastSnapshotIndex: number;
   private soft: SoftState;
   /** Counters for metrics and tests. */
-  readonly counters = { readies: 0, persists: 0, entriesPersisted: 0, applied: 0, snapshots: 0, messagesSent: 0 };
+  readonly counters = {
+    readies: 0,
+    persists: 0,
+    entriesPersisted: 0,
+    applied: 0,
+    snapshots: 0,
+    messagesSent: 0,
+  };
 
   private constructor(opts: RaftNodeOptions<R>, raft: Raft, applied: number) {
     this.opts = opts;
@@ -199,7 +208,9 @@ export class RaftNode<R> {
     const empty = durable.hardState.term === 0 && durable.entries.length === 0 && durable.snapshot === null;
     if (empty && opts.bootstrap && opts.bootstrap.length > 0) {
       if (!opts.bootstrap.includes(opts.id)) {
-        throw new RangeError(`bootstrap voters ${opts.bootstrap.join(',')} do not include this node ${opts.id}`);
+        throw new RangeError(
+          `bootstrap voters ${opts.bootstrap.join(',')} do not include this node ${opts.id}`,
+        );
       }
       const boot = bootstrapState(opts.bootstrap);
       await opts.storage.persist({ snapshot: null, entries: boot.entries, hardState: boot.hardState });
@@ -437,7 +448,10 @@ export class RaftNode<R> {
       this.sm.restore(rd.snapshot.data, rd.snapshot.meta.index);
       this.applied = rd.snapshot.meta.index;
       this.lastSnapshotIndex = rd.snapshot.meta.index;
-      this.log?.info({ index: rd.snapshot.meta.index, term: rd.snapshot.meta.term }, 'installed snapshot from leader');
+      this.log?.info(
+        { index: rd.snapshot.meta.index, term: rd.snapshot.meta.term },
+        'installed snapshot from leader',
+      );
       // Proposals of ours at or below the snapshot can no longer be matched: their fate is unknown here.
       for (const [seq, p] of this.proposals) {
         if (p.index > 0 && p.index <= this.applied) {
@@ -460,7 +474,11 @@ export class RaftNode<R> {
       if (!r) continue;
       this.reads.delete(rf.ctx);
       r.cleanup();
-      r.reject(rf.reason === 'no-leader' ? new NoLeaderError('no leader to confirm the read') : new NotLeaderError(this.raft.leader));
+      r.reject(
+        rf.reason === 'no-leader'
+          ? new NoLeaderError('no leader to confirm the read')
+          : new NotLeaderError(this.raft.leader),
+      );
     }
     this.releaseReads();
   }
@@ -526,7 +544,10 @@ export class RaftNode<R> {
     this.lastSnapshotIndex = index;
     this.counters.snapshots++;
     await this.storage.compact(snap, this.retainEntries);
-    this.log?.info({ index, term: snap.meta.term, bytes: snap.data.byteLength }, 'snapshot taken, log compacted');
+    this.log?.info(
+      { index, term: snap.meta.term, bytes: snap.data.byteLength },
+      'snapshot taken, log compacted',
+    );
   }
 
   private noteSoftState(s: SoftState): void {

@@ -1,0 +1,150 @@
+// The node runtime on real timers, with the in-memory network and storage: proposals
+// resolve on apply, reads are linearizable barriers, leaders fail over, restarts replay.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { encodeRequest, type KvResult, KvStateMachine } from '../../src/kv/state-machine.ts';
+import { NoLeaderError, TimeoutError } from '../../src/node/errors.ts';
+import { RaftNode } from '../../src/node/raft-node.ts';
+import { MemoryStorage } from '../../src/storage/memory-storage.ts';
+import { MemoryNetwork } from '../../src/transport/memory.ts';
+
+type KvNode = RaftNode<KvResult | null>;
+
+const put = (key: string, value: string) =>
+  encodeRequest({ client: 0, seq: 0, cmd: { kind: 'put', key, value } });
+
+interface Cluster {
+  net: MemoryNetwork;
+  nodes: Map<string, KvNode>;
+  sms: Map<string, KvStateMachine>;
+  storages: Map<string, MemoryStorage>;
+  stop(): Promise<void>;
+}
+
+async function startCluster(ids: string[], snapshotEntries = 0): Promise<Cluster> {
+  const net = new MemoryNetwork();
+  const c: Cluster = {
+    net,
+    nodes: new Map(),
+    sms: new Map(),
+    storages: new Map(),
+    async stop() {
+      await Promise.all([...c.nodes.values()].map((n) => n.stop()));
+    },
+  };
+  for (const id of ids) await startNode(c, id, ids, snapshotEntries);
+  return c;
+}
+
+async function startNode(c: Cluster, id: string, ids: string[], snapshotEntries = 0): Promise<KvNode> {
+  const prev = c.storages.get(id);
+  const storage = new MemoryStorage(prev ? prev.initialState() : undefined);
+  const sm = new KvStateMachine();
+  const node = await RaftNode.start({
+    id,
+    storage,
+    transport: c.net.transport(id),
+    stateMachine: sm,
+    bootstrap: ids,
+    tickMs: 10,
+    seed: id.charCodeAt(1),
+    snapshotEntries,
+    retainEntries: 5,
+  });
+  c.nodes.set(id, node);
+  c.sms.set(id, sm);
+  c.storages.set(id, storage);
+  return node;
+}
+
+async function waitFor<T>(f: () => T | null | undefined | false, ms = 10_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+function leaderOf(c: Cluster): KvNode | null {
+  for (const n of c.nodes.values()) if (n.role === 'leader') return n;
+  return null;
+}
+
+test('proposals resolve when applied, with the state machine result; reads see them', async () => {
+  const c = await startCluster(['n1', 'n2', 'n3']);
+  try {
+    const l = await waitFor(() => leaderOf(c));
+    const r = await l.propose(put('a', '1'));
+    assert.equal(r.result?.kind, 'put');
+    // Through a follower: forwarded to the leader, resolved when applied on the follower.
+    const f = [...c.nodes.values()].find((n) => n !== l) as KvNode;
+    const r2 = await f.propose(put('a', '2'), AbortSignal.timeout(5_000));
+    assert.ok(r2.index > r.index);
+    // A linearizable read on the other follower sees the write.
+    const f2 = [...c.nodes.values()].find((n) => n !== l && n !== f) as KvNode;
+    await f2.read(AbortSignal.timeout(5_000));
+    assert.equal(c.sms.get(f2.id)?.get('a')?.value, '2');
+  } finally {
+    await c.stop();
+  }
+});
+
+test('many concurrent proposals share few fsyncs (group commit)', async () => {
+  const c = await startCluster(['n1', 'n2', 'n3']);
+  try {
+    const l = await waitFor(() => leaderOf(c));
+    await l.propose(put('warm', 'up'));
+    const before = l.counters.persists;
+    const all = [];
+    for (let i = 0; i < 500; i++) all.push(l.propose(put(`k${i}`, `v${i}`)));
+    const res = await Promise.all(all);
+    assert.equal(new Set(res.map((r) => r.index)).size, 500);
+    const persists = l.counters.persists - before;
+    assert.ok(persists < 50, `500 proposals took ${persists} leader writes`);
+  } finally {
+    await c.stop();
+  }
+});
+
+test('leader failover: the new leader has every acknowledged write; a stopped node restarts from storage', async () => {
+  const ids = ['n1', 'n2', 'n3'];
+  const c = await startCluster(ids, 20);
+  try {
+    const l = await waitFor(() => leaderOf(c));
+    for (let i = 0; i < 60; i++) await l.propose(put(`k${i}`, `v${i}`));
+    await l.stop();
+    c.nodes.delete(l.id);
+    const l2 = await waitFor(() => leaderOf(c));
+    assert.notEqual(l2.id, l.id);
+    await l2.read();
+    for (let i = 0; i < 60; i++) assert.equal(c.sms.get(l2.id)?.get(`k${i}`)?.value, `v${i}`);
+    await l2.propose(put('after', 'failover'));
+    // The old leader comes back with its durable state (snapshots were taken) and catches up.
+    const back = await startNode(c, l.id, ids, 20);
+    await waitFor(() => back.appliedIndex >= l2.appliedIndex);
+    assert.equal(c.sms.get(back.id)?.get('after')?.value, 'failover');
+    assert.equal(c.sms.get(back.id)?.get('k0')?.value, 'v0');
+  } finally {
+    await c.stop();
+  }
+});
+
+test('without a quorum, proposals time out and reads fail or time out; nothing hangs', async () => {
+  const c = await startCluster(['n1', 'n2', 'n3']);
+  try {
+    const l = await waitFor(() => leaderOf(c));
+    c.net.isolate(l.id);
+    await assert.rejects(l.propose(put('x', 'y'), AbortSignal.timeout(300)), TimeoutError);
+    await assert.rejects(
+      l.read(AbortSignal.timeout(300)),
+      (e: Error) => e instanceof TimeoutError || e instanceof NoLeaderError || e.name === 'NotLeaderError',
+    );
+    c.net.heal();
+    const l2 = await waitFor(() => leaderOf(c));
+    await l2.propose(put('x', 'z'));
+  } finally {
+    await c.stop();
+  }
+});
