@@ -297,7 +297,9 @@ describe('graceful shutdown', () => {
     await s.server.close(100);
     const r = await inflight;
     assert.ok(r.err !== null);
-    assert.ok([grpc.status.UNAVAILABLE, grpc.status.CANCELLED, grpc.status.INTERNAL].includes(r.err?.code ?? -1));
+    assert.ok(
+      [grpc.status.UNAVAILABLE, grpc.status.CANCELLED, grpc.status.INTERNAL].includes(r.err?.code ?? -1),
+    );
     assert.ok(observed.aborts > aborts);
     assert.deepEqual(s.server.stats(), { sessions: 0, calls: 0, timers: 0 });
     client.close();
