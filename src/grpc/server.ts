@@ -48,6 +48,13 @@ export interface GrpcServerOptions {
   readonly connectionWindowSize?: number;
   /** Node's per-session memory cap in MB (default 64; must exceed the connection window). */
   readonly maxSessionMemory?: number;
+  /**
+   * Every this many ms the server pings each connection (default 60 s; 0 disables). A connection that does not
+   * answer within `keepaliveTimeoutMs` (default 20 s) is destroyed and its calls cancelled. This also reaps
+   * connections Node's HTTP/2 stack has stopped reading (e.g. after it refused a rapid-reset burst).
+   */
+  readonly keepaliveTimeMs?: number;
+  readonly keepaliveTimeoutMs?: number;
   /** Extra HTTP/2 settings, applied over the ones above. */
   readonly http2Settings?: http2.Settings;
   /** Serve TLS (h2 with ALPN) instead of h2c. */
@@ -107,6 +114,8 @@ class Server implements GrpcServer {
   readonly #sessions = new Set<http2.ServerHttp2Session>();
   readonly #http: http2.Http2Server | http2.Http2SecureServer;
   readonly #connectionWindow: number;
+  readonly #keepaliveTimeMs: number;
+  readonly #keepaliveTimeoutMs: number;
   readonly health: HealthService | undefined;
   #closing: Promise<void> | null = null;
 
@@ -120,6 +129,8 @@ class Server implements GrpcServer {
       live: new Set(),
     };
     this.#connectionWindow = options.connectionWindowSize ?? 16 * 1024 * 1024;
+    this.#keepaliveTimeMs = options.keepaliveTimeMs ?? 60_000;
+    this.#keepaliveTimeoutMs = options.keepaliveTimeoutMs ?? 20_000;
     const settings: http2.Settings = {
       initialWindowSize: options.streamWindowSize ?? 1024 * 1024,
       maxConcurrentStreams: options.maxConcurrentStreams ?? 1000,
@@ -194,9 +205,31 @@ class Server implements GrpcServer {
     session.on('error', () => {
       // followed by 'close'
     });
+    let keepalive: NodeJS.Timeout | null = null;
+    let pingTimeout: NodeJS.Timeout | null = null;
     session.on('close', () => {
       this.#sessions.delete(session);
+      if (keepalive !== null) clearInterval(keepalive);
+      if (pingTimeout !== null) clearTimeout(pingTimeout);
     });
+    if (this.#keepaliveTimeMs > 0) {
+      const timeoutMs = this.#keepaliveTimeoutMs;
+      keepalive = setInterval(() => {
+        if (pingTimeout !== null || session.destroyed) return;
+        pingTimeout = setTimeout(() => session.destroy(), timeoutMs);
+        pingTimeout.unref();
+        try {
+          session.ping((err) => {
+            if (err !== null) return; // the session is going away; 'close' clears the timers
+            if (pingTimeout !== null) clearTimeout(pingTimeout);
+            pingTimeout = null;
+          });
+        } catch {
+          session.destroy();
+        }
+      }, this.#keepaliveTimeMs);
+      keepalive.unref();
+    }
     if (this.#closing !== null) {
       session.close();
       return;
