@@ -3,8 +3,8 @@
 // Invariants:
 // - Keys are lowercase; a key ending in `-bin` carries bytes (a Buffer), base64 on the wire (sent unpadded,
 //   accepted padded or not); every other key carries a printable-ASCII string.
-// - Headers the transport owns (pseudo-headers, content-type, te, grpc-timeout, grpc-encoding,
-//   grpc-accept-encoding, user-agent is kept) never appear in incoming metadata, and user metadata can never set them.
+// - Headers the transport owns (pseudo-headers, content-type, te, grpc-timeout, grpc-encoding, grpc-status,
+//   grpc-accept-encoding, ...; user-agent is kept) never appear in incoming metadata, and user metadata never sets them.
 // - Incoming metadata is built lazily from the raw header object, only when a handler asks for it.
 
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2';
@@ -137,7 +137,7 @@ export function percentDecode(s: string): string {
   const bytes: number[] = [];
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    if (c === 0x25 && i + 2 < s.length + 0 && /^[0-9a-fA-F]{2}$/.test(s.slice(i + 1, i + 3))) {
+    if (c === 0x25 && i + 2 < s.length && /^[0-9a-fA-F]{2}$/.test(s.slice(i + 1, i + 3))) {
       bytes.push(Number.parseInt(s.slice(i + 1, i + 3), 16));
       i += 2;
     } else {
