@@ -1,0 +1,647 @@
+// One gRPC call on one HTTP/2 stream: request deframing and decoding, the handler, the response, the status.
+//
+// Invariants:
+// - `state` only moves forward: OPEN (the handler may answer) -> DONE (a status is decided and being sent)
+//   -> CLOSED (the stream is gone). Exactly one status is decided per call; anything the handler does after
+//   that (a late response, a write, a throw) is ignored.
+// - Headers are sent at most once, before any message; a call that ends before any header uses one
+//   trailers-only response. Response headers are always sent with `waitForTrailers`, so every non-trailers-only
+//   response ends with exactly one trailer block carrying grpc-status.
+// - The deadline timer exists only while the call is OPEN; it is cleared whenever the call leaves OPEN, so no
+//   timer outlives its call. `ServerState.calls` and `.timers` count the live calls and timers.
+// - The AbortSignal is created only when the handler reads it; it aborts when the client cancels (RST_STREAM or
+//   a lost connection), when the deadline passes, or when a graceful shutdown runs out of time.
+// - The hot path allocates the call, its deframer and the decoded message; listeners are shared functions that
+//   find the call through the stream (no per-call closures, except for promise continuations of async handlers).
+
+import type {
+  IncomingHttpHeaders,
+  OutgoingHttpHeaders,
+  ServerHttp2Stream,
+  ServerStreamResponseOptions,
+} from 'node:http2';
+import {
+  ACCEPT_ENCODING,
+  Deframer,
+  decompress,
+  encodeFrame,
+  type FrameSink,
+  isSupportedEncoding,
+} from './framing.ts';
+import { addMetadataToHeaders, Metadata, type OutgoingMetadata, percentEncode } from './metadata.ts';
+import type { MethodDefinition } from './proto.ts';
+import { GrpcError, Status, type StatusCode } from './status.ts';
+
+/** What every handler can see and set about its call. */
+export interface ServerCall {
+  /** The wire path, e.g. `/raft.KeyValueService/Put`. */
+  readonly path: string;
+  /** Request metadata (built on first access). */
+  readonly metadata: Metadata;
+  /** Aborts when the client cancels, the deadline passes or shutdown forces the call to end. */
+  readonly signal: AbortSignal;
+  /** The deadline in `Date.now()` milliseconds, or undefined when the client sent none. */
+  readonly deadline: number | undefined;
+  /** True once the call was cancelled by the client, by its deadline or by shutdown. */
+  readonly cancelled: boolean;
+  /** The client's address as `host:port`. */
+  readonly peer: string;
+  /** Adds response header metadata; only before the first response message. Throws TypeError on bad metadata. */
+  setHeader(metadata: OutgoingMetadata): void;
+  /** Adds trailing metadata, sent with the status. Throws TypeError on bad metadata. */
+  setTrailer(metadata: OutgoingMetadata): void;
+}
+
+/**
+ * A streaming call (client, server or bidirectional streaming). Requests are read with `for await`; responses
+ * are sent with `write`. The call ends with OK when the handler's promise resolves (or when `end()` is called),
+ * and with the error's status when it rejects. Reading after a cancel or deadline throws the GrpcError.
+ */
+export interface ServerStreamCall<Req = object, Res = object> extends ServerCall, AsyncIterable<Req> {
+  /** Sends one response message; false when the stream buffer is full (wait for `drain()`) or the call is over. */
+  write(message: Res): boolean;
+  /** Resolves when the stream can take more writes, or the call is over. */
+  drain(): Promise<void>;
+  /** Sends the response headers now, without a message. */
+  sendHeaders(): void;
+  /** Ends the call with OK (or the given error). Needed only by handlers that do not return a promise. */
+  end(error?: unknown): void;
+}
+
+/**
+ * Handler of a unary method: returns (or resolves to) the response object, or throws (rejects) a GrpcError.
+ * (Written as a method type so that handlers typed with concrete message interfaces are accepted.)
+ */
+export type UnaryHandler<Req = object, Res = object> = {
+  bivarianceHack(request: Req, call: ServerCall): Res | Promise<Res>;
+}['bivarianceHack'];
+/** Handler of a streaming method. */
+export type StreamHandler<Req = object, Res = object> = {
+  bivarianceHack(call: ServerStreamCall<Req, Res>): void | Promise<void>;
+}['bivarianceHack'];
+export type Handler = UnaryHandler | StreamHandler;
+
+/** Where log lines go (pino's signature). */
+export interface GrpcLogger {
+  error(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+/** Server-wide state that calls read and update. */
+export interface ServerState {
+  readonly maxReceiveMessageSize: number;
+  readonly maxSendMessageSize: number;
+  readonly log: GrpcLogger;
+  /** Live calls (accepted streams with a known method, until the stream closes). */
+  calls: number;
+  /** Live deadline timers. */
+  timers: number;
+  /** Every live call, so shutdown can cancel the stragglers. */
+  readonly live: Set<Call>;
+}
+
+export interface RegisteredMethod {
+  readonly def: MethodDefinition;
+  readonly handler: Handler;
+  readonly streaming: boolean;
+}
+
+const OPEN = 0;
+const DONE = 1;
+const CLOSED = 2;
+
+const kCall = Symbol('grpc.call');
+type CallStream = ServerHttp2Stream & { [kCall]?: Call };
+
+const RESPONSE_HEADERS: OutgoingHttpHeaders = { ':status': 200, 'content-type': 'application/grpc' };
+const OK_TRAILERS: OutgoingHttpHeaders = { 'grpc-status': '0' };
+const RESPOND_WITH_TRAILERS = { waitForTrailers: true, sendDate: false } as ServerStreamResponseOptions;
+const RESPOND_END = { endStream: true, sendDate: false } as ServerStreamResponseOptions;
+const INPUT_HIGH_WATER = 256;
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+const INTERNAL_MESSAGE = 'Internal server error';
+
+/** A trailers-only response with a status (used for calls that never got a Call object). */
+export function respondStatus(
+  stream: ServerHttp2Stream,
+  code: StatusCode,
+  message: string,
+  extra?: OutgoingHttpHeaders,
+): void {
+  if (stream.destroyed || stream.headersSent) return;
+  const h: OutgoingHttpHeaders = {
+    ':status': 200,
+    'content-type': 'application/grpc',
+    'grpc-status': String(code),
+    'grpc-message': percentEncode(message),
+    ...extra,
+  };
+  try {
+    stream.respond(h, RESPOND_END);
+  } catch {
+    // the stream closed under us: nothing to tell
+  }
+}
+
+// ---- shared stream listeners: `this` is the stream, the call hangs off it ----
+function onData(this: CallStream, chunk: Buffer): void {
+  const call = this[kCall]!;
+  if (call.state !== OPEN) return;
+  try {
+    call.deframer.push(chunk, call);
+  } catch (e) {
+    call.failInternal(e);
+  }
+}
+function onEnd(this: CallStream): void {
+  this[kCall]!.onEndOfInput();
+}
+function onClose(this: CallStream): void {
+  this[kCall]!.onClose();
+}
+function onWantTrailers(this: CallStream): void {
+  this[kCall]!.sendTrailers();
+}
+function onStreamError(): void {
+  // Stream errors (resets, session loss) end in 'close', which cancels the call.
+}
+function onDeadline(call: Call): void {
+  call.expire();
+}
+
+interface Waiter {
+  resolve(r: IteratorResult<object>): void;
+  reject(e: unknown): void;
+}
+
+export class Call implements ServerStreamCall, FrameSink {
+  state = OPEN;
+  readonly stream: CallStream;
+  readonly deframer: Deframer;
+  readonly path: string;
+  readonly deadline: number | undefined;
+  cancelled = false;
+  readonly #server: ServerState;
+  readonly #method: RegisteredMethod;
+  readonly #headers: IncomingHttpHeaders;
+  #timer: NodeJS.Timeout | null = null;
+  #ac: AbortController | null = null;
+  #metadata: Metadata | null = null;
+  #respHeaders: OutgoingHttpHeaders | null = null;
+  #trailers: OutgoingHttpHeaders | null = null;
+  #headersSent = false;
+  #received = 0;
+  // streaming input: a queue read by the async iterator
+  #queue: (object | undefined)[] | null = null;
+  #qHead = 0;
+  #inputEnded = false;
+  #inputError: GrpcError | null = null;
+  #waiter: Waiter | null = null;
+  #paused = false;
+
+  constructor(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    method: RegisteredMethod,
+    server: ServerState,
+    timeoutMs: number | undefined,
+  ) {
+    this.stream = stream;
+    this.#headers = headers;
+    this.#method = method;
+    this.#server = server;
+    this.path = method.def.path;
+    this.deframer = new Deframer(server.maxReceiveMessageSize);
+    server.calls++;
+    server.live.add(this);
+    this.stream[kCall] = this;
+    if (timeoutMs !== undefined) {
+      this.deadline = Date.now() + timeoutMs;
+      if (timeoutMs <= MAX_TIMEOUT_MS) {
+        this.#timer = setTimeout(onDeadline, timeoutMs, this);
+        server.timers++;
+      }
+    } else {
+      this.deadline = undefined;
+    }
+    stream.on('error', onStreamError);
+    stream.on('close', onClose);
+    stream.on('wantTrailers', onWantTrailers);
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+    if (method.streaming) this.#startStreaming();
+  }
+
+  // ---- ServerCall ----
+  get metadata(): Metadata {
+    this.#metadata ??= Metadata.fromHeaders(this.#headers);
+    return this.#metadata;
+  }
+  get signal(): AbortSignal {
+    if (this.#ac === null) {
+      this.#ac = new AbortController();
+      if (this.cancelled) this.#ac.abort(new GrpcError(Status.CANCELLED, 'Call cancelled'));
+    }
+    return this.#ac.signal;
+  }
+  get peer(): string {
+    const s = this.stream.session?.socket;
+    return s === undefined ? 'unknown' : `${s.remoteAddress}:${s.remotePort}`;
+  }
+  setHeader(metadata: OutgoingMetadata): void {
+    if (this.#headersSent) throw new Error('response headers already sent');
+    this.#respHeaders ??= { ...RESPONSE_HEADERS };
+    addMetadataToHeaders(this.#respHeaders, metadata);
+  }
+  setTrailer(metadata: OutgoingMetadata): void {
+    this.#trailers ??= {};
+    addMetadataToHeaders(this.#trailers, metadata);
+  }
+
+  // ---- FrameSink ----
+  onMessage(message: Buffer, compressed: boolean): boolean {
+    if (this.state !== OPEN) return false;
+    let body = message;
+    if (compressed) {
+      const rawEnc = this.#headers['grpc-encoding'];
+      const enc = Array.isArray(rawEnc) ? rawEnc[0] : rawEnc;
+      if (enc === undefined || enc === 'identity') {
+        this.finish(Status.INTERNAL, 'Compressed flag set on a message without grpc-encoding');
+        return false;
+      }
+      if (!isSupportedEncoding(enc)) {
+        this.finish(
+          Status.UNIMPLEMENTED,
+          `Message compressed with unsupported grpc-encoding "${enc}"`,
+          undefined,
+          {
+            'grpc-accept-encoding': ACCEPT_ENCODING,
+          },
+        );
+        return false;
+      }
+      try {
+        body = decompress(enc, message, this.#server.maxReceiveMessageSize);
+      } catch (e) {
+        if (e instanceof RangeError) {
+          this.finish(
+            Status.RESOURCE_EXHAUSTED,
+            `Received message larger than max after decompression (limit ${this.#server.maxReceiveMessageSize})`,
+          );
+        } else {
+          this.finish(Status.INTERNAL, `Failed to decompress ${enc} message`);
+        }
+        return false;
+      }
+    }
+    let request: object;
+    try {
+      request = this.#method.def.requestType.decode(body);
+    } catch {
+      this.finish(Status.INTERNAL, 'Failed to parse request message');
+      return false;
+    }
+    this.#received++;
+    if (this.#method.streaming) {
+      if (!this.#method.def.requestStream && this.#received > 1) {
+        this.finish(Status.INTERNAL, 'More than one request message for a server-streaming method');
+        return false;
+      }
+      this.#enqueue(request);
+      return true;
+    }
+    if (this.#received > 1) {
+      this.finish(Status.INTERNAL, 'More than one request message for a unary method');
+      return false;
+    }
+    this.#runUnary(request);
+    return this.state === OPEN;
+  }
+
+  onFrameError(tooLarge: boolean, length: number): void {
+    if (tooLarge) {
+      this.finish(
+        Status.RESOURCE_EXHAUSTED,
+        `Received message larger than max (${length} vs. ${this.#server.maxReceiveMessageSize})`,
+      );
+    } else {
+      this.finish(Status.INTERNAL, 'Malformed gRPC frame: bad compressed-flag byte');
+    }
+  }
+
+  // ---- unary ----
+  #runUnary(request: object): void {
+    let res: unknown;
+    try {
+      res = (this.#method.handler as UnaryHandler)(request, this);
+    } catch (e) {
+      this.fail(e);
+      return;
+    }
+    if (isThenable(res)) {
+      res.then(
+        (v) => this.respondUnary(v),
+        (e) => this.fail(e),
+      );
+    } else {
+      this.respondUnary(res);
+    }
+  }
+
+  respondUnary(response: unknown): void {
+    if (this.state !== OPEN) return;
+    const frame = this.#encode(response);
+    if (frame === null) return;
+    this.state = DONE;
+    this.#clearTimer();
+    if (this.stream.destroyed) return;
+    try {
+      this.stream.respond(this.#respHeaders ?? RESPONSE_HEADERS, RESPOND_WITH_TRAILERS);
+      this.#headersSent = true;
+      this.stream.end(frame);
+    } catch (e) {
+      this.#server.log.warn({ err: e, path: this.path }, 'grpc: could not send response');
+    }
+  }
+
+  /** Encodes and frames a response, or ends the call with the right status and returns null. */
+  #encode(response: unknown): Buffer | null {
+    let body: Uint8Array;
+    try {
+      if (response === null || typeof response !== 'object')
+        throw new TypeError('handler returned a non-object');
+      body = this.#method.def.responseType.encode(response).finish();
+    } catch (e) {
+      this.#server.log.error({ err: e, path: this.path }, 'grpc: failed to encode response');
+      this.finish(Status.INTERNAL, INTERNAL_MESSAGE);
+      return null;
+    }
+    if (body.length > this.#server.maxSendMessageSize) {
+      this.finish(
+        Status.RESOURCE_EXHAUSTED,
+        `Sent message larger than max (${body.length} vs. ${this.#server.maxSendMessageSize})`,
+      );
+      return null;
+    }
+    return encodeFrame(body);
+  }
+
+  // ---- ending ----
+  /** Ends the call with a handler's error: a GrpcError's status, or INTERNAL (logged) for anything else. */
+  fail(e: unknown): void {
+    if (e instanceof GrpcError) {
+      this.finish(e.code, e.message, e.details, undefined, e.metadata);
+      return;
+    }
+    if (this.state !== OPEN) return; // e.g. the handler noticed the abort and threw: the status is already out
+    this.#server.log.error({ err: e, path: this.path }, 'grpc: handler failed');
+    this.finish(Status.INTERNAL, INTERNAL_MESSAGE);
+  }
+
+  /** An exception in this layer's own code: INTERNAL, logged, never a crash. */
+  failInternal(e: unknown): void {
+    this.#server.log.error({ err: e, path: this.path }, 'grpc: internal error');
+    this.finish(Status.INTERNAL, INTERNAL_MESSAGE);
+  }
+
+  /** Decides the call's status and sends it (trailers-only when no headers went out yet). */
+  finish(
+    code: StatusCode,
+    message: string,
+    details?: Uint8Array,
+    extra?: OutgoingHttpHeaders,
+    metadata?: OutgoingMetadata,
+  ): void {
+    if (this.state !== OPEN) return;
+    this.state = DONE;
+    this.#clearTimer();
+    this.deframer.stop();
+    this.#failInput(code === Status.OK ? null : new GrpcError(code, message));
+    const stream = this.stream;
+    if (stream.destroyed) return;
+    const t: OutgoingHttpHeaders = this.#trailers ?? {};
+    if (metadata !== undefined) {
+      try {
+        addMetadataToHeaders(t, metadata);
+      } catch (e) {
+        this.#server.log.warn({ err: e, path: this.path }, 'grpc: dropped bad trailing metadata');
+      }
+    }
+    t['grpc-status'] = String(code);
+    if (message !== '') t['grpc-message'] = percentEncode(message);
+    if (details !== undefined) {
+      t['grpc-status-details-bin'] = Buffer.from(details.buffer, details.byteOffset, details.byteLength)
+        .toString('base64')
+        .replace(/=+$/, '');
+    }
+    if (extra !== undefined) Object.assign(t, extra);
+    try {
+      if (!this.#headersSent) {
+        this.#headersSent = true;
+        const h: OutgoingHttpHeaders = { ...(this.#respHeaders ?? RESPONSE_HEADERS), ...t };
+        stream.respond(h, RESPOND_END);
+        // The client may still be sending; drain it so flow control never stalls the connection.
+        stream.resume();
+      } else {
+        this.#trailers = t;
+        stream.end();
+      }
+    } catch (e) {
+      this.#server.log.warn({ err: e, path: this.path }, 'grpc: could not send status');
+    }
+  }
+
+  sendTrailers(): void {
+    try {
+      const t = this.#trailers;
+      if (t === null) {
+        this.stream.sendTrailers(OK_TRAILERS);
+      } else {
+        if (t['grpc-status'] === undefined) t['grpc-status'] = '0';
+        this.stream.sendTrailers(t);
+      }
+    } catch {
+      // stream already gone
+    }
+  }
+
+  /** The deadline passed. */
+  expire(): void {
+    this.#timer = null;
+    this.#server.timers--;
+    if (this.state !== OPEN) return;
+    this.cancelled = true;
+    const err = new GrpcError(Status.DEADLINE_EXCEEDED, 'Deadline exceeded');
+    this.#ac?.abort(err);
+    this.finish(Status.DEADLINE_EXCEEDED, 'Deadline exceeded');
+  }
+
+  /** Shutdown ran out of time: cancel the call with UNAVAILABLE. */
+  abortForShutdown(): void {
+    if (this.state !== OPEN) return;
+    this.cancelled = true;
+    this.#ac?.abort(new GrpcError(Status.UNAVAILABLE, 'Server shutting down'));
+    this.finish(Status.UNAVAILABLE, 'Server shutting down');
+  }
+
+  onEndOfInput(): void {
+    if (this.state !== OPEN) return;
+    if (this.deframer.partial) {
+      this.finish(Status.INTERNAL, 'Request ended in the middle of a message');
+      return;
+    }
+    if (this.#method.streaming) {
+      if (!this.#method.def.requestStream && this.#received === 0) {
+        this.finish(Status.INTERNAL, 'No request message for a server-streaming method');
+        return;
+      }
+      this.#inputEnded = true;
+      const w = this.#waiter;
+      if (w !== null) {
+        this.#waiter = null;
+        w.resolve({ value: undefined, done: true });
+      }
+      return;
+    }
+    if (this.#received === 0) this.finish(Status.INTERNAL, 'No request message for a unary method');
+  }
+
+  onClose(): void {
+    if (this.state === CLOSED) return;
+    const wasOpen = this.state === OPEN;
+    this.state = CLOSED;
+    this.#clearTimer();
+    this.deframer.stop();
+    this.#server.calls--;
+    this.#server.live.delete(this);
+    if (wasOpen) {
+      this.cancelled = true;
+      const err = new GrpcError(Status.CANCELLED, 'Call cancelled');
+      this.#ac?.abort(err);
+      this.#failInput(err);
+    }
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== null) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+      this.#server.timers--;
+    }
+  }
+
+  // ---- streaming ----
+  #startStreaming(): void {
+    this.#queue = [];
+    let p: unknown;
+    try {
+      p = (this.#method.handler as StreamHandler)(this);
+    } catch (e) {
+      this.fail(e);
+      return;
+    }
+    if (isThenable(p)) {
+      p.then(
+        () => this.end(),
+        (e) => this.fail(e),
+      );
+    }
+  }
+
+  #enqueue(msg: object): void {
+    const w = this.#waiter;
+    if (w !== null) {
+      this.#waiter = null;
+      w.resolve({ value: msg, done: false });
+      return;
+    }
+    const q = this.#queue!;
+    q.push(msg);
+    if (q.length - this.#qHead >= INPUT_HIGH_WATER && !this.#paused) {
+      this.#paused = true;
+      this.stream.pause();
+    }
+  }
+
+  #failInput(err: GrpcError | null): void {
+    if (err !== null && this.#inputError === null) this.#inputError = err;
+    this.#inputEnded = true;
+    const w = this.#waiter;
+    if (w !== null) {
+      this.#waiter = null;
+      if (err !== null) w.reject(err);
+      else w.resolve({ value: undefined, done: true });
+    }
+    if (this.#paused) {
+      this.#paused = false;
+      this.stream.resume();
+    }
+  }
+
+  #next(): Promise<IteratorResult<object>> {
+    const q = this.#queue;
+    if (q !== null && this.#qHead < q.length) {
+      const v = q[this.#qHead]!;
+      q[this.#qHead++] = undefined;
+      if (this.#qHead === q.length) {
+        q.length = 0;
+        this.#qHead = 0;
+      }
+      if (this.#paused && q.length - this.#qHead < INPUT_HIGH_WATER / 2) {
+        this.#paused = false;
+        this.stream.resume();
+      }
+      return Promise.resolve({ value: v, done: false });
+    }
+    if (this.#inputError !== null) return Promise.reject(this.#inputError);
+    if (this.#inputEnded) return Promise.resolve({ value: undefined, done: true });
+    if (this.#waiter !== null) return Promise.reject(new Error('concurrent reads of one call'));
+    return new Promise((resolve, reject) => {
+      this.#waiter = { resolve, reject };
+    });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<object> {
+    return {
+      next: () => this.#next(),
+      return: (): Promise<IteratorResult<object>> => Promise.resolve({ value: undefined, done: true }),
+    };
+  }
+
+  sendHeaders(): void {
+    if (this.#headersSent || this.state !== OPEN || this.stream.destroyed) return;
+    this.#headersSent = true;
+    this.stream.respond(this.#respHeaders ?? RESPONSE_HEADERS, RESPOND_WITH_TRAILERS);
+  }
+
+  write(message: object): boolean {
+    if (this.state !== OPEN || this.stream.destroyed) return false;
+    const frame = this.#encode(message);
+    if (frame === null) return false;
+    if (!this.#headersSent) this.sendHeaders();
+    return this.stream.write(frame);
+  }
+
+  drain(): Promise<void> {
+    const s = this.stream;
+    if (this.state !== OPEN || s.destroyed || !s.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        s.off('drain', done);
+        s.off('close', done);
+        resolve();
+      };
+      s.on('drain', done);
+      s.on('close', done);
+    });
+  }
+
+  end(error?: unknown): void {
+    if (error !== undefined) this.fail(error);
+    else this.finish(Status.OK, '');
+  }
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function';
+}

@@ -1,0 +1,320 @@
+// The gRPC server: HTTP/2 sessions (h2c, or TLS with optional client certificates), routing of streams to
+// methods, limits and graceful shutdown. Health and reflection are ordinary services added here.
+//
+// Invariants:
+// - Every accepted stream gets exactly one answer: HTTP 405/415 for non-gRPC requests, a trailers-only
+//   UNIMPLEMENTED for unknown methods, otherwise a Call that ends with one status (see call.ts).
+// - Nothing a client sends can throw out of a listener: malformed traffic ends that stream (or that session),
+//   never the process, and other calls keep being served.
+// - `stats()` counts live sessions, calls and deadline timers; all three return to zero once clients are gone
+//   and calls are over.
+// - close(graceMs): stop accepting connections, send GOAWAY on every session, let in-flight calls finish; when
+//   graceMs passes, cancel what is left (UNAVAILABLE) and destroy the sessions. Resolves when everything is closed.
+// - Flow-control windows default to 1 MiB per stream and 16 MiB per connection.
+
+import * as http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import {
+  Call,
+  type GrpcLogger,
+  type Handler,
+  type RegisteredMethod,
+  respondStatus,
+  type ServerState,
+} from './call.ts';
+import { parseTimeout } from './framing.ts';
+import { addHealthService, type HealthService } from './health.ts';
+import type { ServiceDefinition } from './proto.ts';
+import { addReflectionServices } from './reflection.ts';
+import { Status } from './status.ts';
+
+export interface TlsOptions {
+  readonly key: string | Buffer;
+  readonly cert: string | Buffer;
+  /** With a CA, clients must present a certificate signed by it (mutual TLS). */
+  readonly ca?: string | Buffer;
+}
+
+export interface GrpcServerOptions {
+  /** Largest request message accepted, in bytes (default 4 MiB). Larger ones end the call RESOURCE_EXHAUSTED. */
+  readonly maxReceiveMessageSize?: number;
+  /** Largest response message sent, in bytes (default 2^31-1). Larger ones end the call RESOURCE_EXHAUSTED. */
+  readonly maxSendMessageSize?: number;
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (default 1000). */
+  readonly maxConcurrentStreams?: number;
+  /** Per-stream flow-control window, bytes (default 1 MiB). */
+  readonly streamWindowSize?: number;
+  /** Per-connection flow-control window, bytes (default 16 MiB). */
+  readonly connectionWindowSize?: number;
+  /** Node's per-session memory cap in MB (default 64; must exceed the connection window). */
+  readonly maxSessionMemory?: number;
+  /**
+   * Every this many ms the server pings each connection (default 60 s; 0 disables). A connection that does not
+   * answer within `keepaliveTimeoutMs` (default 20 s) is destroyed and its calls cancelled. This also reaps
+   * connections Node's HTTP/2 stack has stopped reading (e.g. after it refused a rapid-reset burst).
+   */
+  readonly keepaliveTimeMs?: number;
+  readonly keepaliveTimeoutMs?: number;
+  /** Extra HTTP/2 settings, applied over the ones above. */
+  readonly http2Settings?: http2.Settings;
+  /** Serve TLS (h2 with ALPN) instead of h2c. */
+  readonly tls?: TlsOptions;
+  /** Serve grpc.reflection.v1 and v1alpha (default true). */
+  readonly reflection?: boolean;
+  /** Serve grpc.health.v1.Health (default true). */
+  readonly health?: boolean;
+  readonly log?: GrpcLogger;
+}
+
+export interface GrpcServerStats {
+  readonly sessions: number;
+  readonly calls: number;
+  readonly timers: number;
+}
+
+export interface GrpcServer {
+  /**
+   * Serves a service. `handlers` maps each method name (as in the .proto) to its handler; a method without a
+   * handler answers UNIMPLEMENTED. Throws on a handler name the service does not have, or a service added twice.
+   */
+  addService(service: ServiceDefinition, handlers: Readonly<Record<string, Handler>>): void;
+  /** Starts listening; resolves to the bound port (pass port 0 for a free one). */
+  listen(host?: string, port?: number): Promise<number>;
+  /** Graceful shutdown (see the invariants above). */
+  close(graceMs?: number): Promise<void>;
+  /** Health statuses, per service and overall (""); undefined when health is disabled. */
+  readonly health: HealthService | undefined;
+  /** Services added so far (including health and reflection). */
+  readonly services: readonly ServiceDefinition[];
+  stats(): GrpcServerStats;
+}
+
+const defaultLog: GrpcLogger = {
+  error(obj, msg) {
+    process.stderr.write(`${JSON.stringify({ level: 'error', msg, ...serializable(obj) })}\n`);
+  },
+  warn(obj, msg) {
+    process.stderr.write(`${JSON.stringify({ level: 'warn', msg, ...serializable(obj) })}\n`);
+  },
+};
+function serializable(obj: object): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(obj)) {
+    out[k] = v instanceof Error ? { name: v.name, message: v.message, stack: v.stack } : v;
+  }
+  return out;
+}
+
+const NOT_GRPC_HEADERS = { ':status': 415, 'content-type': 'text/plain' } as const;
+
+class Server implements GrpcServer {
+  readonly #state: ServerState;
+  readonly #methods = new Map<string, RegisteredMethod>();
+  readonly #services: ServiceDefinition[] = [];
+  readonly #sessions = new Set<http2.ServerHttp2Session>();
+  readonly #http: http2.Http2Server | http2.Http2SecureServer;
+  readonly #connectionWindow: number;
+  readonly #keepaliveTimeMs: number;
+  readonly #keepaliveTimeoutMs: number;
+  readonly health: HealthService | undefined;
+  #closing: Promise<void> | null = null;
+
+  constructor(options: GrpcServerOptions) {
+    this.#state = {
+      maxReceiveMessageSize: options.maxReceiveMessageSize ?? 4 * 1024 * 1024,
+      maxSendMessageSize: options.maxSendMessageSize ?? 2 ** 31 - 1,
+      log: options.log ?? defaultLog,
+      calls: 0,
+      timers: 0,
+      live: new Set(),
+    };
+    this.#connectionWindow = options.connectionWindowSize ?? 16 * 1024 * 1024;
+    this.#keepaliveTimeMs = options.keepaliveTimeMs ?? 60_000;
+    this.#keepaliveTimeoutMs = options.keepaliveTimeoutMs ?? 20_000;
+    const settings: http2.Settings = {
+      initialWindowSize: options.streamWindowSize ?? 1024 * 1024,
+      maxConcurrentStreams: options.maxConcurrentStreams ?? 1000,
+      ...options.http2Settings,
+    };
+    const maxSessionMemory = options.maxSessionMemory ?? 64;
+    if (options.tls !== undefined) {
+      const { key, cert, ca } = options.tls;
+      this.#http = http2.createSecureServer({
+        key,
+        cert,
+        ...(ca === undefined ? {} : { ca, requestCert: true, rejectUnauthorized: true }),
+        allowHTTP1: false,
+        settings,
+        maxSessionMemory,
+      });
+      this.#http.on('tlsClientError', () => {
+        // a failed handshake (e.g. no client certificate) concerns only that client
+      });
+    } else {
+      this.#http = http2.createServer({ settings, maxSessionMemory });
+    }
+    this.#http.on('session', (s: http2.ServerHttp2Session) => this.#onSession(s));
+    this.#http.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) =>
+      this.#onStream(stream, headers),
+    );
+    this.#http.on('sessionError', () => {
+      // the session is destroyed and its streams closed; nothing else to do
+    });
+    this.health = options.health === false ? undefined : addHealthService(this);
+    if (options.reflection !== false) addReflectionServices(this);
+  }
+
+  get services(): readonly ServiceDefinition[] {
+    return this.#services;
+  }
+
+  addService(service: ServiceDefinition, handlers: Readonly<Record<string, Handler>>): void {
+    const names = new Set(service.methods.map((m) => m.name));
+    for (const k of Object.keys(handlers)) {
+      if (!names.has(k)) throw new Error(`service ${service.fullName} has no method ${k}`);
+    }
+    if (this.#services.some((s) => s.fullName === service.fullName)) {
+      throw new Error(`service ${service.fullName} added twice`);
+    }
+    for (const m of service.methods) {
+      const handler = handlers[m.name];
+      if (handler === undefined) continue;
+      this.#methods.set(m.path, { def: m, handler, streaming: m.requestStream || m.responseStream });
+    }
+    this.#services.push(service);
+    this.health?.setStatus(service.fullName, 'SERVING');
+  }
+
+  listen(host = '127.0.0.1', port = 0): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error): void => reject(e);
+      this.#http.once('error', onError);
+      this.#http.listen(port, host, () => {
+        this.#http.off('error', onError);
+        resolve((this.#http.address() as AddressInfo).port);
+      });
+    });
+  }
+
+  stats(): GrpcServerStats {
+    return { sessions: this.#sessions.size, calls: this.#state.calls, timers: this.#state.timers };
+  }
+
+  #onSession(session: http2.ServerHttp2Session): void {
+    this.#sessions.add(session);
+    session.on('error', () => {
+      // followed by 'close'
+    });
+    let keepalive: NodeJS.Timeout | null = null;
+    let pingTimeout: NodeJS.Timeout | null = null;
+    session.on('close', () => {
+      this.#sessions.delete(session);
+      if (keepalive !== null) clearInterval(keepalive);
+      if (pingTimeout !== null) clearTimeout(pingTimeout);
+    });
+    if (this.#keepaliveTimeMs > 0) {
+      const timeoutMs = this.#keepaliveTimeoutMs;
+      keepalive = setInterval(() => {
+        if (pingTimeout !== null || session.destroyed) return;
+        pingTimeout = setTimeout(() => session.destroy(), timeoutMs);
+        pingTimeout.unref();
+        try {
+          session.ping((err) => {
+            if (err !== null) return; // the session is going away; 'close' clears the timers
+            if (pingTimeout !== null) clearTimeout(pingTimeout);
+            pingTimeout = null;
+          });
+        } catch {
+          session.destroy();
+        }
+      }, this.#keepaliveTimeMs);
+      keepalive.unref();
+    }
+    if (this.#closing !== null) {
+      session.close();
+      return;
+    }
+    try {
+      session.setLocalWindowSize(this.#connectionWindow);
+    } catch {
+      // the session died during setup
+    }
+  }
+
+  #onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    try {
+      const ct = headers['content-type'];
+      if (headers[':method'] !== 'POST') {
+        stream.on('error', noop);
+        stream.respond({ ':status': 405 }, { endStream: true });
+        stream.resume();
+        return;
+      }
+      if (ct === undefined || !ct.startsWith('application/grpc')) {
+        stream.on('error', noop);
+        stream.respond(NOT_GRPC_HEADERS);
+        stream.end('unsupported content-type: gRPC needs application/grpc\n');
+        stream.resume();
+        return;
+      }
+      const path = headers[':path'] ?? '';
+      const method = this.#methods.get(path);
+      if (method === undefined) {
+        stream.on('error', noop);
+        respondStatus(stream, Status.UNIMPLEMENTED, `The server does not implement the method ${path}`);
+        stream.resume();
+        return;
+      }
+      const t = headers['grpc-timeout'];
+      const timeoutMs = typeof t === 'string' ? parseTimeout(t) : undefined;
+      new Call(stream, headers, method, this.#state, timeoutMs);
+    } catch (e) {
+      this.#state.log.error({ err: e }, 'grpc: failed to accept a stream');
+      stream.on('error', noop);
+      respondStatus(stream, Status.INTERNAL, 'Internal server error');
+    }
+  }
+
+  close(graceMs = 5000): Promise<void> {
+    if (this.#closing !== null) return this.#closing;
+    this.health?.shutdown();
+    this.#closing = new Promise<void>((resolve) => {
+      let serverClosed = false;
+      let forced: NodeJS.Timeout | null = null;
+      const check = (): void => {
+        if (!serverClosed || this.#sessions.size > 0) return;
+        if (forced !== null) clearTimeout(forced);
+        resolve();
+      };
+      this.#http.close(() => {
+        serverClosed = true;
+        check();
+      });
+      for (const s of this.#sessions) {
+        s.once('close', check);
+        s.close();
+      }
+      forced = setTimeout(() => {
+        forced = null;
+        for (const c of [...this.#state.live]) c.abortForShutdown();
+        // Give the statuses a moment to reach the wire, then drop the connections.
+        setImmediate(() => {
+          for (const s of this.#sessions) s.destroy();
+        });
+      }, graceMs);
+      forced.unref();
+      if (this.#sessions.size === 0 && !this.#http.listening) {
+        serverClosed = true;
+        check();
+      }
+    });
+    return this.#closing;
+  }
+}
+
+function noop(): void {}
+
+/** Creates a gRPC server; add services, then `listen()`. */
+export function createGrpcServer(options: GrpcServerOptions = {}): GrpcServer {
+  return new Server(options);
+}
