@@ -14,7 +14,15 @@
 export type KvCommand =
   | { readonly kind: 'put'; readonly key: string; readonly value: string }
   | { readonly kind: 'delete'; readonly key: string }
-  | { readonly kind: 'cas'; readonly key: string; readonly expected: string | null; readonly value: string };
+  | {
+      readonly kind: 'cas';
+      readonly key: string;
+      /** The value the key must hold (null: the key must be absent). Ignored when expectedVersion is set. */
+      readonly expected: string | null;
+      readonly value: string;
+      /** When set (> 0), compare the key's version instead of its value. */
+      readonly expectedVersion?: number;
+    };
 
 export type KvResult =
   | { readonly kind: 'put'; readonly revision: number }
@@ -76,6 +84,8 @@ export function decodeRequest(data: Uint8Array): KvRequest {
 export class KvStateMachine {
   private readonly data = new Map<string, KvValue>();
   private readonly sessions = new Map<number, { seq: number; result: KvResult }>();
+  /** Member id -> peer address, replicated through membership changes (kept in snapshots). */
+  readonly members = new Map<string, string>();
   applied = 0;
 
   get(key: string): KvValue | undefined {
@@ -117,7 +127,12 @@ export class KvStateMachine {
         this.data.delete(cmd.key);
         return { kind: 'delete', existed: cur !== undefined, revision: index };
       case 'cas': {
-        const matches = cmd.expected === null ? cur === undefined : cur?.value === cmd.expected;
+        const matches =
+          cmd.expectedVersion !== undefined && cmd.expectedVersion > 0
+            ? cur?.version === cmd.expectedVersion
+            : cmd.expected === null
+              ? cur === undefined
+              : cur?.value === cmd.expected;
         if (!matches) return { kind: 'cas', swapped: false, revision: index };
         this.data.set(cmd.key, { value: cmd.value, modRevision: index, version: (cur?.version ?? 0) + 1 });
         return { kind: 'cas', swapped: true, revision: index };
@@ -140,11 +155,14 @@ export class KvStateMachine {
       applied: number;
       data: [string, KvValue][];
       sessions: [number, { seq: number; result: KvResult }][];
+      members?: [string, string][];
     };
     this.data.clear();
     this.sessions.clear();
     for (const [k, v] of s.data) this.data.set(k, v);
     for (const [k, v] of s.sessions) this.sessions.set(k, v);
+    this.members.clear();
+    for (const [k, v] of s.members ?? []) this.members.set(k, v);
     this.applied = s.applied;
   }
 }

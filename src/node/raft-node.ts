@@ -338,6 +338,7 @@ export class RaftNode<R> {
   }
 
   transferLeadership(to: NodeId): void {
+    if (this.raft.currentRole !== 'leader') throw new NotLeaderError(this.raft.leader);
     const r = this.raft.transferLeadership(to);
     if (!r.ok) throw new RejectedError('transfer', r.message);
     this.schedule();

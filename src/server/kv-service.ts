@@ -1,0 +1,318 @@
+/**
+ * Handlers of raft.KeyValueService: validate, propose or read through the RaftNode, map
+ * outcomes to responses and failures to gRPC status codes. This is the only place where
+ * node errors become status codes.
+ *
+ * Invariants: a handler never returns data read from the state machine before the read
+ * barrier (ReadIndex) resolved, unless the request asked for a local read; a write is
+ * acknowledged only after it is applied on this node (hence committed).
+ */
+import { fileURLToPath } from 'node:url';
+import { GrpcError, loadProtoFiles, type ServerCall, Status, serviceDefinition } from '../grpc/index.ts';
+import type { KvCommand, KvResult, KvStateMachine } from '../kv/state-machine.ts';
+import { encodeRequest } from '../kv/state-machine.ts';
+import {
+  NoLeaderError,
+  NotLeaderError,
+  ProposalDroppedError,
+  RaftNodeError,
+  RaftNodeStoppedError,
+  RejectedError,
+  TimeoutError,
+} from '../node/errors.ts';
+import type { RaftNode } from '../node/raft-node.ts';
+import { ConfChangeType, type NodeId } from '../raft/types.ts';
+
+export const PROTO_FILE = fileURLToPath(new URL('../../proto/raftkv.proto', import.meta.url));
+
+export function kvServiceDefinition() {
+  return serviceDefinition(loadProtoFiles(PROTO_FILE), 'raft.KeyValueService');
+}
+
+export interface KvLimits {
+  /** Max key size in bytes (UTF-8). Default 4 KiB. */
+  readonly maxKeyBytes: number;
+  /** Max value size in bytes (UTF-8). Default 1 MiB. */
+  readonly maxValueBytes: number;
+  /** Server-side deadline when the client sends none, ms. Default 10 s. */
+  readonly defaultTimeoutMs: number;
+}
+
+export const defaultLimits: KvLimits = {
+  maxKeyBytes: 4096,
+  maxValueBytes: 1 << 20,
+  defaultTimeoutMs: 10_000,
+};
+
+/** What the service needs from the server around it. */
+export interface KvServiceContext {
+  readonly node: RaftNode<KvResult | null>;
+  readonly sm: KvStateMachine;
+  readonly clusterId: string;
+  readonly limits: KvLimits;
+  /** The address peers and clients reach `id` at ('' if unknown). */
+  address(id: NodeId): string;
+}
+
+type Long = { toNumber(): number };
+type U64 = number | string | Long | null | undefined;
+
+function num(v: U64): number {
+  if (v === null || v === undefined) return 0;
+  if (typeof v === 'number') return v;
+  if (typeof v === 'string') return Number(v);
+  return v.toNumber();
+}
+
+const utf8 = new TextEncoder();
+
+function checkKey(key: unknown, limits: KvLimits): string {
+  if (typeof key !== 'string' || key.length === 0) {
+    throw new GrpcError(Status.INVALID_ARGUMENT, 'key must not be empty');
+  }
+  const n = key.length * 3 > limits.maxKeyBytes ? utf8.encode(key).length : key.length;
+  if (n > limits.maxKeyBytes) {
+    throw new GrpcError(Status.INVALID_ARGUMENT, `key is ${n} bytes; the limit is ${limits.maxKeyBytes}`);
+  }
+  return key;
+}
+
+function checkValue(value: unknown, limits: KvLimits): string {
+  const v = typeof value === 'string' ? value : '';
+  const n = v.length * 3 > limits.maxValueBytes ? utf8.encode(v).length : v.length;
+  if (n > limits.maxValueBytes) {
+    throw new GrpcError(Status.INVALID_ARGUMENT, `value is ${n} bytes; the limit is ${limits.maxValueBytes}`);
+  }
+  return v;
+}
+
+/** Map a node-layer failure to a status; anything unexpected is rethrown (INTERNAL at the edge). */
+export function toGrpcError(err: unknown, ctx: KvServiceContext): unknown {
+  if (err instanceof GrpcError || !(err instanceof RaftNodeError)) return err;
+  if (err instanceof TimeoutError) return new GrpcError(Status.DEADLINE_EXCEEDED, err.message);
+  if (err instanceof NotLeaderError) {
+    const addr = err.leader ? ctx.address(err.leader) : '';
+    return new GrpcError(
+      Status.UNAVAILABLE,
+      err.leader ? `not the leader; the leader is ${err.leader}${addr ? ` at ${addr}` : ''}` : err.message,
+    );
+  }
+  if (err instanceof NoLeaderError) {
+    return new GrpcError(
+      Status.UNAVAILABLE,
+      `no leader: an election is in progress or a quorum is unreachable`,
+    );
+  }
+  if (err instanceof ProposalDroppedError || err instanceof RaftNodeStoppedError) {
+    return new GrpcError(Status.UNAVAILABLE, err.message);
+  }
+  if (err instanceof RejectedError) return new GrpcError(Status.FAILED_PRECONDITION, err.message);
+  return new GrpcError(Status.UNAVAILABLE, err.message);
+}
+
+function deadline(call: ServerCall, limits: KvLimits): AbortSignal {
+  return call.deadline === undefined
+    ? AbortSignal.any([call.signal, AbortSignal.timeout(limits.defaultTimeoutMs)])
+    : call.signal;
+}
+
+async function write(ctx: KvServiceContext, call: ServerCall, client: U64, seq: U64, cmd: KvCommand) {
+  const c = num(client);
+  const s = num(seq);
+  if ((c === 0) !== (s === 0)) {
+    throw new GrpcError(Status.INVALID_ARGUMENT, 'client_id and sequence must be both set or both zero');
+  }
+  try {
+    const r = await ctx.node.propose(encodeRequest({ client: c, seq: s, cmd }), deadline(call, ctx.limits));
+    if (!r.result || r.result.kind === 'duplicate') {
+      throw new GrpcError(
+        Status.FAILED_PRECONDITION,
+        `sequence ${s} of client ${c} is older than one already applied; use a new sequence number`,
+      );
+    }
+    return r.result;
+  } catch (err) {
+    throw toGrpcError(err, ctx);
+  }
+}
+
+async function barrier(ctx: KvServiceContext, call: ServerCall, local: boolean | undefined): Promise<void> {
+  if (local) return;
+  try {
+    await ctx.node.read(deadline(call, ctx.limits));
+  } catch (err) {
+    throw toGrpcError(err, ctx);
+  }
+}
+
+interface PutReq {
+  key: string;
+  value: string;
+  client_id?: U64;
+  sequence?: U64;
+}
+interface GetReq {
+  key: string;
+  local?: boolean;
+}
+interface DeleteReq {
+  key: string;
+  client_id?: U64;
+  sequence?: U64;
+}
+interface CasReq {
+  key: string;
+  value: string;
+  expected_value?: string;
+  expect_absent?: boolean;
+  expected_version?: U64;
+  client_id?: U64;
+  sequence?: U64;
+}
+interface ListReq {
+  prefix?: string;
+  limit?: number;
+  local?: boolean;
+}
+interface MemberReq {
+  id: string;
+  address?: string;
+  learner?: boolean;
+}
+
+function revision(r: KvResult): number {
+  return r.kind === 'duplicate' ? 0 : r.revision;
+}
+
+export function kvHandlers(ctx: KvServiceContext) {
+  const { limits } = ctx;
+  const members = () => {
+    const st = ctx.node.status();
+    const match = new Map(st.progress.map((p) => [p.id, p.match]));
+    const out = [];
+    for (const id of st.conf.voters) {
+      out.push({
+        id,
+        address: ctx.address(id),
+        role: 'voter',
+        match_index: id === st.id ? st.lastIndex : (match.get(id) ?? 0),
+      });
+    }
+    for (const id of st.conf.learners) {
+      out.push({ id, address: ctx.address(id), role: 'learner', match_index: match.get(id) ?? 0 });
+    }
+    return out;
+  };
+  return {
+    async Put(req: PutReq, call: ServerCall) {
+      const key = checkKey(req.key, limits);
+      const value = checkValue(req.value, limits);
+      const r = await write(ctx, call, req.client_id, req.sequence, { kind: 'put', key, value });
+      return { revision: revision(r) };
+    },
+    async Get(req: GetReq, call: ServerCall) {
+      const key = checkKey(req.key, limits);
+      await barrier(ctx, call, req.local);
+      const v = ctx.sm.get(key);
+      return v
+        ? { value: v.value, found: true, mod_revision: v.modRevision, version: v.version }
+        : { value: '', found: false, mod_revision: 0, version: 0 };
+    },
+    async Delete(req: DeleteReq, call: ServerCall) {
+      const key = checkKey(req.key, limits);
+      const r = await write(ctx, call, req.client_id, req.sequence, { kind: 'delete', key });
+      return { deleted: r.kind === 'delete' && r.existed, revision: revision(r) };
+    },
+    async CompareAndSwap(req: CasReq, call: ServerCall) {
+      const key = checkKey(req.key, limits);
+      const value = checkValue(req.value, limits);
+      const expectedVersion = num(req.expected_version);
+      const expected = req.expect_absent ? null : checkValue(req.expected_value ?? '', limits);
+      const cmd: KvCommand =
+        expectedVersion > 0
+          ? { kind: 'cas', key, value, expected, expectedVersion }
+          : { kind: 'cas', key, value, expected };
+      const r = await write(ctx, call, req.client_id, req.sequence, cmd);
+      return { swapped: r.kind === 'cas' && r.swapped, revision: revision(r) };
+    },
+    async List(req: ListReq, call: ServerCall) {
+      const limit = req.limit && req.limit > 0 ? req.limit : 100;
+      if (limit > 10_000)
+        throw new GrpcError(Status.INVALID_ARGUMENT, `limit ${limit} is above the maximum of 10000`);
+      await barrier(ctx, call, req.local);
+      const rows = ctx.sm.list(req.prefix ?? '', limit + 1);
+      return {
+        items: rows.slice(0, limit).map(([key, v]) => ({
+          key,
+          value: v.value,
+          mod_revision: v.modRevision,
+          version: v.version,
+        })),
+        more: rows.length > limit,
+      };
+    },
+    GetClusterStatus() {
+      const st = ctx.node.status();
+      return {
+        id: st.id,
+        role: st.role,
+        term: st.term,
+        leader: st.leader,
+        commit_index: st.commit,
+        applied_index: st.applied,
+        members: members(),
+        cluster_id: ctx.clusterId,
+        last_index: st.lastIndex,
+        leader_address: st.leader ? ctx.address(st.leader) : '',
+      };
+    },
+    async AddMember(req: MemberReq, call: ServerCall) {
+      if (typeof req.id !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(req.id)) {
+        throw new GrpcError(Status.INVALID_ARGUMENT, 'member id must be 1-64 characters of [A-Za-z0-9_.-]');
+      }
+      if (!req.address || !/^[^\s:]+:\d{1,5}$/.test(req.address)) {
+        throw new GrpcError(
+          Status.INVALID_ARGUMENT,
+          `member address must be host:port, got ${JSON.stringify(req.address ?? '')}`,
+        );
+      }
+      const type = req.learner ? ConfChangeType.AddLearner : ConfChangeType.AddVoter;
+      try {
+        await ctx.node.changeMembership({ type, node: req.id, context: req.address }, deadline(call, limits));
+      } catch (err) {
+        throw toGrpcError(err, ctx);
+      }
+      return { members: members() };
+    },
+    async RemoveMember(req: MemberReq, call: ServerCall) {
+      if (typeof req.id !== 'string' || req.id === '')
+        throw new GrpcError(Status.INVALID_ARGUMENT, 'member id is empty');
+      try {
+        await ctx.node.changeMembership(
+          { type: ConfChangeType.Remove, node: req.id },
+          deadline(call, limits),
+        );
+      } catch (err) {
+        throw toGrpcError(err, ctx);
+      }
+      return { members: members() };
+    },
+    async TransferLeader(req: MemberReq, call: ServerCall) {
+      try {
+        ctx.node.transferLeadership(req.id);
+      } catch (err) {
+        throw toGrpcError(err, ctx);
+      }
+      const signal = deadline(call, limits);
+      while (!signal.aborted) {
+        const l = ctx.node.leader;
+        if (l === req.id) return { leader: l };
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      throw new GrpcError(
+        Status.DEADLINE_EXCEEDED,
+        `leadership did not move to ${req.id} before the deadline`,
+      );
+    },
+  };
+}

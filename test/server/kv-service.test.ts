@@ -1,0 +1,184 @@
+// The KV API over real gRPC (the project's layer, called by @grpc/grpc-js), on a 3-node
+// cluster in one process (in-memory peers, memory storage).
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { PROTO_FILE } from '../../src/server/kv-service.ts';
+import { type RaftKvServer, startServer } from '../../src/server/server.ts';
+import { MemoryStorage } from '../../src/storage/memory-storage.ts';
+import { MemoryNetwork } from '../../src/transport/memory.ts';
+
+type Unary = (
+  req: object,
+  opts: { deadline: number },
+  cb: (err: grpc.ServiceError | null, res: Record<string, unknown>) => void,
+) => void;
+type KvClient = grpc.Client & Record<string, Unary>;
+
+const def = protoLoader.loadSync(PROTO_FILE, { keepCase: true, longs: Number, defaults: true });
+const pkg = grpc.loadPackageDefinition(def) as unknown as {
+  raft: { KeyValueService: new (addr: string, creds: grpc.ChannelCredentials) => KvClient };
+};
+
+function call(c: KvClient, method: string, req: object, ms = 5_000): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const fn = c[method] as Unary;
+    fn.call(c, req, { deadline: Date.now() + ms }, (err, res) => (err ? reject(err) : resolve(res)));
+  });
+}
+
+const net = new MemoryNetwork();
+const servers: RaftKvServer[] = [];
+const clients = new Map<string, KvClient>();
+const ids = ['n1', 'n2', 'n3'];
+
+before(async () => {
+  const peers = new Map(ids.map((id) => [id, `127.0.0.1:0`]));
+  for (const id of ids) {
+    const s = await startServer({
+      id,
+      listen: '127.0.0.1:0',
+      peers,
+      dataDir: '',
+      storage: new MemoryStorage(),
+      transport: () => net.transport(id),
+      tickMs: 10,
+      seed: Number(id.slice(1)),
+      limits: { maxValueBytes: 1000 },
+    });
+    servers.push(s);
+    clients.set(id, new pkg.raft.KeyValueService(`127.0.0.1:${s.port}`, grpc.credentials.createInsecure()));
+  }
+  const end = Date.now() + 10_000;
+  while (!servers.some((s) => s.node.role === 'leader')) {
+    if (Date.now() > end) throw new Error('no leader');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+});
+
+after(async () => {
+  for (const c of clients.values()) c.close();
+  await Promise.all(servers.map((s) => s.close(100)));
+});
+
+const client = (id: string) => clients.get(id) as KvClient;
+
+test('put, get and delete through every node; reads are linearizable from followers', async () => {
+  for (const [i, id] of ids.entries()) {
+    const put = await call(client(id), 'Put', { key: `k${i}`, value: `v${i}` });
+    assert.ok((put['revision'] as number) > 0);
+    for (const reader of ids) {
+      const got = await call(client(reader), 'Get', { key: `k${i}` });
+      assert.equal(got['found'], true);
+      assert.equal(got['value'], `v${i}`);
+    }
+  }
+  const del = await call(client('n2'), 'Delete', { key: 'k0' });
+  assert.equal(del['deleted'], true);
+  const gone = await call(client('n3'), 'Get', { key: 'k0' });
+  assert.equal(gone['found'], false);
+  const again = await call(client('n1'), 'Delete', { key: 'k0' });
+  assert.equal(again['deleted'], false);
+});
+
+test('compare-and-swap on value, on absence and on version; list by prefix with a limit', async () => {
+  assert.equal(
+    (await call(client('n1'), 'CompareAndSwap', { key: 'c', value: 'a', expect_absent: true }))['swapped'],
+    true,
+  );
+  assert.equal(
+    (await call(client('n2'), 'CompareAndSwap', { key: 'c', value: 'b', expect_absent: true }))['swapped'],
+    false,
+  );
+  assert.equal(
+    (await call(client('n3'), 'CompareAndSwap', { key: 'c', value: 'b', expected_value: 'a' }))['swapped'],
+    true,
+  );
+  const g = await call(client('n1'), 'Get', { key: 'c' });
+  assert.equal(g['version'], 2);
+  assert.equal(
+    (await call(client('n1'), 'CompareAndSwap', { key: 'c', value: 'x', expected_version: 1 }))['swapped'],
+    false,
+  );
+  assert.equal(
+    (await call(client('n1'), 'CompareAndSwap', { key: 'c', value: 'x', expected_version: 2 }))['swapped'],
+    true,
+  );
+  for (let i = 0; i < 5; i++) await call(client('n2'), 'Put', { key: `list/${i}`, value: String(i) });
+  const l = await call(client('n3'), 'List', { prefix: 'list/', limit: 3 });
+  assert.deepEqual(
+    (l['items'] as { key: string }[]).map((x) => x.key),
+    ['list/0', 'list/1', 'list/2'],
+  );
+  assert.equal(l['more'], true);
+});
+
+test('exactly-once writes: a retried (client_id, sequence) applies once', async () => {
+  const req = { key: 'once', value: 'v', client_id: 77, sequence: 1 };
+  const a = await call(client('n1'), 'Put', req);
+  const b = await call(client('n2'), 'Put', req);
+  assert.equal(a['revision'], b['revision'], 'the retry returns the first result');
+  const g = await call(client('n3'), 'Get', { key: 'once' });
+  assert.equal(g['version'], 1);
+});
+
+test('bad input: empty key, oversized value, half a session: INVALID_ARGUMENT and nothing changes', async () => {
+  await assert.rejects(call(client('n1'), 'Put', { key: '', value: 'x' }), (e: grpc.ServiceError) => {
+    assert.equal(e.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(e.details, /key must not be empty/);
+    return true;
+  });
+  await assert.rejects(
+    call(client('n2'), 'Put', { key: 'big', value: 'x'.repeat(1001) }),
+    (e: grpc.ServiceError) => {
+      assert.equal(e.code, grpc.status.INVALID_ARGUMENT);
+      assert.match(e.details, /1001 bytes; the limit is 1000/);
+      return true;
+    },
+  );
+  await assert.rejects(call(client('n2'), 'Put', { key: 'half', value: 'x', client_id: 5 }), /both set/);
+  assert.equal((await call(client('n3'), 'Get', { key: 'big' }))['found'], false);
+});
+
+test('GetClusterStatus reports id, role, term, leader, indices and members', async () => {
+  const st = await call(client('n2'), 'GetClusterStatus', {});
+  assert.equal(st['id'], 'n2');
+  assert.ok(['leader', 'follower'].includes(st['role'] as string));
+  assert.ok((st['term'] as number) >= 2);
+  assert.ok(ids.includes(st['leader'] as string));
+  assert.ok((st['commit_index'] as number) > 0);
+  assert.deepEqual((st['members'] as { id: string }[]).map((m) => m.id).sort(), ids);
+});
+
+test('membership admin: invalid requests are refused with a reason', async () => {
+  const leader = servers.find((s) => s.node.role === 'leader') as RaftKvServer;
+  await assert.rejects(call(client(leader.id), 'AddMember', { id: 'bad id!', address: 'x:1' }), /member id/);
+  await assert.rejects(call(client(leader.id), 'AddMember', { id: 'n9', address: 'nope' }), /host:port/);
+  await assert.rejects(call(client(leader.id), 'RemoveMember', { id: 'n9' }), (e: grpc.ServiceError) => {
+    assert.equal(e.code, grpc.status.FAILED_PRECONDITION);
+    assert.match(e.details, /not a member/);
+    return true;
+  });
+});
+
+test('no quorum: writes and linearizable reads fail with UNAVAILABLE or DEADLINE_EXCEEDED, local reads still answer', async () => {
+  const leader = servers.find((s) => s.node.role === 'leader') as RaftKvServer;
+  net.isolate(leader.id);
+  try {
+    await assert.rejects(
+      call(client(leader.id), 'Put', { key: 'q', value: '1' }, 400),
+      (e: grpc.ServiceError) => {
+        assert.ok(
+          [grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED].includes(e.code),
+          `code ${e.code}`,
+        );
+        return true;
+      },
+    );
+    const local = await call(client(leader.id), 'Get', { key: 'k1', local: true });
+    assert.equal(local['found'], true);
+  } finally {
+    net.heal();
+  }
+});
