@@ -1,0 +1,31 @@
+// The public API of the raftkv package: the Raft library (pure core, node runtime,
+// storage, transport boundary), the KV server assembly, and the client library.
+// Everything the server and the CLI use comes through here or the modules re-exported here.
+
+export * from './client/index.ts';
+export {
+  NoLeaderError,
+  NotLeaderError,
+  ProposalDroppedError,
+  RaftNodeError,
+  RaftNodeStoppedError,
+  RejectedError,
+  TimeoutError,
+} from './node/errors.ts';
+export {
+  type Applied,
+  type Logger,
+  RaftNode,
+  type RaftNodeOptions,
+  type StateMachine,
+} from './node/raft-node.ts';
+export * from './raft/index.ts';
+export {
+  type RaftKvServer,
+  type ServerConfig,
+  ServerConfigError,
+  startServer,
+} from './server/server.ts';
+export * from './storage/index.ts';
+export { MemoryNetwork } from './transport/memory.ts';
+export type { Transport, TransportHandlers } from './transport/transport.ts';
