@@ -439,7 +439,7 @@ export class RaftKvClient {
       } catch (e) {
         const err = e as grpc.ServiceError;
         const code = typeof err.code === 'number' ? err.code : 2;
-        const message = err.details || err.message;
+        const message = (err.details || err.message).replace(/\.? ?Resolution note: *$/, '');
         const attemptTimedOut = code === grpc.status.DEADLINE_EXCEEDED && attemptDeadline < deadline;
         const retry = code === grpc.status.UNAVAILABLE || (attemptTimedOut && route.idempotent);
         last =

@@ -1,0 +1,228 @@
+/**
+ * `raftkv cluster`: a local cluster of N `raftkv serve` processes on 127.0.0.1, for trying
+ * raftkv out. Ports start at --base-port (free ones are chosen, and said, when taken);
+ * data lives under --data-dir/<id> and survives restarts unless --clean. Each node's log
+ * lines are prefixed with its id. Ctrl-C (SIGINT) or SIGTERM stops every node gracefully.
+ *
+ * Invariant: every child started is stopped before this command returns.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readdir, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { RaftKvClient } from '../client/client.ts';
+import { bool, type CommandSpec, int, type Parsed, str } from './args.ts';
+import type { Io } from './commands.ts';
+import { CliError } from './errors.ts';
+
+export const clusterSpec: CommandSpec = {
+  name: 'cluster',
+  summary: 'Run a local cluster of N nodes on 127.0.0.1 (Ctrl-C stops them all).',
+  args: '',
+  arity: [0, 0],
+  details: 'Data is kept under --data-dir/<id> across runs; --clean wipes it first.',
+  flags: {
+    nodes: { type: 'string', value: 'N', help: 'number of nodes (1-9)', default: '3' },
+    'data-dir': {
+      type: 'string',
+      value: 'DIR',
+      help: 'parent of the nodes’ data directories',
+      default: 'state',
+    },
+    clean: { type: 'boolean', help: 'delete the nodes’ data directories first' },
+    'base-port': { type: 'string', value: 'PORT', help: 'port of n1; n2 gets the next...', default: '50051' },
+    'tick-ms': { type: 'string', value: 'MS', help: 'Raft tick of every node', default: '100' },
+  },
+};
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const COLORS = [
+  '\x1b[36m',
+  '\x1b[35m',
+  '\x1b[32m',
+  '\x1b[33m',
+  '\x1b[34m',
+  '\x1b[91m',
+  '\x1b[92m',
+  '\x1b[93m',
+  '\x1b[94m',
+];
+
+export async function runCluster(p: Parsed, io: Io): Promise<number> {
+  const n = int(p, 'nodes', 1, 9) ?? 3;
+  const dataDir = str(p, 'data-dir') ?? 'state';
+  const basePort = int(p, 'base-port', 1, 65535 - 8) ?? 50051;
+  const tickMs = int(p, 'tick-ms', 1, 60_000) ?? 100;
+  const ids = Array.from({ length: n }, (_, i) => `n${i + 1}`);
+
+  if (bool(p, 'clean')) {
+    // Only the node directories this command creates: never the parent itself.
+    const names = await readdir(dataDir).catch(() => [] as string[]);
+    for (const name of names)
+      if (/^n\d+$/.test(name)) await rm(join(dataDir, name), { recursive: true, force: true });
+    io.out(`cleaned ${dataDir}/n*\n`);
+  }
+
+  const addrs = new Map<string, string>();
+  for (const [i, id] of ids.entries()) {
+    let port = basePort + i;
+    if (!(await portFree(port))) {
+      const other = await freePort();
+      io.out(`port ${port} is in use; ${id} listens on 127.0.0.1:${other} instead\n`);
+      port = other;
+    }
+    addrs.set(id, `127.0.0.1:${port}`);
+  }
+  const peers = [...addrs].map(([id, a]) => `${id}=${a}`).join(',');
+  const entry = process.argv[1];
+  if (!entry) throw new CliError('cannot tell how this program was started (process.argv[1] is empty)');
+  const color = process.stdout.isTTY === true;
+  const children = new Map<string, ChildProcess>();
+  const exited = new Map<string, Promise<number | null>>();
+  let stopping = false;
+  let startedAll = false;
+
+  const width = Math.max(...ids.map((id) => id.length));
+  for (const [i, id] of ids.entries()) {
+    const child = spawn(
+      process.execPath,
+      [
+        ...process.execArgv,
+        entry,
+        'serve',
+        '--id',
+        id,
+        '--listen',
+        addrs.get(id) as string,
+        '--peers',
+        peers,
+        '--data-dir',
+        join(dataDir, id),
+        '--tick-ms',
+        String(tickMs),
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, RAFTKV_LOG_FORMAT: color ? 'pretty' : 'json' },
+      },
+    );
+    const prefix = color
+      ? `${COLORS[i % COLORS.length]}${id.padEnd(width)}\x1b[0m | `
+      : `${id.padEnd(width)} | `;
+    for (const stream of [child.stdout, child.stderr]) {
+      createInterface({ input: stream }).on('line', (l) => io.out(`${prefix}${l}\n`));
+    }
+    children.set(id, child);
+    exited.set(
+      id,
+      new Promise((resolve) =>
+        child.once('exit', (code, signal) => {
+          children.delete(id);
+          if (!stopping) io.out(`${prefix}exited (${signal ?? `code ${code}`})\n`);
+          resolve(code);
+        }),
+      ),
+    );
+  }
+
+  const stopAll = async (): Promise<void> => {
+    stopping = true;
+    for (const c of children.values()) c.kill('SIGTERM');
+    const force = setTimeout(() => {
+      for (const c of children.values()) c.kill('SIGKILL');
+    }, 15_000);
+    await Promise.all(exited.values());
+    clearTimeout(force);
+  };
+
+  const signalled = new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+  const allExited = Promise.all(exited.values());
+  const anyExited = Promise.race(exited.values());
+
+  // Wait for a leader, unless a node dies or we are told to stop first.
+  const client = new RaftKvClient({ endpoints: [...addrs.values()], timeoutMs: 1_000, retries: 0 });
+  const ready = (async () => {
+    const end = Date.now() + 60_000;
+    while (!stopping && Date.now() < end) {
+      try {
+        const st = await client.status();
+        if (st.leader) return st.leader;
+      } catch {
+        // not up yet
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return '';
+  })();
+  const first = await Promise.race([
+    ready.then((leader) => ({ kind: 'ready' as const, leader })),
+    anyExited.then(() => ({ kind: 'died' as const, leader: '' })),
+    signalled.then(() => ({ kind: 'signal' as const, leader: '' })),
+  ]);
+  client.close();
+  if (first.kind !== 'ready' || !first.leader) {
+    if (first.kind === 'died') io.err('raftkv cluster: a node exited during start-up; stopping the others\n');
+    else if (first.kind === 'ready') io.err('raftkv cluster: no leader was elected within 60 s; stopping\n');
+    await stopAll();
+    return first.kind === 'signal' ? 0 : 1;
+  }
+  startedAll = true;
+  const endpoints = [...addrs.values()].join(',');
+  const defaults = [...addrs.values()].every((a, i) => a === `127.0.0.1:${50051 + i}`) && n === 3;
+  const ep = defaults ? '' : ` --endpoints ${endpoints}`;
+  const a1 = addrs.get('n1') as string;
+  const b = [
+    '',
+    `raftkv cluster: ${n} node${n > 1 ? 's' : ''} up, leader ${first.leader}`,
+    ...ids.map((id) => `  ${id.padEnd(width)}  ${addrs.get(id)}  data ${join(dataDir, id)}`),
+    '',
+    'Try:',
+    `  npx raftkv put foo bar${ep}`,
+    `  npx raftkv get foo${ep}`,
+    `  npx raftkv status${ep}`,
+    `  grpcurl -plaintext ${a1} raft.KeyValueService/GetClusterStatus`,
+    `  grpcurl -plaintext -d '{"key": "foo", "value": "bar"}' ${a1} raft.KeyValueService/Put`,
+    `  grpcurl -plaintext -d '{"key": "foo"}' ${a1} raft.KeyValueService/Get`,
+    `  grpcurl -plaintext -d '{"key": "foo"}' ${a1} raft.KeyValueService/Delete`,
+    '',
+    `Ctrl-C stops all nodes; data stays in ${dataDir}/ (--clean wipes it).`,
+    '',
+  ];
+  io.out(b.join('\n'));
+
+  const outcome = await Promise.race([
+    signalled.then(() => 'signal' as const),
+    allExited.then(() => 'dead' as const),
+  ]);
+  if (outcome === 'signal') io.out('\nraftkv cluster: stopping all nodes...\n');
+  await stopAll();
+  io.out(
+    startedAll && outcome === 'signal'
+      ? 'raftkv cluster: all nodes stopped\n'
+      : 'raftkv cluster: every node exited\n',
+  );
+  return outcome === 'signal' ? 0 : 1;
+}

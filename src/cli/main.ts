@@ -1,0 +1,127 @@
+/**
+ * `raftkv`: the command line. `main(argv, io)` returns the exit code: 0 success,
+ * 1 failure (server-side error, unreachable cluster, unusable data directory),
+ * 2 usage mistake (unknown command or flag, bad or missing argument).
+ */
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { RaftKvConfigError, RaftKvError } from '../client/errors.ts';
+import { type CommandSpec, parseCommand, renderHelp } from './args.ts';
+import { clusterSpec, runCluster } from './cluster.ts';
+import { clientCommands, type Io, inspectSpec, makeClient, runInspect } from './commands.ts';
+import { CliError, UsageError } from './errors.ts';
+import { runServe, serveSpec } from './serve.ts';
+
+const stdio: Io = {
+  out: (s) => process.stdout.write(s),
+  err: (s) => process.stderr.write(s),
+};
+
+function topHelp(): string {
+  const specs: CommandSpec[] = [serveSpec, clusterSpec, ...clientCommands.map((c) => c.spec), inspectSpec];
+  const w = Math.max(...specs.map((s) => `${s.name} ${s.args}`.length));
+  return [
+    'raftkv: a replicated key-value store on Raft',
+    '',
+    'Usage: raftkv <command> [arguments] [flags]',
+    '',
+    'Commands:',
+    ...specs.map((s) => `  ${`${s.name} ${s.args}`.padEnd(w)}  ${s.summary}`),
+    '',
+    "Run 'raftkv <command> --help' for a command's flags.",
+    'Exit codes: 0 ok, 1 failed (server error, cluster unreachable), 2 usage error.',
+    '',
+  ].join('\n');
+}
+
+export async function main(
+  argv: readonly string[],
+  io: Io = stdio,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined) {
+    io.err(topHelp());
+    return 2;
+  }
+  if (name === '--help' || name === '-h' || name === 'help') {
+    io.out(topHelp());
+    return 0;
+  }
+  const clientCmd = clientCommands.find((c) => c.spec.name === name);
+  const spec =
+    clientCmd?.spec ??
+    (name === 'serve'
+      ? serveSpec
+      : name === 'cluster'
+        ? clusterSpec
+        : name === 'inspect'
+          ? inspectSpec
+          : undefined);
+  try {
+    if (!spec) {
+      throw new UsageError(
+        name.startsWith('-')
+          ? `expected a command before ${name}`
+          : `unknown command ${JSON.stringify(name)}`,
+      );
+    }
+    const p = parseCommand(spec, rest);
+    if (p.values['help']) {
+      io.out(renderHelp(spec));
+      return 0;
+    }
+    if (clientCmd) {
+      const client = makeClient(p, env);
+      try {
+        return await clientCmd.run(p, client, io);
+      } finally {
+        client.close();
+      }
+    }
+    if (name === 'serve') return await runServe(p, io);
+    if (name === 'cluster') return await runCluster(p, io);
+    return await runInspect(p, io);
+  } catch (e) {
+    return report(e, name, io);
+  }
+}
+
+function report(e: unknown, name: string, io: Io): number {
+  if (e instanceof UsageError || e instanceof RaftKvConfigError) {
+    const cmd = e instanceof UsageError && e.command ? e.command : name;
+    const known =
+      cmd && cmd !== name
+        ? cmd
+        : clientCommands.some((c) => c.spec.name === cmd) || ['serve', 'cluster', 'inspect'].includes(cmd)
+          ? cmd
+          : '';
+    io.err(`raftkv${known ? ` ${known}` : ''}: ${e.message}\n`);
+    io.err(`Run 'raftkv${known ? ` ${known}` : ''} --help' for usage.\n`);
+    return 2;
+  }
+  if (e instanceof RaftKvError) {
+    io.err(`raftkv ${name}: ${e.code}: ${e.message}\n`);
+    if (e.code === 'UNAVAILABLE' && /ECONNREFUSED|No connection established/.test(e.message)) {
+      io.err(
+        'Is the cluster running? Start one with `npm start` (or `raftkv cluster`), or pass --endpoints.\n',
+      );
+    }
+    return 1;
+  }
+  if (e instanceof CliError) {
+    io.err(`raftkv ${name}: ${e.message}\n`);
+    return 1;
+  }
+  io.err(`raftkv ${name}: unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  return 1;
+}
+
+/** Runs `main` on process.argv and exits with its code. */
+export async function run(): Promise<void> {
+  const code = await main(process.argv.slice(2));
+  process.exit(code);
+}
+
+const self = process.argv[1];
+if (self && import.meta.url === pathToFileURL(realpathSync(self)).href) await run();
