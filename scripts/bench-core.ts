@@ -4,7 +4,7 @@
  * `--size` bytes in batches of `--batch` per Ready, until `--entries` are committed on all.
  *   npm run bench:core -- [--entries 200000] [--batch 64] [--size 256]
  */
-import { Raft, bootstrapState } from '../src/raft/raft.ts';
+import { bootstrapState, Raft } from '../src/raft/raft.ts';
 import { SeededRng } from '../src/raft/rng.ts';
 import type { Message } from '../src/raft/types.ts';
 
@@ -18,7 +18,9 @@ const batch = opt('batch', 64);
 const size = opt('size', 256);
 
 const ids = ['a', 'b', 'c'];
-const nodes = new Map(ids.map((id, i) => [id, new Raft({ id, rng: new SeededRng(i + 1), maxInflight: 64 }, bootstrapState(ids))]));
+const nodes = new Map(
+  ids.map((id, i) => [id, new Raft({ id, rng: new SeededRng(i + 1), maxInflight: 64 }, bootstrapState(ids))]),
+);
 const queue: Message[] = [];
 let applied = 0;
 function pump(): void {
@@ -63,5 +65,11 @@ const cpu = process.cpuUsage(t0);
 const wall = performance.now() - w0;
 const us = (cpu.user + cpu.system) / total;
 console.log(
-  JSON.stringify({ entries: total, batch, size, cpu_us_per_entry_all_3_cores: Number(us.toFixed(3)), wall_ms: Math.round(wall) }),
+  JSON.stringify({
+    entries: total,
+    batch,
+    size,
+    cpu_us_per_entry_all_3_cores: Number(us.toFixed(3)),
+    wall_ms: Math.round(wall),
+  }),
 );
