@@ -13,8 +13,7 @@
 // - Flow-control windows default to 1 MiB per stream and 16 MiB per connection.
 
 import * as http2 from 'node:http2';
-import type { Socket } from 'node:net';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import {
   Call,
   type GrpcLogger,
