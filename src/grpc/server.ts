@@ -13,7 +13,7 @@
 // - Flow-control windows default to 1 MiB per stream and 16 MiB per connection.
 
 import * as http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import {
   Call,
   type GrpcLogger,
@@ -153,6 +153,8 @@ class Server implements GrpcServer {
     } else {
       this.#http = http2.createServer({ settings, maxSessionMemory });
     }
+    // Small gRPC frames must not wait for Nagle's algorithm (40 ms stalls with delayed ACKs).
+    this.#http.on('connection', (socket: Socket) => socket.setNoDelay(true));
     this.#http.on('session', (s: http2.ServerHttp2Session) => this.#onSession(s));
     this.#http.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) =>
       this.#onStream(stream, headers),

@@ -386,8 +386,19 @@ export class RaftNode<R> {
     if (n < 1) return;
     this.lastTickAt += n * this.tickMs;
     if (n > 50) n = 50;
-    for (let i = 0; i < n; i++) this.raft.tick();
-    this.schedule();
+    if (n === 1) {
+      this.raft.tick();
+      this.schedule();
+      return;
+    }
+    // After a stall, first let this loop iteration read what peers sent meanwhile (the
+    // poll phase runs before setImmediate callbacks): a leader that catches up its ticks
+    // before reading its followers' replies would step down by CheckQuorum for nothing.
+    setImmediate(() => {
+      if (this.stopped) return;
+      for (let i = 0; i < n; i++) this.raft.tick();
+      this.schedule();
+    });
   }
 
   private onMessages(batch: readonly Message[]): void {

@@ -1,0 +1,313 @@
+/**
+ * raftkv next to a 3-member etcd on this machine, measured the same way
+ * (../shared/bench/README.md): the C++ closed-loop load generator grpcload, 256-byte
+ * values over 10,000 keys, one connection, writes and linearizable reads sent to the
+ * leader. Each row runs etcd, then raftkv, each on a fresh cluster with the other one
+ * stopped, `--reps` times alternated; server CPU is summed over the 3 members from /proc.
+ *
+ *   npm run bench:etcd -- [--duration 10] [--reps 1] [--rows put:1,put:16,put:64,put:256,get:64]
+ *                         [--out bench/results/NAME] [--only raftkv|etcd]
+ *
+ * Needs: etcd (apt-get install etcd-server etcd-client, done here when root), grpcload
+ * (../shared/bench/bin/grpcload or built by scripts/build-grpcload.sh), a built raftkv
+ * (npm run build, done here).
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const shared = resolve(root, '../shared/bench');
+
+const args = process.argv.slice(2);
+function opt(name: string, def: string): string {
+  const i = args.indexOf(`--${name}`);
+  if (i < 0) return def;
+  const v = args[i + 1];
+  if (v === undefined) throw new Error(`--${name} needs a value`);
+  return v;
+}
+const duration = Number(opt('duration', '10'));
+const reps = Number(opt('reps', '1'));
+const rows = opt('rows', 'put:1,put:16,put:64,put:256,get:64')
+  .split(',')
+  .map((r) => {
+    const [op, c] = r.split(':');
+    if ((op !== 'put' && op !== 'get') || !Number(c)) throw new Error(`bad row ${r}: use put:N or get:N`);
+    return { op, clients: Number(c) };
+  });
+const only = opt('only', '');
+const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+const outDir = resolve(root, opt('out', `bench/results/etcd-${stamp}`));
+
+function sh(cmd: string, a: string[], env: NodeJS.ProcessEnv = process.env): string {
+  return execFileSync(cmd, a, { encoding: 'utf8', env, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+function grpcloadPath(): string {
+  const p = join(shared, 'bin/grpcload');
+  if (existsSync(p)) return p;
+  return sh('bash', [join(root, 'scripts/build-grpcload.sh')])
+    .trim()
+    .split('\n')
+    .pop() as string;
+}
+
+function ensureEtcd(): void {
+  try {
+    sh('etcd', ['--version']);
+  } catch {
+    sh('bash', [
+      '-c',
+      'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client',
+    ]);
+  }
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => res(port));
+    });
+    s.on('error', rej);
+  });
+}
+
+function cpuSeconds(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      // gone
+    }
+  }
+  return ticks / 100;
+}
+
+interface Cluster {
+  name: 'etcd' | 'raftkv';
+  leader: string;
+  pids: number[];
+  stop(): Promise<void>;
+}
+
+async function startEtcd(): Promise<Cluster> {
+  const dir = mkdtempSync(join(tmpdir(), 'etcd-bench-'));
+  const env = { ...process.env, ETCD_BENCH_DIR: dir };
+  const script = join(shared, 'etcd-cluster.sh');
+  sh('bash', [script, 'start'], env);
+  const leader = sh('bash', [script, 'leader'], env).trim();
+  const pids = ['m1', 'm2', 'm3'].map((m) => Number(readFileSync(join(dir, `${m}.pid`), 'utf8')));
+  return {
+    name: 'etcd',
+    leader,
+    pids,
+    async stop() {
+      sh('bash', [script, 'clean'], env);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function startRaftkv(): Promise<Cluster> {
+  const dir = mkdtempSync(join(tmpdir(), 'raftkv-bench-'));
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const peers = ports.map((p, i) => `n${i + 1}=127.0.0.1:${p}`).join(',');
+  const procs: ChildProcess[] = [];
+  for (let i = 0; i < 3; i++) {
+    const p = spawn(
+      process.execPath,
+      [
+        join(root, 'dist/src/cli/main.js'),
+        'serve',
+        '--id',
+        `n${i + 1}`,
+        '--listen',
+        `127.0.0.1:${ports[i]}`,
+        '--peers',
+        peers,
+        '--data-dir',
+        join(dir, `n${i + 1}`),
+      ],
+      { stdio: ['ignore', 'ignore', 'inherit'] },
+    );
+    procs.push(p);
+  }
+  const endpoints = ports.map((p) => `127.0.0.1:${p}`).join(',');
+  let leader = '';
+  for (let t = 0; t < 300 && !leader; t++) {
+    await new Promise((r) => setTimeout(r, 100));
+    try {
+      const out = sh(process.execPath, [
+        join(root, 'dist/src/cli/main.js'),
+        'status',
+        '--json',
+        '--endpoints',
+        endpoints,
+      ]);
+      const st = JSON.parse(out) as { role: string; address: string }[];
+      leader = st.find((s) => s.role === 'leader')?.address ?? '';
+    } catch {
+      // not up yet
+    }
+  }
+  if (!leader) throw new Error('raftkv cluster did not elect a leader within 30 s');
+  return {
+    name: 'raftkv',
+    leader,
+    pids: procs.map((p) => p.pid as number),
+    async stop() {
+      await Promise.all(
+        procs.map(
+          (p) =>
+            new Promise<void>((res) => {
+              if (p.exitCode !== null) return res();
+              p.once('exit', () => res());
+              p.kill('SIGTERM');
+              setTimeout(() => p.kill('SIGKILL'), 5_000).unref();
+            }),
+        ),
+      );
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+interface Result {
+  system: string;
+  op: string;
+  clients: number;
+  rep: number;
+  ops_per_sec: number;
+  p50_ms: number;
+  p99_ms: number;
+  errors: number;
+  server_cpu_us_per_op: number;
+}
+
+async function runRow(
+  c: Cluster,
+  op: string,
+  clients: number,
+  rep: number,
+  grpcload: string,
+): Promise<Result> {
+  const a = [
+    '--target',
+    c.name,
+    '--endpoints',
+    c.leader,
+    '--op',
+    op,
+    '--clients',
+    String(clients),
+    '--conns',
+    '1',
+    '--duration',
+    String(duration),
+    '--value-size',
+    '256',
+    '--keys',
+    '10000',
+    '--label',
+    `${c.name}-${op}-c${clients}`,
+  ];
+  if (op === 'get') a.push('--prefill');
+  const child = spawn(grpcload, a, { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  // CPU over the measured window: from the end of the warm-up (and prefill) to the end.
+  const warm = op === 'get' ? 4_000 : 1_000;
+  await new Promise((r) => setTimeout(r, warm));
+  const cpu0 = cpuSeconds(c.pids);
+  const t0 = performance.now();
+  await new Promise<void>((res) => child.once('exit', () => res()));
+  const cpu1 = cpuSeconds(c.pids);
+  const secs = (performance.now() - t0) / 1000;
+  const line = out.trim().split('\n').pop() ?? '{}';
+  const j = JSON.parse(line) as { ops_per_sec: number; p50_ms: number; p99_ms: number; errors: number };
+  const cpuFrac = (cpu1 - cpu0) / secs;
+  return {
+    system: c.name,
+    op,
+    clients,
+    rep,
+    ops_per_sec: Math.round(j.ops_per_sec),
+    p50_ms: j.p50_ms,
+    p99_ms: j.p99_ms,
+    errors: j.errors,
+    server_cpu_us_per_op: j.ops_per_sec > 0 ? Math.round((cpuFrac * 1e6) / j.ops_per_sec) : 0,
+  };
+}
+
+async function main(): Promise<void> {
+  if (only !== 'etcd') sh('npm', ['run', '--silent', 'build']);
+  if (only !== 'raftkv') ensureEtcd();
+  const grpcload = grpcloadPath();
+  mkdirSync(outDir, { recursive: true });
+  const results: Result[] = [];
+  for (let rep = 1; rep <= reps; rep++) {
+    for (const row of rows) {
+      for (const sys of ['etcd', 'raftkv'] as const) {
+        if (only && only !== sys) continue;
+        const c = sys === 'etcd' ? await startEtcd() : await startRaftkv();
+        try {
+          const r = await runRow(c, row.op, row.clients, rep, grpcload);
+          results.push(r);
+          console.error(JSON.stringify(r));
+          writeFileSync(
+            join(outDir, 'results.jsonl'),
+            results.map((x) => JSON.stringify(x)).join('\n') + '\n',
+          );
+        } finally {
+          await c.stop();
+        }
+      }
+    }
+  }
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+  const lines = [
+    `| load | etcd ops/s | raftkv ops/s | ratio | etcd p50/p99 ms | raftkv p50/p99 ms | etcd CPU µs/op | raftkv CPU µs/op |`,
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  for (const row of rows) {
+    const pick = (s: string) =>
+      results.filter((r) => r.system === s && r.op === row.op && r.clients === row.clients);
+    const e = pick('etcd');
+    const k = pick('raftkv');
+    const eo = mean(e.map((r) => r.ops_per_sec));
+    const ko = mean(k.map((r) => r.ops_per_sec));
+    const lat = (rs: Result[]) =>
+      rs.length
+        ? `${mean(rs.map((r) => r.p50_ms)).toFixed(2)} / ${mean(rs.map((r) => r.p99_ms)).toFixed(2)}`
+        : '-';
+    lines.push(
+      `| ${row.op}${row.op === 'get' ? ' (linearizable)' : ''} c${row.clients} | ${e.length ? Math.round(eo) : '-'} | ${k.length ? Math.round(ko) : '-'} | ${e.length && k.length ? (ko / eo).toFixed(2) : '-'} | ${lat(e)} | ${lat(k)} | ${e.length ? Math.round(mean(e.map((r) => r.server_cpu_us_per_op))) : '-'} | ${k.length ? Math.round(mean(k.map((r) => r.server_cpu_us_per_op))) : '-'} |`,
+    );
+  }
+  const table = lines.join('\n');
+  const versions = [
+    `date: ${new Date().toISOString()}`,
+    `cpus: ${cpus().length} x ${cpus()[0]?.model ?? '?'}`,
+    `node: ${process.version}`,
+    `etcd: ${only === 'raftkv' ? '-' : sh('etcd', ['--version']).split('\n')[0]}`,
+    `duration: ${duration}s, reps: ${reps}, value 256 B, 10k keys, 1 connection, load to the leader`,
+  ].join('\n');
+  writeFileSync(join(outDir, 'table.md'), `${table}\n\n${versions}\n`);
+  writeFileSync(join(outDir, 'versions.txt'), `${versions}\n`);
+  console.log(table);
+  console.log(`\n${versions}\nresults: ${outDir}`);
+}
+
+await main();
