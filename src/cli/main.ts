@@ -7,6 +7,7 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { RaftKvConfigError, RaftKvError } from '../client/errors.ts';
 import { type CommandSpec, parseCommand, renderHelp } from './args.ts';
+import { benchSpec, runBenchCommand } from './bench.ts';
 import { clusterSpec, runCluster } from './cluster.ts';
 import { clientCommands, type Io, inspectSpec, makeClient, runInspect } from './commands.ts';
 import { CliError, UsageError } from './errors.ts';
@@ -17,8 +18,21 @@ const stdio: Io = {
   err: (s) => process.stderr.write(s),
 };
 
+const OTHER: Record<string, CommandSpec> = {
+  serve: serveSpec,
+  cluster: clusterSpec,
+  bench: benchSpec,
+  inspect: inspectSpec,
+};
+
 function topHelp(): string {
-  const specs: CommandSpec[] = [serveSpec, clusterSpec, ...clientCommands.map((c) => c.spec), inspectSpec];
+  const specs: CommandSpec[] = [
+    serveSpec,
+    clusterSpec,
+    ...clientCommands.map((c) => c.spec),
+    benchSpec,
+    inspectSpec,
+  ];
   const w = Math.max(...specs.map((s) => `${s.name} ${s.args}`.length));
   return [
     'raftkv: a replicated key-value store on Raft',
@@ -49,15 +63,7 @@ export async function main(
     return 0;
   }
   const clientCmd = clientCommands.find((c) => c.spec.name === name);
-  const spec =
-    clientCmd?.spec ??
-    (name === 'serve'
-      ? serveSpec
-      : name === 'cluster'
-        ? clusterSpec
-        : name === 'inspect'
-          ? inspectSpec
-          : undefined);
+  const spec = clientCmd?.spec ?? (Object.hasOwn(OTHER, name) ? OTHER[name] : undefined);
   try {
     if (!spec) {
       throw new UsageError(
@@ -81,6 +87,7 @@ export async function main(
     }
     if (name === 'serve') return await runServe(p, io);
     if (name === 'cluster') return await runCluster(p, io);
+    if (name === 'bench') return await runBenchCommand(p, io, env);
     return await runInspect(p, io);
   } catch (e) {
     return report(e, name, io);
@@ -93,7 +100,7 @@ function report(e: unknown, name: string, io: Io): number {
     const known =
       cmd && cmd !== name
         ? cmd
-        : clientCommands.some((c) => c.spec.name === cmd) || ['serve', 'cluster', 'inspect'].includes(cmd)
+        : clientCommands.some((c) => c.spec.name === cmd) || Object.hasOwn(OTHER, cmd)
           ? cmd
           : '';
     io.err(`raftkv${known ? ` ${known}` : ''}: ${e.message}\n`);
