@@ -142,7 +142,9 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
     (process.env['RAFTKV_LOG_FORMAT'] !== 'json' && process.stdout.isTTY)
       ? 'pretty'
       : 'json');
-  const logger = createLogger(format, level).child({ node: id });
+  const root = createLogger(format, level);
+  // Lines name this node as `id` (the transport's own lines say `node`).
+  const logger = root.child({ id });
 
   const read = async (f: string, what: string) => {
     try {
@@ -205,7 +207,7 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
       snapshotEntries,
       logger,
       ...(joinAddr !== undefined ? { joining: true } : {}),
-      transport: peerTransport({ peers: peers ?? new Map(), ...(tls ? { tls } : {}), logger }),
+      transport: peerTransport({ peers: peers ?? new Map(), ...(tls ? { tls } : {}), logger: root }),
     });
   } catch (e) {
     joinClient?.close();
