@@ -130,20 +130,26 @@ describe('real processes', {
   });
 
   test('put, get and del through each node with the CLI', async () => {
-    for (const [i, id] of ids.entries()) {
-      const ep = ['--endpoints', addr.get(id) as string];
-      const put = await cli('put', `key${i}`, `value ${i}`, ...ep);
+    // Independent CLI processes run side by side (each pays Node + tsx start-up).
+    const puts = await Promise.all(
+      ids.map((id, i) => cli('put', `key${i}`, `value ${i}`, '--endpoints', addr.get(id) as string)),
+    );
+    for (const put of puts) {
       assert.equal(put.code, 0, put.err);
       assert.match(put.out, /^OK \(revision \d+\)/);
     }
-    for (const [i, id] of ids.entries()) {
-      const got = await cli('get', `key${(i + 1) % 3}`, '--endpoints', addr.get(id) as string);
+    const gets = await Promise.all(
+      ids.map((id, i) => cli('get', `key${(i + 1) % 3}`, '--endpoints', addr.get(id) as string)),
+    );
+    for (const [i, got] of gets.entries()) {
       assert.equal(got.code, 0, got.err);
       assert.equal(got.out, `value ${(i + 1) % 3}\n`);
     }
-    const js = await cli('get', 'key0', '--json', '--endpoints', addr.get('n3') as string);
-    assert.equal(JSON.parse(js.out).value, 'value 0');
-    const del = await cli('del', 'key0', '--endpoints', addr.get('n2') as string);
+    const [js, del] = await Promise.all([
+      cli('get', 'key1', '--json', '--endpoints', addr.get('n3') as string),
+      cli('del', 'key0', '--endpoints', addr.get('n2') as string),
+    ]);
+    assert.equal(JSON.parse(js.out).value, 'value 1');
     assert.equal(del.code, 0, del.err);
     assert.match(del.out, /^deleted/);
     const gone = await cli('get', 'key0', '--endpoints', addr.get('n1') as string);
@@ -200,7 +206,12 @@ describe('real processes', {
   });
 
   test('bad input: empty key, data dir of another node, malformed peers: clear error and exit code', async () => {
-    const empty = await cli('put', '', 'v', '--endpoints', addr.get('n1') as string);
+    const port = await freePort();
+    const [empty, other, peersBad] = await Promise.all([
+      cli('put', '', 'v', '--endpoints', addr.get('n1') as string),
+      cli('serve', '--id', 'n9', '--listen', `127.0.0.1:${port}`, '--data-dir', join(dir, 'n1')),
+      cli('serve', '--id', 'n1', '--peers', 'n1=127.0.0.1:1;n2=x', '--data-dir', join(dir, 'x')),
+    ]);
     assert.equal(empty.code, 2);
     assert.match(empty.err, /KEY must not be empty/);
     await assert.rejects(
@@ -211,27 +222,8 @@ describe('real processes', {
       client.put('big', 'x'.repeat((1 << 20) + 1)),
       (e: unknown) => e instanceof RaftKvError && e.code === 'INVALID_ARGUMENT' && /limit/.test(e.message),
     );
-    const port = await freePort();
-    const other = await cli(
-      'serve',
-      '--id',
-      'n9',
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--data-dir',
-      join(dir, 'n1'),
-    );
     assert.equal(other.code, 1, other.err);
-    assert.match(other.err, /n1|another|identity/i);
-    const peersBad = await cli(
-      'serve',
-      '--id',
-      'n1',
-      '--peers',
-      'n1=127.0.0.1:1;n2=x',
-      '--data-dir',
-      join(dir, 'x'),
-    );
+    assert.match(other.err, /belongs to node "n1"/);
     assert.equal(peersBad.code, 2);
     assert.match(peersBad.err, /--peers/);
     assert.equal(existsSync(join(dir, 'x')), false, 'nothing created');
@@ -275,5 +267,36 @@ describe('real processes', {
     p.child.kill('SIGTERM');
     assert.equal(await p.exited, 0, p.output);
     assert.match(p.output, /all nodes stopped/);
+  });
+
+  test('serve --join: an empty node joins as a learner, catches up, and is promoted to voter', async () => {
+    const a4 = `127.0.0.1:${await freePort()}`;
+    const p = start([
+      'serve',
+      '--id',
+      'n4',
+      '--listen',
+      a4,
+      '--join',
+      addr.get('n1') as string,
+      '--data-dir',
+      join(dir, 'n4'),
+      '--tick-ms',
+      '30',
+    ]);
+    await until('n4 to be a voter', async () => {
+      const st = await client.status({ timeoutMs: 1_000 });
+      return st.members.some((m) => m.id === 'n4' && m.role === 'voter') ? true : undefined;
+    });
+    assert.match(p.output, /joined the cluster as a voter/);
+    const got = await cli('get', 'restart', '--endpoints', a4);
+    assert.equal(got.out, 'kept\n', got.err);
+    const members = await cli('members', 'list', '--json', '--endpoints', a4);
+    assert.deepEqual((JSON.parse(members.out) as { id: string }[]).map((m) => m.id).sort(), [
+      'n1',
+      'n2',
+      'n3',
+      'n4',
+    ]);
   });
 });
