@@ -134,29 +134,30 @@ function collectIds(msgs: readonly Message[]): NodeId[] {
 function sizeBound(msgs: readonly Message[], idBytes: readonly Uint8Array[]): number {
   let n = 1 + V + V;
   for (const b of idBytes) n += V + b.length;
-  for (const m of msgs) {
-    n += 1 + 3 * V;
-    switch (m.type) {
-      case MessageType.Append:
-        n += 4 * V;
-        for (const e of m.entries) n += 3 * V + 1 + e.data.length;
-        break;
-      case MessageType.Propose:
-        n += V;
-        for (const e of m.entries) n += 1 + V + e.data.length;
-        break;
-      case MessageType.Snapshot:
-        n += 4 * V + 2 + m.data.length + V * (m.meta.conf.voters.length + m.meta.conf.learners.length);
-        break;
-      case MessageType.ReadIndex:
-      case MessageType.ReadIndexResp:
-        n += 2 * V + V * m.ctxs.length;
-        break;
-      default:
-        n += 4 * V + 1;
-    }
-  }
+  for (const m of msgs) n += messageSizeBound(m);
   return n;
+}
+
+/** An upper bound of one message's encoded size, excluding the batch's id table. */
+export function messageSizeBound(m: Message): number {
+  let n = 1 + 3 * V;
+  switch (m.type) {
+    case MessageType.Append:
+      n += 4 * V;
+      for (const e of m.entries) n += 3 * V + 1 + e.data.length;
+      return n;
+    case MessageType.Propose:
+      n += V;
+      for (const e of m.entries) n += 1 + V + e.data.length;
+      return n;
+    case MessageType.Snapshot:
+      return n + 4 * V + 2 + m.data.length + V * (m.meta.conf.voters.length + m.meta.conf.learners.length);
+    case MessageType.ReadIndex:
+    case MessageType.ReadIndexResp:
+      return n + 2 * V + V * m.ctxs.length;
+    default:
+      return n + 4 * V + 1;
+  }
 }
 
 /**
