@@ -564,8 +564,8 @@ class PeerLink implements FrameSink {
     });
     const stream = session.request(REQUEST_HEADERS, { endStream: false });
     this.#stream = stream;
-    stream.on('response', (headers: http2.IncomingHttpHeaders) => this.#onStatusHeaders(headers));
-    stream.on('trailers', (headers: http2.IncomingHttpHeaders) => this.#onStatusHeaders(headers));
+    stream.on('response', (headers: http2.IncomingHttpHeaders) => this.#onStatusHeaders(stream, headers));
+    stream.on('trailers', (headers: http2.IncomingHttpHeaders) => this.#onStatusHeaders(stream, headers));
     stream.on('data', (chunk: Buffer) => {
       if (this.#stream === stream) this.#deframer?.push(chunk, this);
     });
@@ -618,12 +618,14 @@ class PeerLink implements FrameSink {
     this.#pingTimer = null;
   }
 
-  #onStatusHeaders(headers: http2.IncomingHttpHeaders): void {
+  #onStatusHeaders(stream: http2.ClientHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    if (this.#stream !== stream) return;
     const raw = headers['grpc-status'];
     if (raw === undefined) {
       const st = headers[':status'];
       if (st !== undefined && String(st) !== '200') {
         this.#status = { code: Status.UNKNOWN, message: `HTTP status ${st} from the peer` };
+        stream.close(http2.constants.NGHTTP2_CANCEL);
       }
       return;
     }
@@ -635,7 +637,9 @@ class PeerLink implements FrameSink {
     } catch {
       // keep it as sent
     }
-    this.#status = { code, message };
+    // The call is over (a status ends it): close our half too, so the stream closes now.
+    this.#status ??= { code, message };
+    stream.close(http2.constants.NGHTTP2_CANCEL);
   }
 
   // ---- FrameSink: the server's acks ----
