@@ -1,0 +1,761 @@
+/**
+ * The gRPC peer transport: Raft messages between nodes over `raft.PeerService/Stream`
+ * (proto/peer.proto), one long-lived bidirectional HTTP/2 stream per peer direction.
+ *
+ * Outbound, each peer has a {@link PeerLink}: a minimal gRPC client written on `node:http2`
+ * (h2c, or TLS/mTLS), sending a hello first and then one frame per flush. Inbound, the
+ * service is added by {@link GrpcTransport.register} to a server the caller created (the KV
+ * API shares its port), and each decoded frame is handed to `onMessages`.
+ *
+ * Invariants:
+ * - Every message given to `send` is written to its peer's current stream, in order, or
+ *   dropped with `onUnreachable(peer)` reported: never queued beyond one event-loop turn,
+ *   never buffered beyond `maxBufferedBytes` per peer (HTTP/2 flow control is the
+ *   backpressure; a peer that does not read gets its messages dropped, not our memory).
+ * - All messages to one peer sent in one event-loop turn go out in one frame (split only
+ *   when larger than `maxFrameBytes`).
+ * - A peer link is in one of: idle (no stream), open (a stream, hello sent), or backing off
+ *   until `retryAt` (sends are dropped and reported). A failed stream moves to backing off
+ *   with exponential backoff and jitter; a refused handshake backs off the maximum. A stream
+ *   whose hello was acknowledged resets the backoff.
+ * - One log line per connect, disconnect and handshake failure of a peer; nothing per message.
+ * - After `close()` resolves, no timer, immediate, stream or socket of this transport is left.
+ */
+import * as http2 from 'node:http2';
+import type { ServerStreamCall } from '../grpc/call.ts';
+import { Deframer, type FrameSink } from '../grpc/framing.ts';
+import { parseProto, type ServiceDefinition, serviceDefinition } from '../grpc/proto.ts';
+import type { GrpcServer } from '../grpc/server.ts';
+import { GrpcError, Status, statusName } from '../grpc/status.ts';
+import type { Message, NodeId } from '../raft/types.ts';
+import { CodecError, decodeBatch, encodeBatchWithHeadroom, messageSizeBound } from './codec.ts';
+import type { Transport, TransportHandlers } from './transport.ts';
+
+/** The peer protocol version sent in every hello. */
+export const PEER_PROTOCOL_VERSION = 1;
+export const PEER_STREAM_PATH = '/raft.PeerService/Stream';
+
+/** proto/peer.proto, embedded so that the built package needs no file lookups (a test keeps them equal). */
+export const PEER_PROTO = `// raftkv peer traffic: one long-lived bidirectional stream per peer direction.
+//
+// The client (the sending node) opens raft.PeerService/Stream, sends a PeerFrame with
+// \`hello\` first, then PeerFrames with \`batch\`: each batch is one encoded batch of Raft
+// messages (src/transport/codec.ts, layout in docs/transport.md). The server checks the
+// hello and answers one PeerAck carrying its own hello; it sends nothing else (Raft has its
+// own acknowledgements, which travel on the reverse direction's stream).
+//
+// A wrong cluster id, a wrong target node id or an unsupported protocol version ends the
+// stream with FAILED_PRECONDITION and a message that says which; a frame before the hello or
+// a batch that fails to decode ends it with INVALID_ARGUMENT.
+syntax = "proto3";
+
+package raft;
+
+service PeerService {
+  rpc Stream(stream PeerFrame) returns (stream PeerAck);
+}
+
+message PeerHello {
+  // Peer protocol version (1 in this release).
+  uint32 version = 1;
+  string cluster_id = 2;
+  // Sender's node id (the client's in a request, the server's in the ack).
+  string from = 3;
+  // The node id the sender expects to reach.
+  string to = 4;
+}
+
+message PeerFrame {
+  oneof kind {
+    PeerHello hello = 1;
+    // An encoded batch of Raft messages (codec version byte first).
+    bytes batch = 2;
+  }
+}
+
+message PeerAck {
+  PeerHello hello = 1;
+}
+`;
+
+interface PeerHello {
+  version: number;
+  cluster_id: string;
+  from: string;
+  to: string;
+}
+interface PeerFrame {
+  hello?: PeerHello | null;
+  batch?: Uint8Array;
+}
+interface PeerAck {
+  hello?: PeerHello | null;
+}
+
+let definition: ServiceDefinition | null = null;
+/** The raft.PeerService definition (built once). */
+export function peerServiceDefinition(): ServiceDefinition {
+  definition ??= serviceDefinition(parseProto(PEER_PROTO, 'raftkv/peer.proto'), 'raft.PeerService');
+  return definition;
+}
+
+/** pino-compatible logger. */
+export interface TransportLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface GrpcTransportTls {
+  readonly cert: string | Buffer;
+  readonly key: string | Buffer;
+  /** CA that peers' certificates must be signed by (server identity; the server side decides on mTLS). */
+  readonly ca?: string | Buffer;
+}
+
+export interface GrpcTransportOptions {
+  readonly id: NodeId;
+  readonly clusterId: string;
+  /** Initial address book: node id -> `host:port`. */
+  readonly peers?: ReadonlyMap<NodeId, string>;
+  /** Connect with TLS (client certificate = `cert`/`key`, for servers that require mTLS). */
+  readonly tls?: GrpcTransportTls;
+  readonly logger?: TransportLogger;
+  /**
+   * Largest frame sent, in bytes (default 16 MiB). A batch larger than this is split; a single
+   * message larger than this is dropped (and logged). The receiving server's
+   * `maxReceiveMessageSize` must be at least this (see {@link PEER_SERVER_OPTIONS}).
+   */
+  readonly maxFrameBytes?: number;
+  /** Bytes a peer's stream may hold unsent before new messages to it are dropped (default 64 MiB). */
+  readonly maxBufferedBytes?: number;
+  /** Reconnect backoff bounds in ms (defaults 50 and 2000). */
+  readonly backoffMinMs?: number;
+  readonly backoffMaxMs?: number;
+  /** HTTP/2 flow-control windows of outbound connections (defaults 1 MiB per stream, 16 MiB per connection). */
+  readonly streamWindowBytes?: number;
+  readonly connectionWindowBytes?: number;
+  /** Ping each connection this often; no answer within the same time destroys it (default 10 s; 0 disables). */
+  readonly keepaliveMs?: number;
+}
+
+/** Options a server carrying peer traffic needs (merge them into createGrpcServer's). */
+export const PEER_SERVER_OPTIONS = {
+  maxReceiveMessageSize: 16 * 1024 * 1024 + 64,
+  streamWindowSize: 1024 * 1024,
+  connectionWindowSize: 16 * 1024 * 1024,
+} as const;
+
+/** Why a stream to a peer ended (given to the logger as `err`). */
+export class PeerStreamError extends Error {
+  override readonly name = 'PeerStreamError';
+  readonly peer: NodeId;
+  /** The gRPC status the stream ended with, or null when the connection failed first. */
+  readonly code: number | null;
+  constructor(peer: NodeId, code: number | null, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.peer = peer;
+    this.code = code;
+  }
+}
+
+/** Counters, for tests and metrics. */
+export interface GrpcTransportStats {
+  framesSent: number;
+  messagesSent: number;
+  framesReceived: number;
+  messagesReceived: number;
+  /** Messages dropped because their peer was unknown, backing off, or its buffer was full. */
+  messagesDropped: number;
+  /** Streams opened to peers (including reconnects). */
+  streamsOpened: number;
+}
+
+const stderrLogger: TransportLogger = {
+  info: (obj, msg) => process.stderr.write(`${JSON.stringify({ level: 'info', msg, ...plain(obj) })}\n`),
+  warn: (obj, msg) => process.stderr.write(`${JSON.stringify({ level: 'warn', msg, ...plain(obj) })}\n`),
+  error: (obj, msg) => process.stderr.write(`${JSON.stringify({ level: 'error', msg, ...plain(obj) })}\n`),
+};
+function plain(obj: object): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(obj))
+    out[k] = v instanceof Error ? { name: v.name, message: v.message } : v;
+  return out;
+}
+
+/** Frame prefix room: 5 bytes gRPC framing, 1 byte protobuf tag, up to 5 bytes protobuf length. */
+const HEADROOM = 11;
+const BATCH_TAG = (2 << 3) | 2;
+const REQUEST_HEADERS: http2.OutgoingHttpHeaders = {
+  ':method': 'POST',
+  ':path': PEER_STREAM_PATH,
+  'content-type': 'application/grpc',
+  te: 'trailers',
+};
+
+export class GrpcTransport implements Transport {
+  readonly id: NodeId;
+  readonly clusterId: string;
+  readonly stats: GrpcTransportStats = {
+    framesSent: 0,
+    messagesSent: 0,
+    framesReceived: 0,
+    messagesReceived: 0,
+    messagesDropped: 0,
+    streamsOpened: 0,
+  };
+  /** @internal */ readonly log: TransportLogger;
+  /** @internal */ readonly opts: Required<
+    Omit<GrpcTransportOptions, 'id' | 'clusterId' | 'peers' | 'tls' | 'logger'>
+  >;
+  /** @internal */ readonly tls: GrpcTransportTls | undefined;
+  /** @internal */ handlers: TransportHandlers | null = null;
+  /** @internal */ closed = false;
+  readonly #links = new Map<NodeId, PeerLink>();
+  readonly #dirty = new Set<PeerLink>();
+  #flushHandle: NodeJS.Immediate | null = null;
+  readonly #inbound = new Set<ServerStreamCall<PeerFrame, PeerAck>>();
+
+  constructor(options: GrpcTransportOptions) {
+    this.id = options.id;
+    this.clusterId = options.clusterId;
+    this.tls = options.tls;
+    this.log = options.logger ?? stderrLogger;
+    this.opts = {
+      maxFrameBytes: options.maxFrameBytes ?? 16 * 1024 * 1024,
+      maxBufferedBytes: options.maxBufferedBytes ?? 64 * 1024 * 1024,
+      backoffMinMs: options.backoffMinMs ?? 50,
+      backoffMaxMs: options.backoffMaxMs ?? 2000,
+      streamWindowBytes: options.streamWindowBytes ?? 1024 * 1024,
+      connectionWindowBytes: options.connectionWindowBytes ?? 16 * 1024 * 1024,
+      keepaliveMs: options.keepaliveMs ?? 10_000,
+    };
+    for (const [id, address] of options.peers ?? []) this.setPeer(id, address);
+  }
+
+  start(handlers: TransportHandlers): void {
+    this.handlers = handlers;
+  }
+
+  /** Serves raft.PeerService on `server` (created and started by the caller). */
+  register(server: GrpcServer): void {
+    server.addService(peerServiceDefinition(), {
+      Stream: (call: ServerStreamCall<PeerFrame, PeerAck>) => this.#serve(call),
+    });
+  }
+
+  send(messages: readonly Message[]): void {
+    if (this.closed) return;
+    let unknown: Set<NodeId> | null = null;
+    for (const m of messages) {
+      const link = this.#links.get(m.to);
+      if (link === undefined) {
+        this.stats.messagesDropped++;
+        if (unknown === null) unknown = new Set();
+        unknown.add(m.to);
+        continue;
+      }
+      link.queue.push(m);
+      this.#dirty.add(link);
+    }
+    if (this.#dirty.size > 0 && this.#flushHandle === null) {
+      this.#flushHandle = setImmediate(() => this.#flush());
+    }
+    if (unknown !== null) for (const p of unknown) this.reportUnreachable(p);
+  }
+
+  setPeer(id: NodeId, address: string): void {
+    if (this.closed || id === this.id) return;
+    const old = this.#links.get(id);
+    if (old !== undefined) {
+      if (old.address === address) return;
+      void old.shutdown();
+      this.#dirty.delete(old);
+    }
+    this.#links.set(id, new PeerLink(this, id, address));
+  }
+
+  removePeer(id: NodeId): void {
+    const link = this.#links.get(id);
+    if (link === undefined) return;
+    this.#links.delete(id);
+    this.#dirty.delete(link);
+    void link.shutdown();
+  }
+
+  /** Current address book. */
+  peers(): Map<NodeId, string> {
+    return new Map([...this.#links].map(([id, l]) => [id, l.address]));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.#flushHandle !== null) clearImmediate(this.#flushHandle);
+    this.#flushHandle = null;
+    this.#dirty.clear();
+    for (const call of this.#inbound) call.end();
+    this.#inbound.clear();
+    const links = [...this.#links.values()];
+    this.#links.clear();
+    await Promise.all(links.map((l) => l.shutdown()));
+  }
+
+  /** @internal */
+  reportUnreachable(peer: NodeId): void {
+    if (this.closed) return;
+    this.handlers?.onUnreachable?.(peer);
+  }
+
+  #flush(): void {
+    this.#flushHandle = null;
+    const links = [...this.#dirty];
+    this.#dirty.clear();
+    for (const l of links) l.flush();
+  }
+
+  // ---- inbound ----
+  async #serve(call: ServerStreamCall<PeerFrame, PeerAck>): Promise<void> {
+    const it = call[Symbol.asyncIterator]();
+    const first = await it.next();
+    if (first.done === true) return;
+    const hello = first.value.hello;
+    if (hello === null || hello === undefined) {
+      this.log.warn({ node: this.id, remote: call.peer }, 'peer stream refused: first frame is not a hello');
+      throw new GrpcError(Status.INVALID_ARGUMENT, 'peer protocol: the first frame must be a hello');
+    }
+    const refusal = this.#checkHello(hello);
+    if (refusal !== null) {
+      this.log.warn(
+        { node: this.id, peer: hello.from, remote: call.peer, reason: refusal },
+        'peer handshake refused',
+      );
+      throw new GrpcError(Status.FAILED_PRECONDITION, refusal);
+    }
+    if (this.closed) throw new GrpcError(Status.UNAVAILABLE, `node ${this.id} is shutting down`);
+    const peer = hello.from;
+    call.write({
+      hello: { version: PEER_PROTOCOL_VERSION, cluster_id: this.clusterId, from: this.id, to: peer },
+    });
+    this.#inbound.add(call);
+    this.log.info({ node: this.id, peer, remote: call.peer }, 'peer stream accepted');
+    let ended = 'peer ended the stream';
+    try {
+      for (;;) {
+        const r = await it.next();
+        if (r.done === true) break;
+        const batch = r.value.batch;
+        if (batch === undefined || batch.length === 0) {
+          throw new GrpcError(
+            Status.INVALID_ARGUMENT,
+            'peer protocol: a frame after the hello must carry a batch',
+          );
+        }
+        let msgs: Message[];
+        try {
+          msgs = decodeBatch(batch);
+        } catch (e) {
+          if (!(e instanceof CodecError)) throw e;
+          this.log.error({ node: this.id, peer, err: e }, 'peer sent an undecodable batch');
+          throw new GrpcError(Status.INVALID_ARGUMENT, `peer protocol: undecodable batch: ${e.message}`);
+        }
+        for (const m of msgs) {
+          if (m.from !== peer || m.to !== this.id) {
+            throw new GrpcError(
+              Status.INVALID_ARGUMENT,
+              `peer protocol: a message from ${m.from} to ${m.to} on the stream from ${peer} to ${this.id}`,
+            );
+          }
+        }
+        this.stats.framesReceived++;
+        this.stats.messagesReceived += msgs.length;
+        if (!this.closed && msgs.length > 0) this.handlers?.onMessages(msgs);
+      }
+    } catch (e) {
+      ended = e instanceof Error ? e.message : String(e);
+      throw e;
+    } finally {
+      this.#inbound.delete(call);
+      if (!this.closed) this.log.info({ node: this.id, peer, reason: ended }, 'peer stream closed');
+    }
+  }
+
+  #checkHello(h: PeerHello): string | null {
+    if (h.version !== PEER_PROTOCOL_VERSION) {
+      return `unsupported peer protocol version ${h.version} (node ${this.id} speaks ${PEER_PROTOCOL_VERSION})`;
+    }
+    if (h.cluster_id !== this.clusterId) {
+      return `cluster id mismatch: node ${this.id} belongs to cluster "${this.clusterId}", the peer ${h.from} to "${h.cluster_id}"`;
+    }
+    if (h.to !== this.id) {
+      return `node id mismatch: the peer ${h.from} expected node "${h.to}" at this address, but this is node "${this.id}"`;
+    }
+    if (h.from === '' || h.from === this.id) return `bad sender id "${h.from}"`;
+    return null;
+  }
+}
+
+const ackType = (): ReturnType<typeof peerServiceDefinition>['methods'][number]['responseType'] =>
+  peerServiceDefinition().methods[0]!.responseType;
+
+/** The outbound side for one peer: its connection, stream, queue and backoff. */
+class PeerLink implements FrameSink {
+  readonly t: GrpcTransport;
+  readonly peer: NodeId;
+  readonly address: string;
+  queue: Message[] = [];
+  #session: http2.ClientHttp2Session | null = null;
+  #stream: http2.ClientHttp2Stream | null = null;
+  #deframer: Deframer | null = null;
+  #status: { code: number; message: string } | null = null;
+  #error: Error | null = null;
+  #acked = false;
+  #refused: string | null = null;
+  #attempts = 0;
+  #retryAt = 0;
+  /** A failure was logged in the current streak of failures (so the next one is not). */
+  #failureLogged = false;
+  #overflowLogged = false;
+  #keepalive: NodeJS.Timeout | null = null;
+  #pingTimer: NodeJS.Timeout | null = null;
+  #shutdown: Promise<void> | null = null;
+
+  constructor(t: GrpcTransport, peer: NodeId, address: string) {
+    this.t = t;
+    this.peer = peer;
+    this.address = address;
+  }
+
+  flush(): void {
+    const msgs = this.queue;
+    if (msgs.length === 0 || this.#shutdown !== null) return;
+    this.queue = [];
+    if (this.#stream === null) {
+      if (Date.now() < this.#retryAt) {
+        this.#drop(msgs.length);
+        return;
+      }
+      this.#open();
+    }
+    const stream = this.#stream;
+    if (stream === null) {
+      this.#drop(msgs.length);
+      return;
+    }
+    const max = this.t.opts.maxFrameBytes;
+    let start = 0;
+    let size = 64;
+    let dropped = 0;
+    for (let i = 0; i <= msgs.length; i++) {
+      const m = msgs[i];
+      const s = m === undefined ? 0 : messageSizeBound(m) + 64;
+      if (m !== undefined && s > max) {
+        // A message that cannot fit any frame: send what precedes it, drop it.
+        if (i > start && !this.#write(stream, msgs.slice(start, i))) dropped += i - start;
+        this.t.log.error(
+          { node: this.t.id, peer: this.peer, type: m.type, bytes: s, maxFrameBytes: max },
+          'peer message larger than maxFrameBytes dropped',
+        );
+        dropped++;
+        start = i + 1;
+        size = 64;
+        continue;
+      }
+      if (m === undefined || size + s > max) {
+        if (
+          i > start &&
+          !this.#write(stream, start === 0 && i === msgs.length ? msgs : msgs.slice(start, i))
+        ) {
+          dropped += i - start;
+        }
+        start = i;
+        size = 64;
+      }
+      size += s;
+    }
+    if (dropped > 0) this.#drop(dropped);
+  }
+
+  /** Writes one frame; false (nothing written) when the stream's buffer is over its cap. */
+  #write(stream: http2.ClientHttp2Stream, msgs: readonly Message[]): boolean {
+    const { buf, end } = encodeBatchWithHeadroom(msgs, HEADROOM);
+    const len = end - HEADROOM;
+    let lenBytes = 1;
+    while (len >= 2 ** (7 * lenBytes)) lenBytes++;
+    const start = HEADROOM - lenBytes - 1 - 5;
+    const frame = buf.subarray(start, end);
+    if (stream.writableLength + frame.length > this.t.opts.maxBufferedBytes) {
+      if (!this.#overflowLogged) {
+        this.#overflowLogged = true;
+        this.t.log.warn(
+          { node: this.t.id, peer: this.peer, buffered: stream.writableLength },
+          'peer is not reading fast enough: dropping messages',
+        );
+      }
+      return false;
+    }
+    this.#overflowLogged = false;
+    buf[start] = 0;
+    buf.writeUInt32BE(frame.length - 5, start + 1);
+    let p = start + 5;
+    buf[p++] = BATCH_TAG;
+    let v = len;
+    while (v >= 0x80) {
+      buf[p++] = (v & 0x7f) | 0x80;
+      v >>>= 7;
+    }
+    buf[p] = v;
+    stream.write(frame);
+    this.t.stats.framesSent++;
+    this.t.stats.messagesSent += msgs.length;
+    return true;
+  }
+
+  #drop(n: number): void {
+    this.t.stats.messagesDropped += n;
+    this.t.reportUnreachable(this.peer);
+  }
+
+  #open(): void {
+    const t = this.t;
+    const tls = t.tls;
+    const settings: http2.Settings = { initialWindowSize: t.opts.streamWindowBytes, enablePush: false };
+    const url = `${tls === undefined ? 'http' : 'https'}://${this.address}`;
+    let session: http2.ClientHttp2Session;
+    try {
+      session = http2.connect(url, {
+        settings,
+        maxSessionMemory: Math.max(64, Math.ceil((2 * t.opts.connectionWindowBytes) / 1024 / 1024)),
+        ...(tls === undefined
+          ? {}
+          : { cert: tls.cert, key: tls.key, ...(tls.ca === undefined ? {} : { ca: tls.ca }) }),
+      });
+    } catch (e) {
+      // e.g. a malformed address
+      this.#error = e instanceof Error ? e : new Error(String(e));
+      this.#failed(null);
+      return;
+    }
+    this.#session = session;
+    this.#status = null;
+    this.#error = null;
+    this.#acked = false;
+    this.#refused = null;
+    this.#deframer = new Deframer(64 * 1024);
+    t.stats.streamsOpened++;
+    session.on('error', (e: Error) => {
+      this.#error ??= e;
+    });
+    session.on('connect', () => {
+      try {
+        session.setLocalWindowSize(t.opts.connectionWindowBytes);
+      } catch {
+        // the session died during setup; 'close' follows
+      }
+    });
+    session.on('goaway', () => {
+      // The server is going away (e.g. restarting): end our side so its graceful close is quick.
+      this.#error ??= new Error('server sent GOAWAY');
+      const s = this.#stream;
+      if (s !== null && s.session === session) s.end();
+    });
+    session.on('close', () => {
+      if (this.#session === session) this.#failed(session);
+    });
+    const stream = session.request(REQUEST_HEADERS, { endStream: false });
+    this.#stream = stream;
+    stream.on('response', (headers: http2.IncomingHttpHeaders) => this.#onStatusHeaders(stream, headers));
+    stream.on('trailers', (headers: http2.IncomingHttpHeaders) => this.#onStatusHeaders(stream, headers));
+    stream.on('data', (chunk: Buffer) => {
+      if (this.#stream === stream) this.#deframer?.push(chunk, this);
+    });
+    stream.on('error', (e: Error) => {
+      this.#error ??= e;
+    });
+    stream.on('close', () => {
+      if (this.#stream === stream) this.#failed(session);
+    });
+    const hello = peerServiceDefinition()
+      .methods[0]!.requestType.encode({
+        hello: { version: PEER_PROTOCOL_VERSION, cluster_id: t.clusterId, from: t.id, to: this.peer },
+      })
+      .finish();
+    const frame = Buffer.allocUnsafe(5 + hello.length);
+    frame[0] = 0;
+    frame.writeUInt32BE(hello.length, 1);
+    frame.set(hello, 5);
+    stream.write(frame);
+    this.#startKeepalive(session);
+  }
+
+  #startKeepalive(session: http2.ClientHttp2Session): void {
+    const ms = this.t.opts.keepaliveMs;
+    if (ms <= 0) return;
+    this.#keepalive = setInterval(() => {
+      if (this.#pingTimer !== null || session.destroyed || session.connecting) return;
+      this.#pingTimer = setTimeout(() => {
+        this.#error ??= new Error(`no answer to a keepalive ping within ${ms} ms`);
+        session.destroy();
+      }, ms);
+      this.#pingTimer.unref();
+      try {
+        session.ping((err) => {
+          if (err !== null) return;
+          if (this.#pingTimer !== null) clearTimeout(this.#pingTimer);
+          this.#pingTimer = null;
+        });
+      } catch {
+        session.destroy();
+      }
+    }, ms);
+    this.#keepalive.unref();
+  }
+
+  #stopKeepalive(): void {
+    if (this.#keepalive !== null) clearInterval(this.#keepalive);
+    if (this.#pingTimer !== null) clearTimeout(this.#pingTimer);
+    this.#keepalive = null;
+    this.#pingTimer = null;
+  }
+
+  #onStatusHeaders(stream: http2.ClientHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    if (this.#stream !== stream) return;
+    const raw = headers['grpc-status'];
+    if (raw === undefined) {
+      const st = headers[':status'];
+      if (st !== undefined && String(st) !== '200') {
+        this.#status = { code: Status.UNKNOWN, message: `HTTP status ${st} from the peer` };
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+      }
+      return;
+    }
+    const code = Number(raw);
+    const msg = headers['grpc-message'];
+    let message = typeof msg === 'string' ? msg : '';
+    try {
+      message = decodeURIComponent(message);
+    } catch {
+      // keep it as sent
+    }
+    // The call is over (a status ends it): close our half too, so the stream closes now.
+    this.#status ??= { code, message };
+    stream.close(http2.constants.NGHTTP2_CANCEL);
+  }
+
+  // ---- FrameSink: the server's acks ----
+  onMessage(message: Buffer): boolean {
+    let ack: PeerAck;
+    try {
+      ack = ackType().decode(message) as PeerAck;
+    } catch {
+      this.#refuse('peer protocol: the server sent an undecodable PeerAck');
+      return false;
+    }
+    if (this.#acked) return true;
+    const h = ack.hello;
+    if (h === null || h === undefined) {
+      this.#refuse('peer protocol: the server acknowledged without a hello');
+      return false;
+    }
+    if (h.cluster_id !== this.t.clusterId) {
+      this.#refuse(
+        `cluster id mismatch: ${this.address} is node ${h.from} of cluster "${h.cluster_id}", this node ${this.t.id} is in "${this.t.clusterId}"`,
+      );
+      return false;
+    }
+    if (h.from !== this.peer) {
+      this.#refuse(
+        `node id mismatch: expected node "${this.peer}" at ${this.address}, found node "${h.from}"`,
+      );
+      return false;
+    }
+    this.#acked = true;
+    this.#attempts = 0;
+    this.#failureLogged = false;
+    this.#refused = null;
+    this.t.log.info({ node: this.t.id, peer: this.peer, address: this.address }, 'peer connected');
+    return true;
+  }
+
+  onFrameError(): void {
+    this.#refuse('peer protocol: malformed gRPC frame from the server');
+  }
+
+  /** The client side refuses the server (its ack is wrong): end the stream, back off the maximum. */
+  #refuse(reason: string): void {
+    this.#status = { code: Status.FAILED_PRECONDITION, message: reason };
+    this.#refused = reason;
+    this.#stream?.close(http2.constants.NGHTTP2_CANCEL);
+  }
+
+  /** The stream or its connection ended: log, report, back off. */
+  #failed(session: http2.ClientHttp2Session | null): void {
+    const wasAcked = this.#acked;
+    const status = this.#status;
+    this.#stream = null;
+    this.#session = null;
+    this.#deframer = null;
+    this.#acked = false;
+    this.#stopKeepalive();
+    if (session !== null && !session.destroyed) session.destroy();
+    if (this.#shutdown !== null || this.t.closed) return;
+    const t = this.t;
+    const refused = status !== null && status.code === Status.FAILED_PRECONDITION;
+    this.#attempts++;
+    const max = t.opts.backoffMaxMs;
+    const base = refused ? max : Math.min(max, t.opts.backoffMinMs * 2 ** (this.#attempts - 1));
+    this.#retryAt = Date.now() + base * (0.5 + Math.random() * 0.5);
+    const err = new PeerStreamError(
+      this.peer,
+      status?.code ?? null,
+      status !== null
+        ? `${statusName(status.code)}: ${status.message}`
+        : (this.#error?.message ?? 'stream closed'),
+      this.#error === null ? undefined : { cause: this.#error },
+    );
+    const ctx = { node: t.id, peer: this.peer, address: this.address, err };
+    if (refused) {
+      const reason = this.#refused ?? status.message;
+      if (this.#refused === null || !this.#failureLogged) {
+        t.log.error({ ...ctx, reason }, 'peer handshake failed');
+      }
+      this.#failureLogged = true;
+    } else if (wasAcked) {
+      t.log.warn(ctx, 'peer disconnected');
+      this.#failureLogged = true;
+    } else if (!this.#failureLogged) {
+      t.log.warn(ctx, 'peer unreachable');
+      this.#failureLogged = true;
+    }
+    t.reportUnreachable(this.peer);
+  }
+
+  /** Ends the stream and the connection; resolves when the socket is closed. */
+  shutdown(): Promise<void> {
+    if (this.#shutdown !== null) return this.#shutdown;
+    this.queue = [];
+    this.#stopKeepalive();
+    const session = this.#session;
+    const stream = this.#stream;
+    this.#session = null;
+    this.#stream = null;
+    if (session === null || session.destroyed) {
+      this.#shutdown = Promise.resolve();
+      return this.#shutdown;
+    }
+    this.#shutdown = new Promise<void>((resolve) => {
+      const force = setTimeout(() => session.destroy(), 1000);
+      session.once('close', () => {
+        clearTimeout(force);
+        resolve();
+      });
+      try {
+        stream?.end();
+        session.close();
+      } catch {
+        session.destroy();
+      }
+    });
+    return this.#shutdown;
+  }
+}

@@ -1,0 +1,340 @@
+// The gRPC peer transport: the conformance suite, then what only a network transport has:
+// frames, handshakes, TLS and mTLS, backpressure, the wire protocol seen by a raw client.
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as http2 from 'node:http2';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import type { Message } from '../../src/raft/types.ts';
+import { encodeBatch } from '../../src/transport/codec.ts';
+import { GrpcTransport, PEER_PROTO, peerServiceDefinition } from '../../src/transport/grpc.ts';
+import { hb, Inbox, transportConformance, turn, waitFor } from './conformance.ts';
+import { CapturingLogger, GrpcHarness } from './grpc-harness.ts';
+
+transportConformance('grpc', () => GrpcHarness.start());
+
+async function withGrpc(
+  opts: Parameters<typeof GrpcHarness.start>[0],
+  body: (h: GrpcHarness, inbox: Map<string, Inbox>) => Promise<void>,
+): Promise<void> {
+  const h = await GrpcHarness.start(opts);
+  const inbox = new Map<string, Inbox>();
+  for (const id of h.ids) {
+    const i = new Inbox();
+    inbox.set(id, i);
+    h.transport(id).start(i.handlers);
+  }
+  try {
+    await body(h, inbox);
+  } finally {
+    await h.close();
+  }
+}
+
+test('proto/peer.proto is the embedded PEER_PROTO', () => {
+  assert.equal(readFileSync(new URL('../../proto/peer.proto', import.meta.url), 'utf8'), PEER_PROTO);
+});
+
+test('grpc: all messages to a peer sent in one event-loop turn go in one frame', async () => {
+  await withGrpc({}, async (h, inbox) => {
+    const n1 = h.transport('n1');
+    n1.send([hb('n1', 'n2', 0)]);
+    await waitFor(() => inbox.get('n2')!.batches.length === 1, 'warm-up');
+    const frames = n1.stats.framesSent;
+    for (let i = 1; i <= 50; i++) n1.send([hb('n1', 'n2', i)]);
+    await waitFor(() => inbox.get('n2')!.batches.length === 2, 'the coalesced batch');
+    assert.equal(n1.stats.framesSent, frames + 1);
+    assert.equal(inbox.get('n2')!.batches[1]!.length, 50);
+    assert.equal(h.transport('n2').stats.framesReceived, 2);
+    // one connect line each side, nothing per message
+    assert.equal(h.logs.get('n1')!.find('peer connected').length, 1);
+    assert.equal(h.logs.get('n2')!.find('peer stream accepted').length, 1);
+  });
+});
+
+test('grpc: a node of another cluster is refused, with a clear error on both sides and backoff', async () => {
+  await withGrpc({}, async (h) => {
+    const log = new CapturingLogger();
+    const rogue = new GrpcTransport({
+      id: 'n1',
+      clusterId: 'another-cluster',
+      peers: new Map([['n2', h.addresses.get('n2')!]]),
+      logger: log,
+      backoffMinMs: 10,
+      backoffMaxMs: 2000,
+    });
+    const ib = new Inbox();
+    rogue.start(ib.handlers);
+    try {
+      rogue.send([hb('n1', 'n2', 0)]);
+      await waitFor(() => log.find('peer handshake failed').length > 0, 'client-side error');
+      const client = log.find('peer handshake failed')[0]!;
+      assert.equal(client.level, 'error');
+      assert.match(String(client.obj['reason']), /cluster id mismatch.*"test-cluster".*"another-cluster"/);
+      const server = h.logs.get('n2')!.find('peer handshake refused');
+      assert.equal(server.length, 1);
+      assert.match(String(server[0]!.obj['reason']), /cluster id mismatch/);
+      assert.ok(ib.unreachable.includes('n2'));
+      // no hot loop: a refused handshake backs off at least backoffMaxMs/2 = 1 s
+      for (let i = 0; i < 20; i++) {
+        rogue.send([hb('n1', 'n2', i)]);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.equal(h.logs.get('n2')!.find('peer handshake refused').length, 1);
+      assert.equal(rogue.stats.streamsOpened, 1);
+      assert.equal(h.transport('n2').stats.messagesReceived, 0);
+    } finally {
+      await rogue.close();
+    }
+  });
+});
+
+test('grpc: a peer that is not the node it was expected to be is refused (node id mismatch)', async () => {
+  await withGrpc({}, async (h, inbox) => {
+    const n1 = h.transport('n1');
+    n1.setPeer('n3', h.addresses.get('n2')!); // a wrong address book: n2 answers at "n3"'s address
+    n1.send([hb('n1', 'n3', 0)]);
+    await waitFor(() => h.logs.get('n1')!.find('peer handshake failed').length > 0, 'client-side error');
+    assert.match(
+      String(h.logs.get('n1')!.find('peer handshake failed')[0]!.obj['reason']),
+      /node id mismatch.*expected node "n3".*this is node "n2"/,
+    );
+    assert.match(
+      String(h.logs.get('n2')!.find('peer handshake refused')[0]!.obj['reason']),
+      /node id mismatch/,
+    );
+    assert.ok(inbox.get('n1')!.unreachable.includes('n3'));
+    assert.equal(inbox.get('n2')!.messages().length, 0);
+  });
+});
+
+/** A raw gRPC call on node:http2: sends frames, returns the status and message. */
+async function rawCall(
+  address: string,
+  frames: readonly Uint8Array[],
+): Promise<{ code: string; message: string }> {
+  const session = http2.connect(`http://${address}`);
+  try {
+    return await new Promise((resolve, reject) => {
+      const s = session.request({
+        ':method': 'POST',
+        ':path': '/raft.PeerService/Stream',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+      });
+      let status: { code: string; message: string } | null = null;
+      const take = (hd: http2.IncomingHttpHeaders): void => {
+        if (hd['grpc-status'] !== undefined) {
+          status = {
+            code: String(hd['grpc-status']),
+            message: decodeURIComponent(String(hd['grpc-message'] ?? '')),
+          };
+        }
+      };
+      s.on('response', take);
+      s.on('trailers', take);
+      s.on('data', () => {});
+      s.on('error', reject);
+      s.on('close', () => (status === null ? reject(new Error('no status')) : resolve(status)));
+      for (const f of frames) {
+        const b = Buffer.alloc(5 + f.length);
+        b.writeUInt32BE(f.length, 1);
+        b.set(f, 5);
+        s.write(b);
+      }
+      s.end();
+    });
+  } finally {
+    session.close();
+  }
+}
+
+function frame(obj: object): Uint8Array {
+  return peerServiceDefinition().methods[0]!.requestType.encode(obj).finish();
+}
+
+test('grpc: unsupported versions, frames before the hello and undecodable batches end the stream', async () => {
+  await withGrpc({}, async (h) => {
+    const addr = h.addresses.get('n2')!;
+    const hello = { version: 1, cluster_id: 'test-cluster', from: 'n1', to: 'n2' };
+    let r = await rawCall(addr, [frame({ hello: { ...hello, version: 99 } })]);
+    assert.equal(r.code, '9');
+    assert.match(r.message, /unsupported peer protocol version 99/);
+    r = await rawCall(addr, [frame({ batch: encodeBatch([hb('n1', 'n2', 0)]) })]);
+    assert.equal(r.code, '3');
+    assert.match(r.message, /first frame must be a hello/);
+    r = await rawCall(addr, [frame({ hello }), frame({ batch: new Uint8Array([1, 0, 5]) })]);
+    assert.equal(r.code, '3');
+    assert.match(r.message, /undecodable batch: .*message count/);
+    r = await rawCall(addr, [frame({ hello }), frame({ batch: encodeBatch([hb('n3', 'n2', 0)]) })]);
+    assert.equal(r.code, '3');
+    assert.match(r.message, /a message from n3 to n2 on the stream from n1/);
+    assert.equal(h.transport('n2').stats.messagesReceived, 0);
+  });
+});
+
+test('grpc: a peer that cannot keep up gets messages dropped and reported, not buffered without bound', async () => {
+  await withGrpc(
+    { transport: { maxFrameBytes: 2 * 1024 * 1024, maxBufferedBytes: 3 * 1024 * 1024 } },
+    async (h, inbox) => {
+      const n1 = h.transport('n1');
+      const msgs: Message[] = [];
+      for (let i = 0; i < 20; i++) {
+        msgs.push({
+          type: 'snap',
+          from: 'n1',
+          to: 'n2',
+          term: 1,
+          meta: { index: 10, term: 1, conf: { voters: ['n1'], learners: [] } },
+          offset: i * 1024 * 1024,
+          data: new Uint8Array(1024 * 1024),
+          done: false,
+        });
+      }
+      n1.send(msgs);
+      await turn();
+      assert.ok(n1.stats.messagesDropped > 0);
+      assert.ok(inbox.get('n1')!.unreachable.includes('n2'));
+      assert.equal(h.logs.get('n1')!.find('peer is not reading fast enough: dropping messages').length, 1);
+      const sent = n1.stats.messagesSent;
+      await waitFor(() => inbox.get('n2')!.messages().length === sent, 'what was sent');
+      // what arrived is a prefix, in order
+      assert.deepEqual(
+        inbox
+          .get('n2')!
+          .messages()
+          .map((m) => (m as { offset: number }).offset),
+        msgs.slice(0, sent).map((m) => (m as { offset: number }).offset),
+      );
+    },
+  );
+});
+
+// ---- TLS ----
+const haveOpenssl = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
+const skipTls = haveOpenssl ? false : 'SKIPPED: openssl is not installed';
+if (skipTls) console.log(`# transport tls: ${skipTls}`);
+
+interface Pems {
+  ca: Buffer;
+  key: Buffer;
+  cert: Buffer;
+  otherKey: Buffer;
+  otherCert: Buffer;
+}
+
+function makeCerts(): Pems {
+  const dir = mkdtempSync(join(tmpdir(), 'raftkv-transport-tls-'));
+  try {
+    const run = (...args: string[]): void => {
+      execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+    };
+    const key = (name: string): void =>
+      run('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', `${name}.key`);
+    const ext = 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n';
+    writeFileSync(join(dir, 'node.ext'), ext);
+    for (const ca of ['ca', 'other-ca']) {
+      key(ca);
+      run(
+        'req',
+        '-x509',
+        '-new',
+        '-key',
+        `${ca}.key`,
+        '-subj',
+        `/CN=raftkv ${ca}`,
+        '-days',
+        '2',
+        '-out',
+        `${ca}.pem`,
+      );
+    }
+    for (const [name, ca] of [
+      ['node', 'ca'],
+      ['other', 'other-ca'],
+    ] as const) {
+      key(name);
+      run('req', '-new', '-key', `${name}.key`, '-subj', `/CN=${name}`, '-out', `${name}.csr`);
+      run(
+        'x509',
+        '-req',
+        '-in',
+        `${name}.csr`,
+        '-CA',
+        `${ca}.pem`,
+        '-CAkey',
+        `${ca}.key`,
+        '-CAcreateserial',
+        '-days',
+        '2',
+        '-extfile',
+        'node.ext',
+        '-out',
+        `${name}.pem`,
+      );
+    }
+    const f = (n: string): Buffer => readFileSync(join(dir, n));
+    return {
+      ca: f('ca.pem'),
+      key: f('node.key'),
+      cert: f('node.pem'),
+      otherKey: f('other.key'),
+      otherCert: f('other.pem'),
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+let pems: Pems | null = null;
+const certs = (): Pems => {
+  pems ??= makeCerts();
+  return pems;
+};
+
+test('grpc: TLS', { skip: skipTls }, async () => {
+  const p = certs();
+  await withGrpc(
+    { serverTls: { key: p.key, cert: p.cert }, clientTls: { key: p.key, cert: p.cert, ca: p.ca } },
+    async (h, inbox) => {
+      h.transport('n1').send([hb('n1', 'n2', 0), hb('n1', 'n3', 0)]);
+      h.transport('n3').send([hb('n3', 'n1', 0)]);
+      await waitFor(() => inbox.get('n2')!.messages().length === 1, 'n1 -> n2 over TLS');
+      await waitFor(() => inbox.get('n3')!.messages().length === 1, 'n1 -> n3 over TLS');
+      await waitFor(() => inbox.get('n1')!.messages().length === 1, 'n3 -> n1 over TLS');
+    },
+  );
+});
+
+test('grpc: mutual TLS; a peer with a certificate from another CA is refused', {
+  skip: skipTls,
+}, async () => {
+  const p = certs();
+  await withGrpc(
+    { serverTls: { key: p.key, cert: p.cert, ca: p.ca }, clientTls: { key: p.key, cert: p.cert, ca: p.ca } },
+    async (h, inbox) => {
+      h.transport('n1').send([hb('n1', 'n2', 0)]);
+      await waitFor(() => inbox.get('n2')!.messages().length === 1, 'n1 -> n2 over mTLS');
+      const log = new CapturingLogger();
+      const rogue = new GrpcTransport({
+        id: 'n3',
+        clusterId: 'test-cluster',
+        peers: new Map([['n2', h.addresses.get('n2')!]]),
+        tls: { key: p.otherKey, cert: p.otherCert, ca: p.ca },
+        logger: log,
+      });
+      const ib = new Inbox();
+      rogue.start(ib.handlers);
+      try {
+        rogue.send([hb('n3', 'n2', 0)]);
+        await waitFor(() => ib.unreachable.includes('n2'), 'the rogue peer is refused');
+        assert.equal(log.find('peer unreachable').length, 1);
+        assert.equal(inbox.get('n2')!.messages().length, 1);
+      } finally {
+        await rogue.close();
+      }
+    },
+  );
+});
