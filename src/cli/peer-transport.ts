@@ -1,11 +1,12 @@
 /**
- * The peer transport `raftkv serve` runs: the gRPC peer service on the node's own port.
+ * The peer transport `raftkv serve` runs: the gRPC peer service (GrpcTransport) on the
+ * node's own port, registered on the server that also serves the KV API.
  */
 import type { GrpcServer } from '../grpc/index.ts';
 import type { Logger } from '../node/raft-node.ts';
 import type { NodeId } from '../raft/types.ts';
+import { GrpcTransport } from '../transport/grpc.ts';
 import type { Transport } from '../transport/transport.ts';
-import { CliError } from './errors.ts';
 
 export interface PeerTransportOptions {
   readonly peers: ReadonlyMap<NodeId, string>;
@@ -14,9 +15,17 @@ export interface PeerTransportOptions {
 }
 
 export function peerTransport(
-  _options: PeerTransportOptions,
+  options: PeerTransportOptions,
 ): (grpc: GrpcServer, ctx: { id: NodeId; clusterId: string }) => Transport {
-  return () => {
-    throw new CliError('the gRPC peer transport (src/transport/grpc.ts) is not available in this build');
+  return (grpc, ctx) => {
+    const t = new GrpcTransport({
+      id: ctx.id,
+      clusterId: ctx.clusterId,
+      peers: options.peers,
+      logger: options.logger,
+      ...(options.tls ? { tls: options.tls } : {}),
+    });
+    t.register(grpc);
+    return t;
   };
 }
