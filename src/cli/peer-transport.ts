@@ -5,8 +5,11 @@
 import type { GrpcServer } from '../grpc/index.ts';
 import type { Logger } from '../node/raft-node.ts';
 import type { NodeId } from '../raft/types.ts';
-import { GrpcTransport } from '../transport/grpc.ts';
+import { GrpcTransport, PEER_SERVER_OPTIONS } from '../transport/grpc.ts';
 import type { Transport } from '../transport/transport.ts';
+
+/** gRPC server options the peer service needs (frames up to 16 MiB, large windows). */
+export { PEER_SERVER_OPTIONS };
 
 export interface PeerTransportOptions {
   readonly peers: ReadonlyMap<NodeId, string>;

@@ -15,7 +15,7 @@ import { StorageError } from '../storage/errors.ts';
 import { type CommandSpec, hostPort, int, type Parsed, parsePeers, str } from './args.ts';
 import { CliError, UsageError } from './errors.ts';
 import { createLogger, type LogFormat } from './log.ts';
-import { peerTransport } from './peer-transport.ts';
+import { PEER_SERVER_OPTIONS, peerTransport } from './peer-transport.ts';
 
 export const serveSpec: CommandSpec = {
   name: 'serve',
@@ -207,6 +207,7 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
       snapshotEntries,
       logger,
       ...(joinAddr !== undefined ? { joining: true } : {}),
+      grpcOptions: PEER_SERVER_OPTIONS,
       transport: peerTransport({ peers: peers ?? new Map(), ...(tls ? { tls } : {}), logger: root }),
     });
   } catch (e) {

@@ -9,7 +9,7 @@
  * lets in-flight calls finish (up to a grace period), then stops the node, which syncs and
  * closes storage.
  */
-import { createGrpcServer, type GrpcServer, type TlsOptions } from '../grpc/index.ts';
+import { createGrpcServer, type GrpcServer, type GrpcServerOptions, type TlsOptions } from '../grpc/index.ts';
 import { type KvResult, KvStateMachine } from '../kv/state-machine.ts';
 import { type Logger, RaftNode } from '../node/raft-node.ts';
 import type { RaftConfig } from '../raft/raft.ts';
@@ -37,6 +37,8 @@ export interface ServerConfig {
   readonly logger?: Logger;
   /** Do not bootstrap an empty data directory: wait to be added by an existing cluster. */
   readonly joining?: boolean;
+  /** Options of the gRPC server (the peer transport may need larger messages and windows). */
+  readonly grpcOptions?: Omit<GrpcServerOptions, 'tls'>;
   /** The peer transport, given the gRPC server it may register its service on. */
   readonly transport: (grpc: GrpcServer, ctx: { id: NodeId; clusterId: string }) => Transport;
   /** Storage override (tests); default FileStorage in dataDir. */
@@ -80,7 +82,7 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
   const addresses = new Map<NodeId, string>();
   const address = (id: NodeId): string =>
     addresses.get(id) ?? sm.members.get(id) ?? config.peers.get(id) ?? '';
-  const grpc = createGrpcServer({ ...(config.tls ? { tls: config.tls } : {}) });
+  const grpc = createGrpcServer({ ...config.grpcOptions, ...(config.tls ? { tls: config.tls } : {}) });
   let transport: Transport;
   let node: RaftNode<KvResult | null>;
   try {
