@@ -126,6 +126,9 @@ function report(e: unknown, name: string, io: Io): number {
 
 /** Runs `main` on process.argv and exits with its code. */
 export async function run(): Promise<void> {
+  // grpc-js sets a TLS servername for IP endpoints, which Node flags as deprecated (DEP0123)
+  // on every TLS call: noise for CLI users, and nothing they can act on.
+  process.noDeprecation = true;
   const code = await main(process.argv.slice(2));
   process.exit(code);
 }
