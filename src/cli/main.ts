@@ -58,6 +58,7 @@ export async function main(
     io.err(topHelp());
     return 2;
   }
+  if (name === 'help' && rest[0] !== undefined) return main([rest[0], '--help'], io, env);
   if (name === '--help' || name === '-h' || name === 'help') {
     io.out(topHelp());
     return 0;
@@ -112,6 +113,11 @@ function report(e: unknown, name: string, io: Io): number {
     if (e.code === 'UNAVAILABLE' && /ECONNREFUSED|No connection established/.test(e.message)) {
       io.err(
         'Is the cluster running? Start one with `npm start` (or `raftkv cluster`), or pass --endpoints.\n',
+      );
+    }
+    if (e.code === 'DEADLINE_EXCEEDED') {
+      io.err(
+        'Is the cluster running and does it have a quorum? Check with `raftkv status`; --timeout sets the deadline.\n',
       );
     }
     return 1;

@@ -444,7 +444,12 @@ export class RaftKvClient {
         const retry = code === grpc.status.UNAVAILABLE || (attemptTimedOut && route.idempotent);
         last =
           code === grpc.status.DEADLINE_EXCEEDED
-            ? new RaftKvTimeoutError(code, `${method} to ${address}: ${message}`, address, { cause: e })
+            ? new RaftKvTimeoutError(
+                code,
+                `${method} to ${address}: no answer before the deadline${/^Deadline exceeded/.test(message) ? '' : ` (${message})`}`,
+                address,
+                { cause: e },
+              )
             : new RaftKvError(code, message, address, { cause: e });
         if (!retry || route.endpoint || attempt >= this.retries || Date.now() >= deadline || this.closed) {
           throw last;

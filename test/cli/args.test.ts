@@ -43,6 +43,9 @@ test('--help: the top level and every command print usage and exit 0', async () 
     assert.match(r.out, new RegExp(`^raftkv ${c}`), c);
     assert.match(r.out, /--help/);
   }
+  const viaHelp = await cli('help', 'del');
+  assert.equal(viaHelp.code, 0);
+  assert.match(viaHelp.out, /^raftkv del KEY/);
   const get = await cli('get', '-h');
   assert.match(get.out, /--local/);
   assert.match(get.out, /--endpoints/);
