@@ -42,7 +42,7 @@ export interface RaftKvClientOptions {
   readonly timeoutMs?: number;
   /** Deadline of one attempt, ms. Default min(timeoutMs, 2,000). */
   readonly attemptTimeoutMs?: number;
-  /** Retries after the first attempt. Default 8. */
+  /** Retries after the first attempt (the deadline bounds them too). Default 10. */
   readonly retries?: number;
   /** Backoff before retry n: random in [0, min(maxBackoffMs, initialBackoffMs * 2^n)]. */
   readonly initialBackoffMs?: number;
@@ -224,7 +224,7 @@ export class RaftKvClient {
     this.endpoints = [...options.endpoints];
     this.timeoutMs = options.timeoutMs ?? 5_000;
     this.attemptTimeoutMs = options.attemptTimeoutMs ?? Math.min(this.timeoutMs, 2_000);
-    this.retries = options.retries ?? 8;
+    this.retries = options.retries ?? 10;
     this.initialBackoffMs = options.initialBackoffMs ?? 50;
     this.maxBackoffMs = options.maxBackoffMs ?? 1_000;
     const tls = options.tls;
@@ -437,6 +437,7 @@ export class RaftKvClient {
       try {
         return await this.unary<T>(address, method, req, attemptDeadline);
       } catch (e) {
+        if (e instanceof RaftKvError) throw e;
         const err = e as grpc.ServiceError;
         const code = typeof err.code === 'number' ? err.code : 2;
         const message = (err.details || err.message).replace(/\.? ?Resolution note: *$/, '');
@@ -460,8 +461,8 @@ export class RaftKvClient {
           this.leaderAddress = hint;
         } else {
           if (this.leaderAddress === address) this.leaderAddress = undefined;
-          this.cursor = (this.endpoints.indexOf(address) + 1) % this.endpoints.length;
-          if (this.endpoints.indexOf(address) < 0) this.cursor = (this.cursor + 1) % this.endpoints.length;
+          const i = this.endpoints.indexOf(address);
+          this.cursor = (i >= 0 ? i + 1 : this.cursor + 1) % this.endpoints.length;
         }
         const cap = Math.min(this.maxBackoffMs, this.initialBackoffMs * 2 ** attempt);
         const wait = Math.min(Math.random() * cap, Math.max(0, deadline - Date.now()));

@@ -3,7 +3,7 @@
 // exactly-once writes on retry, deadlines, typed errors.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { RaftKvClient, RaftKvError, RaftKvTimeoutError } from '../../src/client/index.ts';
+import { RaftKvClient, RaftKvClosedError, RaftKvError, RaftKvTimeoutError } from '../../src/client/index.ts';
 import { type RaftKvServer, startServer } from '../../src/server/server.ts';
 import { MemoryStorage } from '../../src/storage/memory-storage.ts';
 import { MemoryNetwork } from '../../src/transport/memory.ts';
@@ -179,5 +179,8 @@ test('deadlines: with no quorum a write fails with a typed timeout or UNAVAILABL
 test('close(): later calls fail with a closed error', async () => {
   const c = client();
   c.close();
-  await assert.rejects(c.get('x'), (e: unknown) => e instanceof RaftKvError && /closed/.test(e.message));
+  await assert.rejects(
+    c.get('x'),
+    (e: unknown) => e instanceof RaftKvClosedError && /closed/.test(e.message),
+  );
 });
