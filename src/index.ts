@@ -4,6 +4,13 @@
 
 export * from './client/index.ts';
 export {
+  type KvCommand,
+  KvDecodeError,
+  type KvResult,
+  KvStateMachine,
+  type KvValue,
+} from './kv/state-machine.ts';
+export {
   NoLeaderError,
   NotLeaderError,
   ProposalDroppedError,
@@ -27,5 +34,12 @@ export {
   startServer,
 } from './server/server.ts';
 export * from './storage/index.ts';
+export {
+  GrpcTransport,
+  type GrpcTransportOptions,
+  type GrpcTransportTls,
+  PEER_SERVER_OPTIONS,
+  PeerStreamError,
+} from './transport/grpc.ts';
 export { MemoryNetwork } from './transport/memory.ts';
 export type { Transport, TransportHandlers } from './transport/transport.ts';
