@@ -90,6 +90,8 @@ test('unknown flags, missing values, bad numbers, extra or missing arguments: ex
     [['cluster', '--nodes', '12'], /--nodes must be an integer from 1 to 9/],
     [['cluster', 'extra'], /unexpected argument "extra"/],
     [['inspect'], /missing DIR/],
+    [['bench', '--op', 'delete'], /--op must be put, get or mixed/],
+    [['bench', '--clients', '-1'], /--clients/],
   ];
   for (const [argv, re] of cases) {
     const r = await cli(...argv);

@@ -193,6 +193,10 @@ describe('real processes', {
     await writer;
     const now = await leaderId();
     assert.notEqual(now, old);
+    const st = await cli('status', '--endpoints', [...addr.values()].join(','));
+    assert.equal(st.code, 0, st.err);
+    assert.match(st.out, new RegExp(`^${old} .*unreachable`, 'm'), st.out);
+    assert.match(st.out, new RegExp(`^${now} .*leader`, 'm'), st.out);
     const l = await client.list('ack/', { limit: 1000 });
     const got = new Map(l.items.map((kv) => [kv.key, kv.value]));
     for (const [k, v] of acked) assert.equal(got.get(k), v, `acknowledged ${k} survived`);
