@@ -213,6 +213,8 @@ export class RaftKvClient {
   /** Next endpoint to try when no leader is known. */
   private cursor = 0;
   private closed = false;
+  /** Counters: calls made, attempts sent (first tries and retries), retries. */
+  readonly stats = { calls: 0, attempts: 0, retries: 0 };
   private discovering: Promise<void> | undefined;
 
   constructor(options: RaftKvClientOptions) {
@@ -425,7 +427,9 @@ export class RaftKvClient {
   private async invoke<T>(method: Method, req: object, route: Route, options: CallOptions): Promise<T> {
     const deadline = Date.now() + (options.timeoutMs ?? this.timeoutMs);
     let last: RaftKvError | undefined;
+    this.stats.calls++;
     for (let attempt = 0; ; attempt++) {
+      if (attempt > 0) this.stats.retries++;
       if (this.closed) throw new RaftKvClosedError();
       if (options.signal?.aborted)
         throw new RaftKvError(1, 'the call was cancelled', '', { cause: options.signal.reason });
@@ -434,6 +438,7 @@ export class RaftKvClient {
       }
       const address = this.pick(route);
       const attemptDeadline = Math.min(deadline, Date.now() + this.attemptTimeoutMs);
+      this.stats.attempts++;
       try {
         return await this.unary<T>(address, method, req, attemptDeadline);
       } catch (e) {

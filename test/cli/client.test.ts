@@ -142,6 +142,7 @@ test('exactly-once: a write retried after its first attempt timed out applies on
   await new Promise((r) => setTimeout(r, 400));
   net.heal();
   await p;
+  assert.ok(c.stats.retries > 0, 'the write was retried');
   const g = await client().get('once');
   assert.equal(g.value, 'v1');
   assert.equal(g.version, 2, 'the retried write applied exactly once');
