@@ -12,7 +12,7 @@
  *    snapshot record says otherwise; the log must be covered from 1 (or from the latest
  *    snapshot) up to the hard state's commit index.
  */
-import { open, readdir, readFile } from 'node:fs/promises';
+import { open, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DurableState, Entry, HardState, Snapshot } from '../raft/types.ts';
 import {
@@ -225,10 +225,22 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
   let snapshotSeq = 0;
   /** Set when the segment just read ends with a Continue record. */
   let continuedTo = 0;
+  // A crash while a full segment was being closed (its Continue record written) leaves a
+  // torn tail in the second-to-last segment while the last one holds no record yet.
+  let lastIsEmpty = false;
+  const lastName = segs[segs.length - 1]?.name;
+  if (lastName !== undefined && segs.length >= 2) {
+    try {
+      lastIsEmpty = (await stat(join(dir, lastName))).size <= SEGMENT_HEADER_BYTES;
+    } catch (err) {
+      throw ioError(err, join(dir, lastName), 'stat');
+    }
+  }
   for (let i = 0; i < segs.length; i++) {
     const { seq, name } = segs[i]!;
     const path = join(dir, name);
     const isLast = i === segs.length - 1;
+    const tearable = isLast || (lastIsEmpty && i === segs.length - 2);
     let buf: Buffer;
     try {
       buf = await readFile(path);
@@ -265,12 +277,12 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
     while (pos < buf.length) {
       const r = readRecord(buf, pos);
       if (!r.ok) {
-        if (r.kind === 'bytes' && isLast && findIntactRecord(buf, pos + 1) < 0) {
+        if (r.kind === 'bytes' && tearable && findIntactRecord(buf, pos + 1) < 0) {
           tornTail = { file: path, offset: pos, reason: r.reason };
           break;
         }
         const why =
-          r.kind === 'bytes' && isLast
+          r.kind === 'bytes' && tearable
             ? `${r.reason}; intact records follow, so this is not a torn write`
             : r.reason;
         throw new CorruptionError(path, pos, why);
@@ -304,7 +316,7 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
     }
     if (pending.length > 0) {
       const at = pending[0]!.offset;
-      if (!isLast)
+      if (!tearable)
         throw new CorruptionError(path, at, 'the segment ends inside a batch (its END record is missing)');
       tornTail ??= { file: path, offset: at, reason: 'incomplete batch at the end of the log' };
     }

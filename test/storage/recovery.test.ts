@@ -405,3 +405,31 @@ test('a segment that opens with an old snapshot record replays after the segment
     assert.deepEqual(describe(r.initialState()), expected);
     await r.close();
   }));
+
+test('a crash while closing a full segment (torn end-of-segment record, empty successor) recovers', () =>
+  withDir(async (dir) => {
+    await fill(dir, 12, 400);
+    const files = await segmentFiles(dir);
+    const last = join(dir, files.at(-1)!);
+    const prev = join(dir, files.at(-2)!);
+    // The newest segment never got a record; the one before ends with its Continue record.
+    await writeFile(last, (await readFile(last)).subarray(0, 24));
+    const ok = await FileStorage.open(dir, ID);
+    const expected = describe(ok.initialState());
+    await ok.close();
+    const full = await readFile(prev);
+    const continueBytes = 8 + 1 + 8;
+    for (let cut = full.length - continueBytes; cut < full.length; cut++) {
+      await writeFile(prev, full.subarray(0, cut));
+      const r = await FileStorage.open(dir, ID);
+      assert.deepEqual(describe(r.initialState()), expected, `cut at ${cut}`);
+      await r.close();
+    }
+    // With a record in the newest segment, a torn record before it is corruption.
+    await writeFile(prev, full.subarray(0, full.length - 3));
+    const s = await FileStorage.open(dir, ID);
+    await s.persist({ ...NO_BATCH, hardState: hs(1, 1) });
+    await s.close();
+    await writeFile(prev, full.subarray(0, full.length - 3));
+    await assert.rejects(FileStorage.open(dir, ID), CorruptionError);
+  }));
