@@ -30,6 +30,7 @@ import {
   encodeContinue,
   encodeSegmentHeader,
   encodeSnapshotFile,
+  MAX_RECORD_BYTES,
   META_FILE,
   segmentName,
   snapshotName,
@@ -41,6 +42,7 @@ import {
   StorageClosedError,
   type StorageError,
   StorageFailedError,
+  StorageUsageError,
 } from './errors.ts';
 import { LogView } from './log-view.ts';
 import { readDataDir, readMeta, syncDir, type TornTail } from './recovery.ts';
@@ -109,6 +111,8 @@ interface Op {
 }
 
 const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
+/** Largest entry payload: a record's length field is capped (a corrupt length must look corrupt). */
+export const MAX_ENTRY_BYTES = MAX_RECORD_BYTES - 1 - 17;
 
 export class FileStorage implements RaftStorage {
   private readonly view: LogView;
@@ -235,6 +239,13 @@ export class FileStorage implements RaftStorage {
 
   persist(batch: PersistBatch): Promise<void> {
     return this.enqueue(() => {
+      for (const e of batch.entries) {
+        if (e.data.length > MAX_ENTRY_BYTES) {
+          throw new StorageUsageError(
+            `entry ${e.index} has ${e.data.length} bytes; at most ${MAX_ENTRY_BYTES} fit a record`,
+          );
+        }
+      }
       const plan = this.view.plan(batch);
       this.view.apply(plan, batch.snapshot);
       return { plan, snapshot: batch.snapshot, retain: 0 };
