@@ -3,7 +3,9 @@
  * stops start-up with a clear, typed error (file, offset, what to do).
  */
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { encodeBatch, encodeSegmentHeader, segmentName } from '../../src/storage/codec.ts';
@@ -17,6 +19,7 @@ import {
   StorageFailedError,
   StorageFullError,
   StorageIOError,
+  StorageLockedError,
   StoragePermissionError,
 } from '../../src/storage/errors.ts';
 import { defaultIO, FileStorage, type StorageIO } from '../../src/storage/file-storage.ts';
@@ -432,4 +435,26 @@ test('a crash while closing a full segment (torn end-of-segment record, empty su
     await s.close();
     await writeFile(prev, full.subarray(0, full.length - 3));
     await assert.rejects(FileStorage.open(dir, ID), CorruptionError);
+  }));
+
+test('a data directory is locked while open; a stale lock of a dead process is taken over', () =>
+  withDir(async (dir) => {
+    const a = await FileStorage.open(dir, ID);
+    await assert.rejects(FileStorage.open(dir, ID), (err: unknown) => {
+      assert.ok(err instanceof StorageLockedError);
+      assert.equal(err.holder.pid, process.pid);
+      assert.match(err.message, /is in use by process \d+/);
+      return true;
+    });
+    await a.close();
+    // A lock left behind by a process that no longer exists.
+    const dead = spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid!;
+    await writeFile(join(dir, 'LOCK'), JSON.stringify({ pid: dead, host: hostname() }));
+    const b = await FileStorage.open(dir, ID);
+    await b.close();
+    // A lock from another host is never taken over.
+    await writeFile(join(dir, 'LOCK'), JSON.stringify({ pid: 1, host: 'elsewhere' }));
+    await assert.rejects(FileStorage.open(dir, ID), StorageLockedError);
+    await rm(join(dir, 'LOCK'));
+    await (await FileStorage.open(dir, ID)).close();
   }));
