@@ -197,6 +197,9 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
   try {
     names = await readdir(dir);
   } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR')
+      throw new NotDataDirError(dir, 'no such directory', { cause: err });
     throw ioError(err, dir, 'list');
   }
   const segs: { seq: number; name: string }[] = [];
