@@ -3,7 +3,7 @@
 // Usage: npm run bench:storage -- [--dir /tmp] [--duration 3] [--size 256] [--json]
 import { closeSync, fdatasyncSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Entry } from '../src/raft/types.ts';
@@ -114,6 +114,7 @@ async function storageCase(
   };
 }
 
+const loadBefore = loadavg()[0]!.toFixed(2);
 const rows: Row[] = [rawFdatasync(values.dir)];
 for (const [batch, inflight, sync] of [
   [1, 1, 'fdatasync'],
