@@ -134,7 +134,8 @@ if (values.json) {
   for (const r of rows) console.log(JSON.stringify({ dir: values.dir, size, ...r }));
 } else {
   console.log(
-    `# ${size}-byte entries, ${values.duration}s per case, dir ${values.dir}, node ${process.version}`,
+    `# ${size}-byte entries, ${values.duration}s per case, dir ${values.dir}, node ${process.version}, ` +
+      `${cpus().length} CPUs, load average ${loadBefore} before / ${loadavg()[0]!.toFixed(2)} after`,
   );
   console.log('| case | appends/s | fsyncs/s | persists/s | p50 ms | p99 ms | MB/s |');
   console.log('|---|---:|---:|---:|---:|---:|---:|');
