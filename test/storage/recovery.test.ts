@@ -8,6 +8,7 @@ import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/pr
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { encodeBatch, encodeSegmentHeader, segmentName } from '../../src/storage/codec.ts';
 import {
   CorruptionError,
@@ -194,16 +195,26 @@ test('permission denied is a StoragePermissionError naming the path', async (t) 
       return true;
     });
   });
-  if (process.getuid?.() === 0) {
-    t.diagnostic('running as root: the real chmod check is skipped (root ignores file modes)');
-    return;
-  }
+  // A real EACCES: the directory belongs to someone else. As root (who ignores file modes)
+  // the opener runs as `nobody`.
   await withDir(async (dir) => {
-    await (await FileStorage.open(dir, ID)).close();
-    await chmod(dir, 0o500);
+    await chmod(dir, 0o755);
+    const asRoot = process.getuid?.() === 0;
+    if (!asRoot) await chmod(dir, 0o555);
     try {
-      const s = await FileStorage.open(dir, ID).catch((e: unknown) => e);
-      assert.ok(s instanceof StoragePermissionError, String(s));
+      const child = fileURLToPath(new URL('./fixtures/open-child.ts', import.meta.url));
+      const r = spawnSync(process.execPath, ['--import', 'tsx', child, dir], {
+        encoding: 'utf8',
+        ...(asRoot ? { uid: 65534, gid: 65534 } : {}),
+      });
+      if (r.error || r.status !== 0) {
+        t.diagnostic(`could not run the opener as another user (${r.error?.message ?? r.stderr}); skipped`);
+        return;
+      }
+      const out = JSON.parse(r.stdout.trim()) as { ok: boolean; name?: string; message?: string };
+      assert.equal(out.ok, false);
+      assert.equal(out.name, 'StoragePermissionError');
+      assert.match(out.message ?? '', /permission denied to .*meta\.json/);
     } finally {
       await chmod(dir, 0o700);
     }
