@@ -6,11 +6,14 @@
  * 1. Segments must have consecutive sequence numbers; a gap is a MissingSegmentError.
  * 2. A record that is incomplete or fails its checksum in the LAST segment, with no intact
  *    record anywhere after it, is a torn write: it and the rest of its batch are dropped.
- *    Anything else that fails to decode is a CorruptionError naming file and offset.
+ *    (Also in the second-to-last segment while the last holds no record: a crash while
+ *    writing the Continue record that closes a full segment.) Anything else that fails to
+ *    decode is a CorruptionError naming file and offset.
  * 3. A batch counts only when its END record is intact (a batch is all-or-nothing).
  * 4. Replay: entries must follow each other (index = previous + 1) unless a truncate or
  *    snapshot record says otherwise; the log must be covered from 1 (or from the latest
- *    snapshot) up to the hard state's commit index.
+ *    snapshot) up to the hard state's commit index, and a segment closed by a Continue
+ *    record must have its successor.
  */
 import { open, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
