@@ -469,3 +469,23 @@ test('a data directory is locked while open; a stale lock of a dead process is t
     await rm(join(dir, 'LOCK'));
     await (await FileStorage.open(dir, ID)).close();
   }));
+
+test('the last record cut at every byte offset: the storage opens and drops just that record', () =>
+  withDir(async (dir) => {
+    const s = await FileStorage.open(dir, ID);
+    for (let i = 1; i <= 4; i++) await s.persist({ ...NO_BATCH, entries: [ent(i, 1, 100)] });
+    const expected = describe(s.initialState());
+    const path = join(dir, segmentName(1));
+    const before = (await stat(path)).size;
+    await s.persist({ ...NO_BATCH, entries: [ent(5, 1, 100)] }); // one record: 8 + 1 + 17 + 100 bytes
+    await s.close();
+    const full = await readFile(path);
+    assert.equal(full.length - before, 126);
+    for (let cut = before + 1; cut < full.length; cut++) {
+      await writeFile(path, full.subarray(0, cut));
+      const r = await FileStorage.open(dir, ID);
+      assert.deepEqual(describe(r.initialState()), expected, `cut at ${cut}`);
+      assert.equal(r.stats().recoveredTornTail?.offset, before);
+      await r.close();
+    }
+  }));
