@@ -548,6 +548,7 @@ class PeerLink implements FrameSink {
     });
     session.on('connect', () => {
       try {
+        session.socket.setNoDelay(true);
         session.setLocalWindowSize(t.opts.connectionWindowBytes);
       } catch {
         // the session died during setup; 'close' follows
