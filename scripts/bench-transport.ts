@@ -52,14 +52,16 @@ async function child(role: 'leader' | 'follower'): Promise<void> {
     clusterId: 'bench',
     logger: {
       info() {},
-      warn: (o, m) => console.error(role, m, JSON.stringify(o)),
-      error: (o, m) => console.error(role, m, JSON.stringify(o)),
+      // teardown (the other process exiting) is not worth a line
+      warn: (o, m) => done || console.error(role, m, JSON.stringify(o)),
+      error: (o, m) => done || console.error(role, m, JSON.stringify(o)),
     },
   });
   t.register(server);
   send({ kind: 'port', port: await server.listen('127.0.0.1', 0) });
   let counted = 0;
   let measuring = false;
+  let done = false;
   let framesAt0 = 0;
   const framesNow = (): number => (role === 'leader' ? t.stats.framesSent : t.stats.framesReceived);
   process.on('message', (raw: ParentMsg) => {
@@ -137,6 +139,7 @@ async function child(role: 'leader' | 'follower'): Promise<void> {
     }, raw.t0 - Date.now());
     setTimeout(() => {
       measuring = false;
+      done = true;
       const c = process.cpuUsage(cpu0);
       send({
         kind: 'report',

@@ -338,3 +338,30 @@ test('grpc: mutual TLS; a peer with a certificate from another CA is refused', {
     },
   );
 });
+
+test('grpc: removePeer closes the stream; setPeer moves a peer to a new address', async () => {
+  await withGrpc({}, async (h, inbox) => {
+    const n1 = h.transport('n1');
+    n1.send([hb('n1', 'n2', 0)]);
+    await waitFor(() => inbox.get('n2')!.messages().length === 1, 'first delivery');
+    n1.removePeer('n2');
+    assert.equal(n1.peers().has('n2'), false);
+    await waitFor(
+      () => h.logs.get('n2')!.find('peer stream closed').length === 1,
+      'the server sees the stream end',
+    );
+    n1.send([hb('n1', 'n2', 1)]);
+    assert.ok(inbox.get('n1')!.unreachable.includes('n2'));
+    // n2 restarts at another port; n1 learns the new address
+    await h.stop('n2');
+    const oldAddress = h.addresses.get('n2')!;
+    const t2 = await h.restart('n2', true);
+    assert.notEqual(h.addresses.get('n2'), oldAddress);
+    const again = new Inbox();
+    t2.start(again.handlers);
+    n1.setPeer('n2', h.addresses.get('n2')!);
+    n1.send([hb('n1', 'n2', 2)]);
+    await waitFor(() => again.messages().length === 1, 'delivery at the new address');
+    assert.equal((again.messages()[0] as { readSeq: number }).readSeq, 2);
+  });
+});
