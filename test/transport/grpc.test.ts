@@ -365,3 +365,29 @@ test('grpc: removePeer closes the stream; setPeer moves a peer to a new address'
     assert.equal((again.messages()[0] as { readSeq: number }).readSeq, 2);
   });
 });
+
+test('grpc: a batch larger than maxFrameBytes is split into frames; a message larger than a frame is dropped', async () => {
+  await withGrpc({ transport: { maxFrameBytes: 256 * 1024 } }, async (h, inbox) => {
+    const n1 = h.transport('n1');
+    const app = (i: number, bytes: number): Message => ({
+      type: 'app',
+      from: 'n1',
+      to: 'n2',
+      term: 1,
+      prevIndex: i,
+      prevTerm: 1,
+      commit: 0,
+      entries: [{ term: 1, index: i + 1, type: 0, data: new Uint8Array(bytes) }],
+    });
+    const msgs = Array.from({ length: 10 }, (_, i) => app(i, 100 * 1024));
+    n1.send(msgs);
+    await waitFor(() => inbox.get('n2')!.messages().length === 10, 'all ten');
+    assert.ok(inbox.get('n2')!.batches.length >= 4, `${inbox.get('n2')!.batches.length} frames`);
+    assert.deepStrictEqual(inbox.get('n2')!.messages(), msgs);
+    n1.send([app(10, 300 * 1024), app(11, 10)]);
+    await waitFor(() => inbox.get('n2')!.messages().length === 11, 'the small one');
+    assert.equal((inbox.get('n2')!.messages()[10] as { prevIndex: number }).prevIndex, 11);
+    assert.ok(inbox.get('n1')!.unreachable.includes('n2'));
+    assert.equal(h.logs.get('n1')!.find('peer message larger than maxFrameBytes dropped').length, 1);
+  });
+});
