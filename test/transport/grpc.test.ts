@@ -391,3 +391,35 @@ test('grpc: a batch larger than maxFrameBytes is split into frames; a message la
     assert.equal(h.logs.get('n1')!.find('peer message larger than maxFrameBytes dropped').length, 1);
   });
 });
+
+test('grpc: a peer that accepts the connection but never answers is detected by keepalive', async () => {
+  const net = await import('node:net');
+  const sockets = new Set<import('node:net').Socket>();
+  const hole = net.createServer((s) => {
+    sockets.add(s);
+    s.on('error', () => {});
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((r) => hole.listen(0, '127.0.0.1', r));
+  const port = (hole.address() as import('node:net').AddressInfo).port;
+  const log = new CapturingLogger();
+  const t = new GrpcTransport({
+    id: 'n1',
+    clusterId: 'c',
+    peers: new Map([['n2', `127.0.0.1:${port}`]]),
+    logger: log,
+    keepaliveMs: 100,
+  });
+  const ib = new Inbox();
+  t.start(ib.handlers);
+  try {
+    t.send([hb('n1', 'n2', 0)]);
+    await waitFor(() => ib.unreachable.includes('n2'), 'the silent peer reported');
+    const line = log.find('peer unreachable')[0]!;
+    assert.match(String((line.obj['err'] as Error).message), /keepalive ping/);
+  } finally {
+    await t.close();
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => hole.close(r));
+  }
+});
