@@ -415,6 +415,7 @@ class PeerLink implements FrameSink {
   #error: Error | null = null;
   #acked = false;
   #refused: string | null = null;
+  #lastRefusal: string | null = null;
   #attempts = 0;
   #retryAt = 0;
   /** A failure was logged in the current streak of failures (so the next one is not). */
@@ -678,7 +679,7 @@ class PeerLink implements FrameSink {
     this.#acked = true;
     this.#attempts = 0;
     this.#failureLogged = false;
-    this.#refused = null;
+    this.#lastRefusal = null;
     this.t.log.info({ node: this.t.id, peer: this.peer, address: this.address }, 'peer connected');
     return true;
   }
@@ -721,10 +722,10 @@ class PeerLink implements FrameSink {
     );
     const ctx = { node: t.id, peer: this.peer, address: this.address, err };
     if (refused) {
+      // once per streak of refusals (again if the reason changes), not once per retry
       const reason = this.#refused ?? status.message;
-      if (this.#refused === null || !this.#failureLogged) {
-        t.log.error({ ...ctx, reason }, 'peer handshake failed');
-      }
+      if (reason !== this.#lastRefusal) t.log.error({ ...ctx, reason }, 'peer handshake failed');
+      this.#lastRefusal = reason;
       this.#failureLogged = true;
     } else if (wasAcked) {
       t.log.warn(ctx, 'peer disconnected');

@@ -423,3 +423,27 @@ test('grpc: a peer that accepts the connection but never answers is detected by 
     await new Promise((r) => hole.close(r));
   }
 });
+
+test('grpc: repeated refusals are retried with backoff and logged once by the client', async () => {
+  await withGrpc({}, async (h) => {
+    const log = new CapturingLogger();
+    const rogue = new GrpcTransport({
+      id: 'n1',
+      clusterId: 'another-cluster',
+      peers: new Map([['n2', h.addresses.get('n2')!]]),
+      logger: log,
+      backoffMinMs: 5,
+      backoffMaxMs: 20,
+    });
+    rogue.start(new Inbox().handlers);
+    try {
+      await waitFor(() => {
+        rogue.send([hb('n1', 'n2', 0)]);
+        return rogue.stats.streamsOpened >= 3 && log.find('peer handshake failed').length > 0;
+      }, 'three refused attempts');
+      assert.equal(log.find('peer handshake failed').length, 1);
+    } finally {
+      await rogue.close();
+    }
+  });
+});
