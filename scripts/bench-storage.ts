@@ -3,7 +3,7 @@
 // Usage: npm run bench:storage -- [--dir /tmp] [--duration 3] [--size 256] [--json]
 import { closeSync, fdatasyncSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Entry } from '../src/raft/types.ts';
@@ -114,6 +114,7 @@ async function storageCase(
   };
 }
 
+const loadBefore = loadavg()[0]!.toFixed(2);
 const rows: Row[] = [rawFdatasync(values.dir)];
 for (const [batch, inflight, sync] of [
   [1, 1, 'fdatasync'],
@@ -133,7 +134,8 @@ if (values.json) {
   for (const r of rows) console.log(JSON.stringify({ dir: values.dir, size, ...r }));
 } else {
   console.log(
-    `# ${size}-byte entries, ${values.duration}s per case, dir ${values.dir}, node ${process.version}`,
+    `# ${size}-byte entries, ${values.duration}s per case, dir ${values.dir}, node ${process.version}, ` +
+      `${cpus().length} CPUs, load average ${loadBefore} before / ${loadavg()[0]!.toFixed(2)} after`,
   );
   console.log('| case | appends/s | fsyncs/s | persists/s | p50 ms | p99 ms | MB/s |');
   console.log('|---|---:|---:|---:|---:|---:|---:|');

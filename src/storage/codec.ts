@@ -237,12 +237,12 @@ export function readRecord(buf: Uint8Array, off: number): RecordResult {
       if (bodyLen < HARD_STATE_FIXED) return bad(`hard state record body of ${bodyLen} bytes is too short`);
       const hardState: HardState = {
         term: readU64(buf, p),
-        commit: readU64(buf, p + 8),
         vote: Buffer.from(
           buf.buffer,
           buf.byteOffset + p + HARD_STATE_FIXED,
           end - p - HARD_STATE_FIXED,
         ).toString('utf8'),
+        commit: readU64(buf, p + 8),
       };
       record = { kind: 'hardState', hardState };
       break;

@@ -11,6 +11,7 @@ export const StorageErrorCode = {
   LogOrder: 'ERR_STORAGE_LOG_ORDER',
   Identity: 'ERR_STORAGE_IDENTITY',
   NotDataDir: 'ERR_STORAGE_NOT_DATA_DIR',
+  Locked: 'ERR_STORAGE_LOCKED',
   Permission: 'ERR_STORAGE_PERMISSION',
   Full: 'ERR_STORAGE_FULL',
   IO: 'ERR_STORAGE_IO',
@@ -114,6 +115,22 @@ export class NotDataDirError extends StorageError {
       `${dir} is not a usable raftkv data directory: ${reason}. ` +
         'Point --data-dir at an empty or raftkv-created directory.',
       options,
+    );
+  }
+}
+
+/** Another live process (or another FileStorage in this one) has the data directory open. */
+export class StorageLockedError extends StorageError {
+  override readonly name = 'StorageLockedError';
+  readonly code = StorageErrorCode.Locked;
+  constructor(
+    readonly dir: string,
+    readonly holder: { readonly pid: number; readonly host: string },
+  ) {
+    super(
+      `data directory ${dir} is in use by process ${holder.pid} on ${holder.host} (see ${dir}/LOCK). ` +
+        'Two processes must never write one log: stop the other one. If it is really gone ' +
+        '(for instance the directory was copied from another host), remove the LOCK file.',
     );
   }
 }

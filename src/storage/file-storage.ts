@@ -20,7 +20,8 @@
  */
 import { constants as fsConstants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { mkdir, open, readdir, rename, truncate, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { PersistBatch, RaftStorage, StorageStats } from '../raft/storage.ts';
 import type { DurableState, Snapshot } from '../raft/types.ts';
@@ -30,6 +31,7 @@ import {
   encodeContinue,
   encodeSegmentHeader,
   encodeSnapshotFile,
+  MAX_RECORD_BYTES,
   META_FILE,
   segmentName,
   snapshotName,
@@ -41,6 +43,8 @@ import {
   StorageClosedError,
   type StorageError,
   StorageFailedError,
+  StorageLockedError,
+  StorageUsageError,
 } from './errors.ts';
 import { LogView } from './log-view.ts';
 import { readDataDir, readMeta, syncDir, type TornTail } from './recovery.ts';
@@ -109,6 +113,8 @@ interface Op {
 }
 
 const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
+/** Largest entry payload: a record's length field is capped (a corrupt length must look corrupt). */
+export const MAX_ENTRY_BYTES = MAX_RECORD_BYTES - 1 - 17;
 
 export class FileStorage implements RaftStorage {
   private readonly view: LogView;
@@ -143,6 +149,7 @@ export class FileStorage implements RaftStorage {
     snapshotSeq: number,
     snapshotFiles: string[],
     private readonly tornTail: TornTail | null,
+    private readonly unlock: () => Promise<void>,
   ) {
     this.view = new LogView(state);
     this.segments = segments;
@@ -160,6 +167,23 @@ export class FileStorage implements RaftStorage {
     const segmentBytes = options.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
     const syncMode = options.sync ?? 'fdatasync';
     await initDir(dir, options.nodeId, options.clusterId);
+    const unlock = await acquireLock(dir);
+    try {
+      return await FileStorage.recover(dir, options, io, segmentBytes, syncMode, unlock);
+    } catch (err) {
+      await unlock();
+      throw err;
+    }
+  }
+
+  private static async recover(
+    dir: string,
+    options: FileStorageOptions,
+    io: StorageIO,
+    segmentBytes: number,
+    syncMode: 'fdatasync' | 'dsync',
+    unlock: () => Promise<void>,
+  ): Promise<FileStorage> {
     const rec = await readDataDir(dir);
     const meta = rec.meta!;
     if (meta.nodeId !== options.nodeId || meta.clusterId !== options.clusterId) {
@@ -178,9 +202,16 @@ export class FileStorage implements RaftStorage {
         continue;
       }
       if (s.validEnd < s.fileBytes) {
-        await truncate(path, s.validEnd).catch((err: unknown) => {
+        let h: FileHandle | undefined;
+        try {
+          h = await open(path, 'r+');
+          await h.truncate(s.validEnd);
+          await h.sync();
+        } catch (err) {
           throw ioError(err, path, 'truncate torn tail');
-        });
+        } finally {
+          await h?.close();
+        }
         dirty = true;
       }
       segments.push({ seq: s.seq, name: s.name, maxEntryIndex: s.maxEntryIndex });
@@ -200,7 +231,6 @@ export class FileStorage implements RaftStorage {
       try {
         fh = await io.open(path, SEGMENT_APPEND_FLAGS[syncMode]);
         segSize = (await fh.stat()).size;
-        if (dirty) await fh.sync();
       } catch (err) {
         throw ioError(err, path, 'open segment');
       }
@@ -224,6 +254,7 @@ export class FileStorage implements RaftStorage {
       rec.snapshotSeq,
       current ? [current] : [],
       rec.tornTail,
+      unlock,
     );
   }
 
@@ -235,6 +266,13 @@ export class FileStorage implements RaftStorage {
 
   persist(batch: PersistBatch): Promise<void> {
     return this.enqueue(() => {
+      for (const e of batch.entries) {
+        if (e.data.length > MAX_ENTRY_BYTES) {
+          throw new StorageUsageError(
+            `entry ${e.index} has ${e.data.length} bytes; at most ${MAX_ENTRY_BYTES} fit a record`,
+          );
+        }
+      }
       const plan = this.view.plan(batch);
       this.view.apply(plan, batch.snapshot);
       return { plan, snapshot: batch.snapshot, retain: 0 };
@@ -258,7 +296,11 @@ export class FileStorage implements RaftStorage {
     if (this.closed) return;
     this.closed = true;
     await this.flushing;
-    await this.fh.close();
+    try {
+      await this.fh.close();
+    } finally {
+      await this.unlock();
+    }
   }
 
   private enqueue(
@@ -517,4 +559,53 @@ async function initDir(dir: string, nodeId: string, clusterId: string): Promise<
     throw ioError(err, path, 'create');
   }
   await syncDir(dir);
+}
+
+export const LOCK_FILE = 'LOCK';
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Takes the data directory's LOCK file (pid and host of the owner). A LOCK left by a
+ * process that is gone (killed) is stale and taken over; one held by a live process on
+ * this host, by this very process, or by another host is a StorageLockedError.
+ */
+async function acquireLock(dir: string): Promise<() => Promise<void>> {
+  const path = join(dir, LOCK_FILE);
+  const host = hostname();
+  for (let attempt = 0; attempt < 3; attempt++) {
+    // Written aside, then hard-linked into place: LOCK appears atomically, complete.
+    const tmp = `${path}.${process.pid}.tmp`;
+    try {
+      await writeFile(tmp, `${JSON.stringify({ pid: process.pid, host })}\n`);
+      await link(tmp, path);
+      let released = false;
+      return async () => {
+        if (released) return;
+        released = true;
+        await unlink(path).catch(() => undefined);
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(err, path, 'create lock file');
+    } finally {
+      await unlink(tmp).catch(() => undefined);
+    }
+    let holder: { pid: number; host: string } | null = null;
+    try {
+      const v = JSON.parse(await readFile(path, 'utf8')) as { pid?: unknown; host?: unknown };
+      if (typeof v.pid === 'number' && typeof v.host === 'string') holder = { pid: v.pid, host: v.host };
+    } catch {
+      holder = null; // not written by us: treat as stale
+    }
+    if (holder && (holder.host !== host || isAlive(holder.pid))) throw new StorageLockedError(dir, holder);
+    await unlink(path).catch(ignoreMissing);
+  }
+  throw new StorageLockedError(dir, { pid: -1, host });
 }

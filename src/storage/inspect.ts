@@ -11,7 +11,7 @@
  *   {"kind":"entry","index":6,"term":2,"type":"normal","data":"<base64>"}
  *
  * With `records: true` it prints the raw WAL records instead of the replayed log
- * (`{"kind":"record","file":...,"offset":...,"type":"entry"|"hardState"|"snapshot"|"truncate",...}`).
+ * (`{"kind":"record","file":...,"offset":...,"batchEnd":true|false,"type":"entry"|"hardState"|"snapshot"|"truncate"|"continue",...}`).
  */
 import { basename } from 'node:path';
 import { type Entry, EntryType } from '../raft/types.ts';
@@ -33,7 +33,7 @@ function entryJson(e: Entry): Record<string, unknown> {
 }
 
 function recordJson(file: string, rec: DecodedRecord): Record<string, unknown> {
-  const base = { kind: 'record', file: basename(file), offset: rec.offset, end: rec.last };
+  const base = { kind: 'record', file: basename(file), offset: rec.offset, batchEnd: rec.last };
   const r = rec.record;
   switch (r.kind) {
     case 'entry': {

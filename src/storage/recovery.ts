@@ -6,13 +6,16 @@
  * 1. Segments must have consecutive sequence numbers; a gap is a MissingSegmentError.
  * 2. A record that is incomplete or fails its checksum in the LAST segment, with no intact
  *    record anywhere after it, is a torn write: it and the rest of its batch are dropped.
- *    Anything else that fails to decode is a CorruptionError naming file and offset.
+ *    (Also in the second-to-last segment while the last holds no record: a crash while
+ *    writing the Continue record that closes a full segment.) Anything else that fails to
+ *    decode is a CorruptionError naming file and offset.
  * 3. A batch counts only when its END record is intact (a batch is all-or-nothing).
  * 4. Replay: entries must follow each other (index = previous + 1) unless a truncate or
  *    snapshot record says otherwise; the log must be covered from 1 (or from the latest
- *    snapshot) up to the hard state's commit index.
+ *    snapshot) up to the hard state's commit index, and a segment closed by a Continue
+ *    record must have its successor.
  */
-import { open, readdir, readFile } from 'node:fs/promises';
+import { open, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DurableState, Entry, HardState, Snapshot } from '../raft/types.ts';
 import {
@@ -197,6 +200,9 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
   try {
     names = await readdir(dir);
   } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR')
+      throw new NotDataDirError(dir, 'no such directory', { cause: err });
     throw ioError(err, dir, 'list');
   }
   const segs: { seq: number; name: string }[] = [];
@@ -225,10 +231,22 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
   let snapshotSeq = 0;
   /** Set when the segment just read ends with a Continue record. */
   let continuedTo = 0;
+  // A crash while a full segment was being closed (its Continue record written) leaves a
+  // torn tail in the second-to-last segment while the last one holds no record yet.
+  let lastIsEmpty = false;
+  const lastName = segs[segs.length - 1]?.name;
+  if (lastName !== undefined && segs.length >= 2) {
+    try {
+      lastIsEmpty = (await stat(join(dir, lastName))).size <= SEGMENT_HEADER_BYTES;
+    } catch (err) {
+      throw ioError(err, join(dir, lastName), 'stat');
+    }
+  }
   for (let i = 0; i < segs.length; i++) {
     const { seq, name } = segs[i]!;
     const path = join(dir, name);
     const isLast = i === segs.length - 1;
+    const tearable = isLast || (lastIsEmpty && i === segs.length - 2);
     let buf: Buffer;
     try {
       buf = await readFile(path);
@@ -265,12 +283,12 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
     while (pos < buf.length) {
       const r = readRecord(buf, pos);
       if (!r.ok) {
-        if (r.kind === 'bytes' && isLast && findIntactRecord(buf, pos + 1) < 0) {
+        if (r.kind === 'bytes' && tearable && findIntactRecord(buf, pos + 1) < 0) {
           tornTail = { file: path, offset: pos, reason: r.reason };
           break;
         }
         const why =
-          r.kind === 'bytes' && isLast
+          r.kind === 'bytes' && tearable
             ? `${r.reason}; intact records follow, so this is not a torn write`
             : r.reason;
         throw new CorruptionError(path, pos, why);
@@ -304,7 +322,7 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
     }
     if (pending.length > 0) {
       const at = pending[0]!.offset;
-      if (!isLast)
+      if (!tearable)
         throw new CorruptionError(path, at, 'the segment ends inside a batch (its END record is missing)');
       tornTail ??= { file: path, offset: at, reason: 'incomplete batch at the end of the log' };
     }

@@ -141,7 +141,8 @@ export interface GrpcTransportOptions {
 
 /** Options a server carrying peer traffic needs (merge them into createGrpcServer's). */
 export const PEER_SERVER_OPTIONS = {
-  maxReceiveMessageSize: 16 * 1024 * 1024 + 64,
+  // the default maxFrameBytes plus room for the frame's id table
+  maxReceiveMessageSize: 17 * 1024 * 1024,
   streamWindowSize: 1024 * 1024,
   connectionWindowSize: 16 * 1024 * 1024,
 } as const;
@@ -186,6 +187,9 @@ function plain(obj: object): Record<string, unknown> {
 /** Frame prefix room: 5 bytes gRPC framing, 1 byte protobuf tag, up to 5 bytes protobuf length. */
 const HEADROOM = 11;
 const BATCH_TAG = (2 << 3) | 2;
+/** Bytes a frame may need beyond its messages' bounds (prefix, version, counts) and per message (id table). */
+const FRAME_OVERHEAD = HEADROOM + 32;
+const MESSAGE_OVERHEAD = 32;
 const REQUEST_HEADERS: http2.OutgoingHttpHeaders = {
   ':method': 'POST',
   ':path': PEER_STREAM_PATH,
@@ -411,6 +415,7 @@ class PeerLink implements FrameSink {
   #error: Error | null = null;
   #acked = false;
   #refused: string | null = null;
+  #lastRefusal: string | null = null;
   #attempts = 0;
   #retryAt = 0;
   /** A failure was logged in the current streak of failures (so the next one is not). */
@@ -442,37 +447,38 @@ class PeerLink implements FrameSink {
       this.#drop(msgs.length);
       return;
     }
+    // Split into frames of at most maxFrameBytes (usually one frame). Once a frame is refused
+    // (buffer full) the rest of this flush is dropped too, so what arrives stays a prefix.
     const max = this.t.opts.maxFrameBytes;
-    let start = 0;
-    let size = 64;
+    let frame: Message[] = [];
+    let size = FRAME_OVERHEAD;
     let dropped = 0;
-    for (let i = 0; i <= msgs.length; i++) {
-      const m = msgs[i];
-      const s = m === undefined ? 0 : messageSizeBound(m) + 64;
-      if (m !== undefined && s > max) {
-        // A message that cannot fit any frame: send what precedes it, drop it.
-        if (i > start && !this.#write(stream, msgs.slice(start, i))) dropped += i - start;
+    let full = false;
+    const emit = (): void => {
+      if (frame.length === 0) return;
+      if (full || !this.#write(stream, frame)) {
+        full = true;
+        dropped += frame.length;
+      }
+      frame = [];
+      size = FRAME_OVERHEAD;
+    };
+    for (const m of msgs) {
+      const s = messageSizeBound(m) + MESSAGE_OVERHEAD;
+      if (s + FRAME_OVERHEAD > max) {
+        emit();
         this.t.log.error(
           { node: this.t.id, peer: this.peer, type: m.type, bytes: s, maxFrameBytes: max },
           'peer message larger than maxFrameBytes dropped',
         );
         dropped++;
-        start = i + 1;
-        size = 64;
         continue;
       }
-      if (m === undefined || size + s > max) {
-        if (
-          i > start &&
-          !this.#write(stream, start === 0 && i === msgs.length ? msgs : msgs.slice(start, i))
-        ) {
-          dropped += i - start;
-        }
-        start = i;
-        size = 64;
-      }
+      if (size + s > max) emit();
+      frame.push(m);
       size += s;
     }
+    emit();
     if (dropped > 0) this.#drop(dropped);
   }
 
@@ -548,6 +554,7 @@ class PeerLink implements FrameSink {
     });
     session.on('connect', () => {
       try {
+        session.socket.setNoDelay(true);
         session.setLocalWindowSize(t.opts.connectionWindowBytes);
       } catch {
         // the session died during setup; 'close' follows
@@ -672,7 +679,7 @@ class PeerLink implements FrameSink {
     this.#acked = true;
     this.#attempts = 0;
     this.#failureLogged = false;
-    this.#refused = null;
+    this.#lastRefusal = null;
     this.t.log.info({ node: this.t.id, peer: this.peer, address: this.address }, 'peer connected');
     return true;
   }
@@ -715,10 +722,10 @@ class PeerLink implements FrameSink {
     );
     const ctx = { node: t.id, peer: this.peer, address: this.address, err };
     if (refused) {
+      // once per streak of refusals (again if the reason changes), not once per retry
       const reason = this.#refused ?? status.message;
-      if (this.#refused === null || !this.#failureLogged) {
-        t.log.error({ ...ctx, reason }, 'peer handshake failed');
-      }
+      if (reason !== this.#lastRefusal) t.log.error({ ...ctx, reason }, 'peer handshake failed');
+      this.#lastRefusal = reason;
       this.#failureLogged = true;
     } else if (wasAcked) {
       t.log.warn(ctx, 'peer disconnected');

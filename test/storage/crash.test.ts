@@ -13,7 +13,8 @@ test(`SIGKILL at random moments loses nothing acknowledged (2 x ${rounds} rounds
   const dirs = await Promise.all([tempDir('raftkv-crash-'), tempDir('raftkv-crash-')]);
   try {
     // Two independent chains in parallel: twice the kills for the same wall time.
-    const results = await Promise.all(
+    // Every chain runs to its end before the directories go, even when one fails.
+    const settled = await Promise.allSettled(
       dirs.map(({ dir }, i) =>
         crashRounds({
           dir,
@@ -24,6 +25,16 @@ test(`SIGKILL at random moments loses nothing acknowledged (2 x ${rounds} rounds
         }),
       ),
     );
+    const results = settled.map((r) => {
+      if (r.status === 'rejected') {
+        // Kill moments are wall-clock, so a rerun replays the workloads and the kill schedule, not the timing.
+        const why = r.reason instanceof Error ? r.reason.message : String(r.reason);
+        throw new Error(`${why}\nrerun: RAFTKV_CRASH_SEED=${seed} node scripts/run-tests.mjs storage/crash`, {
+          cause: r.reason,
+        });
+      }
+      return r.value;
+    });
     const all = results.flat();
     const acked = all.reduce((s, r) => s + r.acked, 0);
     const beyond = all.filter((r) => r.recovered > r.acked).length;

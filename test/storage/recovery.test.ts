@@ -3,9 +3,12 @@
  * stops start-up with a clear, typed error (file, offset, what to do).
  */
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { encodeBatch, encodeSegmentHeader, segmentName } from '../../src/storage/codec.ts';
 import {
   CorruptionError,
@@ -17,6 +20,7 @@ import {
   StorageFailedError,
   StorageFullError,
   StorageIOError,
+  StorageLockedError,
   StoragePermissionError,
 } from '../../src/storage/errors.ts';
 import { defaultIO, FileStorage, type StorageIO } from '../../src/storage/file-storage.ts';
@@ -191,16 +195,26 @@ test('permission denied is a StoragePermissionError naming the path', async (t) 
       return true;
     });
   });
-  if (process.getuid?.() === 0) {
-    t.diagnostic('running as root: the real chmod check is skipped (root ignores file modes)');
-    return;
-  }
+  // A real EACCES: the directory belongs to someone else. As root (who ignores file modes)
+  // the opener runs as `nobody`.
   await withDir(async (dir) => {
-    await (await FileStorage.open(dir, ID)).close();
-    await chmod(dir, 0o500);
+    await chmod(dir, 0o755);
+    const asRoot = process.getuid?.() === 0;
+    if (!asRoot) await chmod(dir, 0o555);
     try {
-      const s = await FileStorage.open(dir, ID).catch((e: unknown) => e);
-      assert.ok(s instanceof StoragePermissionError, String(s));
+      const child = fileURLToPath(new URL('./fixtures/open-child.ts', import.meta.url));
+      const r = spawnSync(process.execPath, ['--import', 'tsx', child, dir], {
+        encoding: 'utf8',
+        ...(asRoot ? { uid: 65534, gid: 65534 } : {}),
+      });
+      if (r.error || r.status !== 0) {
+        t.diagnostic(`could not run the opener as another user (${r.error?.message ?? r.stderr}); skipped`);
+        return;
+      }
+      const out = JSON.parse(r.stdout.trim()) as { ok: boolean; name?: string; message?: string };
+      assert.equal(out.ok, false);
+      assert.equal(out.name, 'StoragePermissionError');
+      assert.match(out.message ?? '', /permission denied to .*meta\.json/);
     } finally {
       await chmod(dir, 0o700);
     }
@@ -404,4 +418,74 @@ test('a segment that opens with an old snapshot record replays after the segment
     const r = await FileStorage.open(dir, ID);
     assert.deepEqual(describe(r.initialState()), expected);
     await r.close();
+  }));
+
+test('a crash while closing a full segment (torn end-of-segment record, empty successor) recovers', () =>
+  withDir(async (dir) => {
+    await fill(dir, 12, 400);
+    const files = await segmentFiles(dir);
+    const last = join(dir, files.at(-1)!);
+    const prev = join(dir, files.at(-2)!);
+    // The newest segment never got a record; the one before ends with its Continue record.
+    await writeFile(last, (await readFile(last)).subarray(0, 24));
+    const ok = await FileStorage.open(dir, ID);
+    const expected = describe(ok.initialState());
+    await ok.close();
+    const full = await readFile(prev);
+    const continueBytes = 8 + 1 + 8;
+    for (let cut = full.length - continueBytes; cut < full.length; cut++) {
+      await writeFile(prev, full.subarray(0, cut));
+      const r = await FileStorage.open(dir, ID);
+      assert.deepEqual(describe(r.initialState()), expected, `cut at ${cut}`);
+      await r.close();
+    }
+    // With a record in the newest segment, a torn record before it is corruption.
+    await writeFile(prev, full.subarray(0, full.length - 3));
+    const s = await FileStorage.open(dir, ID);
+    await s.persist({ ...NO_BATCH, hardState: hs(1, 1) });
+    await s.close();
+    await writeFile(prev, full.subarray(0, full.length - 3));
+    await assert.rejects(FileStorage.open(dir, ID), CorruptionError);
+  }));
+
+test('a data directory is locked while open; a stale lock of a dead process is taken over', () =>
+  withDir(async (dir) => {
+    const a = await FileStorage.open(dir, ID);
+    await assert.rejects(FileStorage.open(dir, ID), (err: unknown) => {
+      assert.ok(err instanceof StorageLockedError);
+      assert.equal(err.holder.pid, process.pid);
+      assert.match(err.message, /is in use by process \d+/);
+      return true;
+    });
+    await a.close();
+    // A lock left behind by a process that no longer exists.
+    const dead = spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid!;
+    await writeFile(join(dir, 'LOCK'), JSON.stringify({ pid: dead, host: hostname() }));
+    const b = await FileStorage.open(dir, ID);
+    await b.close();
+    // A lock from another host is never taken over.
+    await writeFile(join(dir, 'LOCK'), JSON.stringify({ pid: 1, host: 'elsewhere' }));
+    await assert.rejects(FileStorage.open(dir, ID), StorageLockedError);
+    await rm(join(dir, 'LOCK'));
+    await (await FileStorage.open(dir, ID)).close();
+  }));
+
+test('the last record cut at every byte offset: the storage opens and drops just that record', () =>
+  withDir(async (dir) => {
+    const s = await FileStorage.open(dir, ID);
+    for (let i = 1; i <= 4; i++) await s.persist({ ...NO_BATCH, entries: [ent(i, 1, 100)] });
+    const expected = describe(s.initialState());
+    const path = join(dir, segmentName(1));
+    const before = (await stat(path)).size;
+    await s.persist({ ...NO_BATCH, entries: [ent(5, 1, 100)] }); // one record: 8 + 1 + 17 + 100 bytes
+    await s.close();
+    const full = await readFile(path);
+    assert.equal(full.length - before, 126);
+    for (let cut = before + 1; cut < full.length; cut++) {
+      await writeFile(path, full.subarray(0, cut));
+      const r = await FileStorage.open(dir, ID);
+      assert.deepEqual(describe(r.initialState()), expected, `cut at ${cut}`);
+      assert.equal(r.stats().recoveredTornTail?.offset, before);
+      await r.close();
+    }
   }));

@@ -105,10 +105,11 @@ export class GrpcHarness implements TransportHarness {
     await this.servers.get(id)?.close(200);
   }
 
-  async restart(id: NodeId): Promise<GrpcTransport> {
+  /** Restarts `id` at the same port, or (`newPort`) at a fresh one, updating `addresses`. */
+  async restart(id: NodeId, newPort = false): Promise<GrpcTransport> {
     const server = this.#server();
-    const port = Number(this.addresses.get(id)!.split(':')[1]);
-    await server.listen('127.0.0.1', port);
+    const port = newPort ? 0 : Number(this.addresses.get(id)!.split(':')[1]);
+    this.addresses.set(id, `127.0.0.1:${await server.listen('127.0.0.1', port)}`);
     this.servers.set(id, server);
     return this.#transport(id);
   }

@@ -338,3 +338,112 @@ test('grpc: mutual TLS; a peer with a certificate from another CA is refused', {
     },
   );
 });
+
+test('grpc: removePeer closes the stream; setPeer moves a peer to a new address', async () => {
+  await withGrpc({}, async (h, inbox) => {
+    const n1 = h.transport('n1');
+    n1.send([hb('n1', 'n2', 0)]);
+    await waitFor(() => inbox.get('n2')!.messages().length === 1, 'first delivery');
+    n1.removePeer('n2');
+    assert.equal(n1.peers().has('n2'), false);
+    await waitFor(
+      () => h.logs.get('n2')!.find('peer stream closed').length === 1,
+      'the server sees the stream end',
+    );
+    n1.send([hb('n1', 'n2', 1)]);
+    assert.ok(inbox.get('n1')!.unreachable.includes('n2'));
+    // n2 restarts at another port; n1 learns the new address
+    await h.stop('n2');
+    const oldAddress = h.addresses.get('n2')!;
+    const t2 = await h.restart('n2', true);
+    assert.notEqual(h.addresses.get('n2'), oldAddress);
+    const again = new Inbox();
+    t2.start(again.handlers);
+    n1.setPeer('n2', h.addresses.get('n2')!);
+    n1.send([hb('n1', 'n2', 2)]);
+    await waitFor(() => again.messages().length === 1, 'delivery at the new address');
+    assert.equal((again.messages()[0] as { readSeq: number }).readSeq, 2);
+  });
+});
+
+test('grpc: a batch larger than maxFrameBytes is split into frames; a message larger than a frame is dropped', async () => {
+  await withGrpc({ transport: { maxFrameBytes: 256 * 1024 } }, async (h, inbox) => {
+    const n1 = h.transport('n1');
+    const app = (i: number, bytes: number): Message => ({
+      type: 'app',
+      from: 'n1',
+      to: 'n2',
+      term: 1,
+      prevIndex: i,
+      prevTerm: 1,
+      commit: 0,
+      entries: [{ term: 1, index: i + 1, type: 0, data: new Uint8Array(bytes) }],
+    });
+    const msgs = Array.from({ length: 10 }, (_, i) => app(i, 100 * 1024));
+    n1.send(msgs);
+    await waitFor(() => inbox.get('n2')!.messages().length === 10, 'all ten');
+    assert.ok(inbox.get('n2')!.batches.length >= 4, `${inbox.get('n2')!.batches.length} frames`);
+    assert.deepStrictEqual(inbox.get('n2')!.messages(), msgs);
+    n1.send([app(10, 300 * 1024), app(11, 10)]);
+    await waitFor(() => inbox.get('n2')!.messages().length === 11, 'the small one');
+    assert.equal((inbox.get('n2')!.messages()[10] as { prevIndex: number }).prevIndex, 11);
+    assert.ok(inbox.get('n1')!.unreachable.includes('n2'));
+    assert.equal(h.logs.get('n1')!.find('peer message larger than maxFrameBytes dropped').length, 1);
+  });
+});
+
+test('grpc: a peer that accepts the connection but never answers is detected by keepalive', async () => {
+  const net = await import('node:net');
+  const sockets = new Set<import('node:net').Socket>();
+  const hole = net.createServer((s) => {
+    sockets.add(s);
+    s.on('error', () => {});
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((r) => hole.listen(0, '127.0.0.1', r));
+  const port = (hole.address() as import('node:net').AddressInfo).port;
+  const log = new CapturingLogger();
+  const t = new GrpcTransport({
+    id: 'n1',
+    clusterId: 'c',
+    peers: new Map([['n2', `127.0.0.1:${port}`]]),
+    logger: log,
+    keepaliveMs: 100,
+  });
+  const ib = new Inbox();
+  t.start(ib.handlers);
+  try {
+    t.send([hb('n1', 'n2', 0)]);
+    await waitFor(() => ib.unreachable.includes('n2'), 'the silent peer reported');
+    const line = log.find('peer unreachable')[0]!;
+    assert.match(String((line.obj['err'] as Error).message), /keepalive ping/);
+  } finally {
+    await t.close();
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => hole.close(r));
+  }
+});
+
+test('grpc: repeated refusals are retried with backoff and logged once by the client', async () => {
+  await withGrpc({}, async (h) => {
+    const log = new CapturingLogger();
+    const rogue = new GrpcTransport({
+      id: 'n1',
+      clusterId: 'another-cluster',
+      peers: new Map([['n2', h.addresses.get('n2')!]]),
+      logger: log,
+      backoffMinMs: 5,
+      backoffMaxMs: 20,
+    });
+    rogue.start(new Inbox().handlers);
+    try {
+      await waitFor(() => {
+        rogue.send([hb('n1', 'n2', 0)]);
+        return rogue.stats.streamsOpened >= 3 && log.find('peer handshake failed').length > 0;
+      }, 'three refused attempts');
+      assert.equal(log.find('peer handshake failed').length, 1);
+    } finally {
+      await rogue.close();
+    }
+  });
+});

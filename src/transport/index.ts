@@ -1,0 +1,18 @@
+// Public API of the peer transport: the boundary interface, the in-memory network for tests, the
+// gRPC peer transport for real clusters, and the batch codec they put on the wire.
+export { CODEC_VERSION, CodecError, decodeBatch, encodeBatch } from './codec.ts';
+export {
+  GrpcTransport,
+  type GrpcTransportOptions,
+  type GrpcTransportStats,
+  type GrpcTransportTls,
+  PEER_PROTO,
+  PEER_PROTOCOL_VERSION,
+  PEER_SERVER_OPTIONS,
+  PEER_STREAM_PATH,
+  PeerStreamError,
+  peerServiceDefinition,
+  type TransportLogger,
+} from './grpc.ts';
+export { MemoryNetwork, MemoryTransport } from './memory.ts';
+export type { Transport, TransportHandlers } from './transport.ts';
