@@ -34,12 +34,4 @@ export {
   startServer,
 } from './server/server.ts';
 export * from './storage/index.ts';
-export {
-  GrpcTransport,
-  type GrpcTransportOptions,
-  type GrpcTransportTls,
-  PEER_SERVER_OPTIONS,
-  PeerStreamError,
-} from './transport/grpc.ts';
-export { MemoryNetwork } from './transport/memory.ts';
-export type { Transport, TransportHandlers } from './transport/transport.ts';
+export * from './transport/index.ts';

@@ -209,7 +209,7 @@ describe('real processes', {
     });
   });
 
-  test('bad input: empty key, data dir of another node, malformed peers: clear error and exit code', async () => {
+  test('bad input: empty key, oversized value, data dir of a running node, malformed peers: clear error and exit code', async () => {
     const port = await freePort();
     const [empty, other, peersBad] = await Promise.all([
       cli('put', '', 'v', '--endpoints', addr.get('n1') as string),
@@ -227,19 +227,31 @@ describe('real processes', {
       (e: unknown) => e instanceof RaftKvError && e.code === 'INVALID_ARGUMENT' && /limit/.test(e.message),
     );
     assert.equal(other.code, 1, other.err);
-    assert.match(other.err, /belongs to node "n1"/);
+    assert.match(other.err, /in use by process/, "a running node's directory is locked");
     assert.equal(peersBad.code, 2);
     assert.match(peersBad.err, /--peers/);
     assert.equal(existsSync(join(dir, 'x')), false, 'nothing created');
     assert.equal((await client.get('big')).found, false);
   });
 
-  test('whole-cluster restart: graceful stop (exit 0), then all data back', async () => {
+  test('whole-cluster restart: graceful stop (exit 0), a data dir of another node refused, then all data back', async () => {
     await client.put('restart', 'kept');
     const before = await client.list('ack/', { limit: 1000 });
     for (const p of nodes.values()) p.child.kill('SIGTERM');
     const codes = await Promise.all([...nodes.values()].map((p) => p.exited));
     assert.deepEqual(codes, [0, 0, 0]);
+    // While stopped: n1's directory is refused to another node id, and nothing changes.
+    const other = await cli(
+      'serve',
+      '--id',
+      'n9',
+      '--listen',
+      `127.0.0.1:${await freePort()}`,
+      '--data-dir',
+      join(dir, 'n1'),
+    );
+    assert.equal(other.code, 1, other.err);
+    assert.match(other.err, /belongs to node "n1"/);
     for (const id of ids) serve(id);
     client.close();
     client = new RaftKvClient({ endpoints: [...addr.values()], timeoutMs: 10_000, retries: 100 });
