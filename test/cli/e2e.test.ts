@@ -261,28 +261,64 @@ describe('real processes', {
     assert.deepEqual(again.items, before.items);
   });
 
-  test('raftkv cluster: starts 3 nodes, prints endpoints, stops them all on SIGTERM', async () => {
+  test('raftkv cluster: starts 3 nodes, prints endpoints, stops them all on SIGTERM; a second run keeps the data (on a free port when one is taken), --clean wipes it', async () => {
     const base = await freePort();
-    const p = start([
-      'cluster',
-      '--data-dir',
-      join(dir, 'cluster'),
-      '--base-port',
-      String(base),
-      '--tick-ms',
-      '30',
-    ]);
-    await until(
-      'the cluster banner',
-      async () => (/Ctrl-C stops all nodes/.test(p.output) ? true : undefined),
-      30_000,
-    );
-    assert.match(p.output, /3 nodes up, leader n\d/);
-    assert.match(p.output, /grpcurl -plaintext 127\.0\.0\.1:\d+ raft\.KeyValueService\/GetClusterStatus/);
-    assert.match(p.output, /^n1 \| /m);
-    p.child.kill('SIGTERM');
-    assert.equal(await p.exited, 0, p.output);
-    assert.match(p.output, /all nodes stopped/);
+    const clusterDir = join(dir, 'cluster');
+    const run = async (extra: string[], f: (c: RaftKvClient, p: Proc) => Promise<void>) => {
+      const p = start([
+        'cluster',
+        '--data-dir',
+        clusterDir,
+        '--base-port',
+        String(base),
+        '--tick-ms',
+        '30',
+        ...extra,
+      ]);
+      await until(
+        'the cluster banner',
+        async () => (/Ctrl-C stops all nodes/.test(p.output) ? true : undefined),
+        30_000,
+      );
+      const eps = [...p.output.matchAll(/^ {2}n\d {2}(127\.0\.0\.1:\d+) {2}data/gm)].map(
+        (m) => m[1] as string,
+      );
+      assert.equal(eps.length, 3, p.output);
+      const c = new RaftKvClient({ endpoints: eps, timeoutMs: 10_000, retries: 100 });
+      try {
+        await f(c, p);
+      } finally {
+        c.close();
+        p.child.kill('SIGTERM');
+      }
+      assert.equal(await p.exited, 0, p.output);
+      assert.match(p.output, /all nodes stopped/);
+      return p;
+    };
+    const first = await run([], async (c, p) => {
+      assert.match(p.output, /3 nodes up, leader n\d/);
+      assert.match(p.output, /grpcurl -plaintext 127\.0\.0\.1:\d+ raft\.KeyValueService\/GetClusterStatus/);
+      assert.match(p.output, /^n1 \| /m);
+      await c.put('cluster-key', 'kept');
+    });
+    assert.doesNotMatch(first.output, /is in use/);
+    // Second run, with n1's port taken: a free port instead, said clearly; the data is back.
+    const blocker = createServer();
+    await new Promise<void>((r) => blocker.listen(base, '127.0.0.1', () => r()));
+    try {
+      const second = await run([], async (c) => {
+        assert.equal((await c.get('cluster-key')).value, 'kept');
+      });
+      assert.match(
+        second.output,
+        new RegExp(`port ${base} is in use; n1 listens on 127\\.0\\.0\\.1:\\d+ instead`),
+      );
+    } finally {
+      blocker.close();
+    }
+    await run(['--clean'], async (c) => {
+      assert.equal((await c.get('cluster-key')).found, false);
+    });
   });
 
   test('serve --join: an empty node joins as a learner, catches up, and is promoted to voter', async () => {
