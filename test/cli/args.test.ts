@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { parsePeers } from '../../src/cli/args.ts';
 import { UsageError } from '../../src/cli/errors.ts';
+import { formatPretty } from '../../src/cli/log.ts';
 import { main } from '../../src/cli/main.ts';
 import { FileStorage } from '../../src/storage/file-storage.ts';
 
@@ -153,4 +154,18 @@ test('the real process exits with code 2 on a bad flag', () => {
   });
   assert.equal(r.status, 2);
   assert.match(r.stderr, /unknown flag --nope for 'status'/);
+});
+
+test('pretty logs: one short line per pino JSON line, fields as key=value', () => {
+  const line = JSON.stringify({
+    level: 40,
+    time: Date.UTC(2026, 0, 1, 12, 0, 1, 234),
+    pid: 1,
+    id: 'n1',
+    msg: 'slow fsync',
+    ms: 150,
+    note: 'two words',
+  });
+  assert.equal(formatPretty(line, false), '12:00:01.234 WARN  slow fsync id=n1 ms=150 note="two words"');
+  assert.equal(formatPretty('not json', false), 'not json');
 });
