@@ -340,7 +340,10 @@ describe('real processes', {
       const st = await client.status({ timeoutMs: 1_000 });
       return st.members.some((m) => m.id === 'n4' && m.role === 'voter') ? true : undefined;
     });
-    assert.match(p.output, /joined the cluster as a voter/);
+    // n4 logs its promotion once the AddMember answer reaches it, just after the commit.
+    await until('n4 to log its promotion', async () =>
+      /joined the cluster as a voter/.test(p.output) ? true : undefined,
+    );
     const got = await cli('get', 'restart', '--endpoints', a4);
     assert.equal(got.out, 'kept\n', got.err);
     const members = await cli('members', 'list', '--json', '--endpoints', a4);
@@ -350,5 +353,28 @@ describe('real processes', {
       'n3',
       'n4',
     ]);
+  });
+
+  test('SIGSTOP of the leader: a hung node costs an attempt, not the call; writes go on', async () => {
+    const old = await leaderId();
+    const victim = nodes.get(old) as Proc;
+    const c = new RaftKvClient({
+      endpoints: [...addr.values()],
+      timeoutMs: 15_000,
+      attemptTimeoutMs: 500,
+      retries: 100,
+    });
+    try {
+      await c.put('stop/0', 'before');
+      victim.child.kill('SIGSTOP');
+      await c.put('stop/1', 'during');
+      assert.equal((await c.get('stop/1')).value, 'during');
+      assert.ok(c.stats.retries > 0, 'the hung leader was retried around');
+    } finally {
+      victim.child.kill('SIGCONT');
+      c.close();
+    }
+    assert.notEqual(await leaderId(), '');
+    assert.equal((await client.get('stop/0')).value, 'before');
   });
 });
