@@ -39,23 +39,27 @@ section { background: var(--card); border: 1px solid var(--line); border-radius:
 #summary b { color: var(--fg); }
 .pill { display: inline-block; padding: 1px 10px; border-radius: 999px; font-weight: 600; border: 1px solid currentColor; }
 .pill.ok { color: var(--ok); } .pill.bad { color: var(--bad); } .pill.warn { color: var(--warn); }
+.scroll { overflow-x: auto; }
 table { width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; }
 caption { text-align: left; color: var(--muted); padding-bottom: 6px; font-size: 13px; }
-th, td { padding: 7px 10px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap; }
-th { font-size: 12px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); font-weight: 600; }
+th, td { padding: 7px 8px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap; }
+thead th { font-size: 12px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); font-weight: 600; }
+tbody th { font-weight: 700; }
+td, th { vertical-align: middle; }
 td.num, th.num { text-align: right; }
-tr.leader td { background: var(--leader-bg); }
-tr.leader td:first-child { box-shadow: inset 4px 0 0 var(--leader-edge); }
-tr.down td { color: var(--muted); }
+tr.leader > * { background: var(--leader-bg); }
+tr.leader > :first-child { box-shadow: inset 4px 0 0 var(--leader-edge); }
+tr.down > * { color: var(--muted); }
 .badge { display: inline-block; font-size: 12px; font-weight: 700; padding: 0 7px; border-radius: 4px; border: 1px solid var(--line); }
 tr.leader .badge { border-color: var(--leader-edge); }
 .state { font-size: 13px; }
 .state.ok { color: var(--ok); } .state.bad { color: var(--bad); }
-.spark { display: inline-flex; align-items: center; gap: 8px; }
+.spark { display: inline-flex; align-items: flex-end; gap: 8px; }
+.spark .rate { line-height: 1; }
 .spark svg { display: block; }
 .spark polyline { fill: none; stroke: var(--spark); stroke-width: 1.5; }
 .spark .base { stroke: var(--line); stroke-width: 1; }
-.rate { min-width: 5.5em; text-align: right; display: inline-block; }
+.rate { min-width: 4.5em; text-align: right; display: inline-block; }
 #events { list-style: none; margin: 0; padding: 0; max-height: 520px; overflow: auto; font-size: 14px; }
 #events li { padding: 6px 0; border-bottom: 1px solid var(--line); }
 #events time { color: var(--muted); font-variant-numeric: tabular-nums; margin-right: 8px; }
@@ -109,8 +113,9 @@ export const DASHBOARD_SCRIPT = String.raw`
   }
   function noteServerEvents(st) {
     (st.events || []).forEach(function (e) {
+      // Leader changes only: one line per (term, leader), naming the nodes that saw it.
       if (e.kind === 'leader-elected') addEvent('L|' + e.term + '|' + e.leader, e.at, e.message, st.id, e.kind);
-      else addEvent(e.kind + '|' + st.id + '|' + e.at + '|' + e.message, e.at, st.id + ': ' + e.message, '', e.kind);
+      else if (e.kind === 'leader-lost') addEvent('X|' + e.term + '|' + st.id, e.at, st.id + ': ' + e.message, '', e.kind);
     });
   }
 
@@ -132,7 +137,8 @@ export const DASHBOARD_SCRIPT = String.raw`
       }
       if (src.seenOk && !src.ok) addEvent('up|' + st.id + '|' + Date.now(), Date.now(), st.id + ' reachable again', '', 'up');
       src.st = st; src.ok = true; src.err = ''; src.seenOk = true;
-      src.hist.push({ t: performance.now(), commit: st.commit });
+      // Rates use the node's own clock: immune to polling jitter and to a throttled tab.
+      src.hist.push({ t: typeof st.time === 'number' ? st.time : Date.now(), commit: st.commit });
       if (src.hist.length > HISTORY + 1) src.hist.shift();
       noteServerEvents(st);
       if (discover) (st.members || []).forEach(function (m) { if (m.http) addSource(normalize(m.http), true); });
@@ -140,7 +146,8 @@ export const DASHBOARD_SCRIPT = String.raw`
       var why = e && e.name === 'AbortError' ? 'timeout' : (e && e.message) || String(e);
       if (src.ok && src.st) addEvent('down|' + src.st.id + '|' + Date.now(), Date.now(), src.st.id + ' unreachable (' + why + ')', '', 'down');
       src.ok = false; src.err = why;
-      src.hist.push({ t: performance.now(), commit: null });
+      var prevT = src.hist.length ? src.hist[src.hist.length - 1].t : 0;
+      src.hist.push({ t: prevT, commit: null });
       if (src.hist.length > HISTORY + 1) src.hist.shift();
     }).finally(function () {
       clearTimeout(timer);
@@ -166,15 +173,16 @@ export const DASHBOARD_SCRIPT = String.raw`
   var SVG = 'http://www.w3.org/2000/svg';
   function rates(hist) {
     var out = [];
+    // Each point spans up to two polling intervals (about 1 s), to smooth out batching.
     for (var i = 1; i < hist.length; i++) {
-      var a = hist[i - 1], b = hist[i];
+      var a = hist[i >= 2 && hist[i - 2].commit != null ? i - 2 : i - 1], b = hist[i];
       if (a.commit == null || b.commit == null || b.t <= a.t) { out.push(null); continue; }
       out.push(Math.max(0, (b.commit - a.commit) * 1000 / (b.t - a.t)));
     }
     return out;
   }
   function sparkline(hist) {
-    var r = rates(hist), W = 120, H = 26;
+    var r = rates(hist), W = 96, H = 24;
     var max = 1;
     r.forEach(function (v) { if (v != null && v > max) max = v; });
     var svg = document.createElementNS(SVG, 'svg');
@@ -202,8 +210,9 @@ export const DASHBOARD_SCRIPT = String.raw`
     var now = n > 0 ? last / n : null;
     var label = now == null ? '—' : (now >= 100 ? Math.round(now) : now.toFixed(1)) + '/s';
     return el('span', { class: 'spark', role: 'img', 'aria-label': 'commit rate ' + label + ' over the last ' + (HISTORY * POLL_MS / 1000) + ' s' },
-      [svg, el('span', { class: 'rate' }, [label])]);
+      [el('span', { class: 'rate' }, [label]), svg]);
   }
+  function hostOf(u) { try { return new URL(u).host; } catch (e) { return u; } }
   function fmt(n) { return n == null ? '—' : Number(n).toLocaleString('en-US'); }
   function time(ms) {
     var d = new Date(ms);
@@ -215,7 +224,7 @@ export const DASHBOARD_SCRIPT = String.raw`
     sources.forEach(function (s) {
       if (s.dup) return;
       var id = s.st ? s.st.id : null;
-      var key = id || s.url;
+      var key = id || '\uffff' + s.url;
       var cur = byId.get(key);
       if (!cur || (!cur.ok && s.ok)) byId.set(key, s);
     });
@@ -241,7 +250,8 @@ export const DASHBOARD_SCRIPT = String.raw`
     var rows = Array.from(byId.entries()).sort(function (a, b) { return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0; });
     var tbody = el('tbody');
     rows.forEach(function (entry) {
-      var id = entry[0], s = entry[1], st = s.st;
+      var s = entry[1], st = s.st, id = st ? st.id : entry[0];
+      if (!st && !s.member) id = hostOf(s.url);
       var isLeader = leader && s === leader;
       var cls = (isLeader ? 'leader' : '') + (s.ok ? '' : ' down');
       var p = progress.get(id);
@@ -321,6 +331,7 @@ export function dashboardHtml(): string {
 <main>
 <section aria-labelledby="nodes-h">
 <h2 id="nodes-h">Nodes</h2>
+<div class="scroll">
 <table id="nodes">
 <caption>Polled every 500 ms. Lag: entries a node is behind the leader's last log index (from the leader's replication progress).</caption>
 <thead><tr>
@@ -330,6 +341,7 @@ export function dashboardHtml(): string {
 </tr></thead>
 <tbody></tbody>
 </table>
+</div>
 </section>
 <section aria-labelledby="events-h">
 <h2 id="events-h">Recent events</h2>

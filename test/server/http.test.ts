@@ -23,11 +23,16 @@ const https = new Map<string, HttpServerHandle>();
 const httpUrls = new Map<string, string>();
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const leader = (): RaftKvServer => {
-  const l = servers.find((s) => s.node.role === 'leader');
-  assert.ok(l, 'a leader');
-  return l;
-};
+/** The leader, once one is known (elections may be under way on a loaded machine). */
+async function waitLeader(ms = 10_000): Promise<RaftKvServer> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const l = servers.find((s) => s.node.role === 'leader');
+    if (l) return l;
+    if (Date.now() > end) throw new Error('no leader');
+    await sleep(10);
+  }
+}
 const urlOf = (id: string): string => httpUrls.get(id) as string;
 
 before(async () => {
@@ -41,7 +46,7 @@ before(async () => {
       dataDir: '',
       storage,
       transport: () => net.transport(id),
-      tickMs: 10,
+      tickMs: 25,
       seed: Number(id.slice(1)),
     });
     servers.push(s);
@@ -60,11 +65,19 @@ before(async () => {
     if (Date.now() > end) throw new Error('no leader');
     await sleep(10);
   }
-  const l = leader();
-  for (let i = 0; i < 20; i++) {
-    await l.node.propose(
-      encodeRequest({ client: 0, seq: 0, cmd: { kind: 'put', key: `k${i}`, value: 'v' } }),
-    );
+  for (let i = 0; i < 20; ) {
+    const data = encodeRequest({ client: 0, seq: 0, cmd: { kind: 'put', key: `k${i}`, value: 'v' } });
+    const l = servers.find((s) => s.node.role === 'leader');
+    // A leader change may drop a proposal: retry on the new leader.
+    if (
+      l &&
+      (await l.node.propose(data).then(
+        () => true,
+        () => false,
+      ))
+    )
+      i++;
+    else await sleep(20);
   }
   // Let the followers learn the commit index.
   await sleep(100);
@@ -81,7 +94,7 @@ async function getStatus(id: string): Promise<{ res: Response; body: NodeStatusJ
 }
 
 test('/status reports role, term, indices, members with addresses, progress and storage', async () => {
-  const l = leader();
+  const l = await waitLeader();
   const { res, body } = await getStatus(l.id);
   assert.equal(res.status, 200);
   assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
@@ -147,7 +160,7 @@ function parsePrometheus(text: string): { types: Map<string, string>; samples: M
 }
 
 test('/metrics is Prometheus text with the raft, storage, API and process metrics', async () => {
-  const l = leader();
+  const l = await waitLeader();
   const h = https.get(l.id) as HttpServerHandle;
   h.metrics.proposals.inc(3);
   h.metrics.reads.inc();
@@ -299,19 +312,23 @@ test('the dashboard renders in headless Chromium without script errors (screensh
     return;
   }
   // Keep writes flowing so the sparklines have something to show.
-  const l = leader();
+  // Keep writes flowing (to whichever node leads) so the sparklines have something to show.
   let stop = false;
   const writer = (async () => {
     for (let i = 0; !stop; i++) {
       const cmd = { kind: 'put', key: `w${i % 10}`, value: String(i) } as const;
+      const cur = servers.find((s) => s.node.role === 'leader');
       await Promise.all(
         Array.from({ length: 5 }, () =>
-          l.node.propose(encodeRequest({ client: 0, seq: 0, cmd })).catch(() => {}),
+          cur?.node
+            .propose(encodeRequest({ client: 0, seq: 0, cmd }), AbortSignal.timeout(1_000))
+            .catch(() => {}),
         ),
       );
       await sleep(10);
     }
   })();
+  const l = await waitLeader();
   try {
     const url = `${urlOf(l.id)}/`;
     const dom = await chromium(bin, ['--virtual-time-budget=5000', '--dump-dom', url]);
