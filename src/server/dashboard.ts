@@ -32,7 +32,7 @@ header { padding: 16px 24px 8px; display: flex; flex-wrap: wrap; align-items: ba
 h1 { font-size: 22px; margin: 0; }
 h1 small { font-weight: 400; color: var(--muted); font-size: 15px; }
 h2 { font-size: 16px; margin: 0 0 8px; }
-main { padding: 8px 24px 24px; display: grid; gap: 16px; grid-template-columns: minmax(0, 3fr) minmax(260px, 1fr); }
+main { padding: 8px 24px 24px; display: grid; gap: 16px; align-items: start; grid-template-columns: minmax(0, 3fr) minmax(260px, 1fr); }
 @media (max-width: 900px) { main { grid-template-columns: minmax(0, 1fr); } }
 section { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 12px 16px; min-width: 0; }
 #summary { margin: 0; display: flex; flex-wrap: wrap; gap: 6px 18px; color: var(--muted); }
