@@ -158,7 +158,7 @@ export const DASHBOARD_SCRIPT = String.raw`
   function pollAll() { sources.forEach(pollOne); }
 
   // ---------------------------------------------------------------- rendering
-  var pending = false;
+  var pending = false, eventsSig = null;
   function scheduleRender() {
     if (pending) return;
     pending = true;
@@ -290,7 +290,11 @@ export const DASHBOARD_SCRIPT = String.raw`
 
     var list = document.getElementById('events');
     var evs = Array.from(events.values()).sort(function (a, b) { return b.at - a.at; }).slice(0, MAX_EVENTS);
-    if (evs.length === 0) list.replaceChildren(el('li', { class: 'empty' }, ['no leader changes seen yet']));
+    // Touch the (aria-live) list only when it changed, so screen readers hear new events once.
+    var sig = evs.map(function (e) { return e.at + e.text + e.who.join(); }).join('|');
+    if (sig === eventsSig) {
+      // unchanged
+    } else if ((eventsSig = sig), evs.length === 0) list.replaceChildren(el('li', { class: 'empty' }, ['no leader changes seen yet']));
     else list.replaceChildren.apply(list, evs.map(function (e) {
       return el('li', { 'data-kind': e.kind }, [
         el('time', { datetime: new Date(e.at).toISOString() }, [time(e.at)]),
@@ -326,7 +330,7 @@ export function dashboardHtml(): string {
 <body data-ready="0">
 <header>
 <h1>raftkv <small>cluster dashboard</small></h1>
-<p id="summary" aria-live="polite">connecting…</p>
+<p id="summary">connecting…</p>
 </header>
 <main>
 <section aria-labelledby="nodes-h">

@@ -79,10 +79,9 @@ export interface NodeStatusJson {
   readonly events: readonly NodeEvent[];
   /** Server clock, ms since the epoch. */
   readonly time: number;
+  /** Uptime of the process. */
   readonly uptimeSeconds: number;
 }
-
-const startedAt = Date.now();
 
 /** The JSON served at /status. */
 export function nodeStatus(
@@ -153,7 +152,7 @@ export function nodeStatus(
     leaderChanges: metrics.tracker.leaderChanges,
     events: metrics.tracker.events().slice(-20),
     time: Date.now(),
-    uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
+    uptimeSeconds: Math.round(process.uptime()),
   };
 }
 

@@ -333,7 +333,6 @@ test('the dashboard renders in headless Chromium without script errors (screensh
     t.skip('chromium is not installed (apt-get install chromium): dashboard rendering not checked');
     return;
   }
-  // Keep writes flowing so the sparklines have something to show.
   // Keep writes flowing (to whichever node leads) so the sparklines have something to show.
   let stop = false;
   const writer = (async () => {
@@ -362,6 +361,14 @@ test('the dashboard renders in headless Chromium without script errors (screensh
     assert.match(html, new RegExp(`<tr class="leader" data-node="${l.id}"`));
     assert.match(html, /is leader \(term \d+\)/);
 
+    // ?nodes= picks the status URLs; an unreachable one is listed as down.
+    const list = [...ids.map((id) => urlOf(id).replace('http://', '')), '127.0.0.1:1'].join(',');
+    const picked = (await chromium(bin, ['--virtual-time-budget=3000', '--dump-dom', `${url}?nodes=${list}`]))
+      .stdout;
+    assert.match(picked, /data-nodes="4"/);
+    assert.doesNotMatch(picked, /data-errors=/, 'no script errors');
+    assert.match(picked, /<tr class="down" data-node="127\.0\.0\.1:1"/);
+    assert.match(picked, /class="pill warn">degraded</);
     const out = process.env['DASHBOARD_SCREENSHOT'] ?? join(tmpdir(), 'raftkv-dashboard.png');
     await chromium(bin, ['--virtual-time-budget=8000', `--screenshot=${out}`, '--window-size=1280,800', url]);
     const png = readFileSync(out);
