@@ -379,3 +379,27 @@ test('the dashboard renders in headless Chromium without script errors (screensh
     await writer;
   }
 });
+
+test('a leader change is counted in /metrics and reported in /status events', async () => {
+  const l = await waitLeader();
+  const target = servers.find((s) => s !== l) as RaftKvServer;
+  const before = (await getStatus(target.id)).body.leaderChanges;
+  await eventually(async () => {
+    if (target.node.role !== 'leader') {
+      try {
+        (await waitLeader()).node.transferLeadership(target.id);
+      } catch {}
+    }
+    await sleep(200);
+    assert.equal(target.node.role, 'leader');
+  });
+  await eventually(async () => {
+    const { body } = await getStatus(target.id);
+    assert.ok(body.leaderChanges > before, `${body.leaderChanges} > ${before}`);
+    assert.ok(body.events.some((e) => e.kind === 'leader-elected' && e.leader === target.id));
+    assert.ok(body.events.some((e) => e.kind === 'role-changed' && e.role === 'leader'));
+    const m = parsePrometheus(await (await fetch(`${urlOf(target.id)}/metrics`)).text());
+    assert.ok((m.samples.get('raftkv_leader_changes_total')?.[0] ?? 0) >= body.leaderChanges);
+    assert.deepEqual(m.samples.get('raftkv_is_leader'), [1]);
+  });
+});
