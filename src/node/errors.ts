@@ -38,6 +38,21 @@ export class ProposalDroppedError extends RaftNodeError {
   }
 }
 
+/**
+ * The proposal was forwarded to a leader that lost leadership before it was seen
+ * applied: it may or may not be applied later. Retrying with the same client session
+ * (client id and sequence) is safe: the state machine applies a write once.
+ */
+export class OutcomeUnknownError extends RaftNodeError {
+  override readonly name = 'OutcomeUnknownError';
+  readonly retryable = true;
+  constructor(leader: NodeId) {
+    super(
+      `leadership moved away from ${leader || 'the leader'} while the proposal was forwarded; its outcome is unknown`,
+    );
+  }
+}
+
 /** The caller's deadline passed first. For a write, its outcome is unknown. */
 export class TimeoutError extends RaftNodeError {
   override readonly name = 'TimeoutError';

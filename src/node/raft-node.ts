@@ -34,6 +34,7 @@ import type { Transport } from '../transport/transport.ts';
 import {
   NoLeaderError,
   NotLeaderError,
+  OutcomeUnknownError,
   ProposalDroppedError,
   RaftNodeStoppedError,
   RejectedError,
@@ -569,7 +570,16 @@ export class RaftNode<R> {
       if (s.role === 'leader') this.log?.info({ term }, 'won the election: now leader');
       else if (this.soft.role === 'leader') this.log?.info({ term }, 'stepped down');
     }
-    if (s.leader !== this.soft.leader) this.log?.info({ term, leader: s.leader || null }, 'leader changed');
+    if (s.leader !== this.soft.leader) {
+      this.log?.info({ term, leader: s.leader || null }, 'leader changed');
+      // Proposals forwarded to the old leader would otherwise wait for their deadline.
+      for (const [seq, p] of this.proposals) {
+        if (p.index !== 0) continue;
+        this.proposals.delete(seq);
+        p.cleanup();
+        p.reject(new OutcomeUnknownError(this.soft.leader));
+      }
+    }
     this.soft = s;
     this.opts.onSoftState?.(s, term);
   }

@@ -14,6 +14,7 @@ import { encodeRequest } from '../kv/state-machine.ts';
 import {
   NoLeaderError,
   NotLeaderError,
+  OutcomeUnknownError,
   ProposalDroppedError,
   RaftNodeError,
   RaftNodeStoppedError,
@@ -103,7 +104,11 @@ export function toGrpcError(err: unknown, ctx: KvServiceContext): unknown {
       `no leader: an election is in progress or a quorum is unreachable`,
     );
   }
-  if (err instanceof ProposalDroppedError || err instanceof RaftNodeStoppedError) {
+  if (
+    err instanceof ProposalDroppedError ||
+    err instanceof RaftNodeStoppedError ||
+    err instanceof OutcomeUnknownError
+  ) {
     return new GrpcError(Status.UNAVAILABLE, err.message);
   }
   if (err instanceof RejectedError) return new GrpcError(Status.FAILED_PRECONDITION, err.message);

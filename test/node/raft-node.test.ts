@@ -148,3 +148,22 @@ test('without a quorum, proposals time out and reads fail or time out; nothing h
     await c.stop();
   }
 });
+
+test('a proposal forwarded to a leader that loses leadership settles without a deadline', async () => {
+  const c = await startCluster(['n1', 'n2', 'n3']);
+  try {
+    const l = await waitFor(() => leaderOf(c));
+    const f = [...c.nodes.values()].find((n) => n !== l) as KvNode;
+    // Cut the leader off before the forwarded proposal can reach it.
+    c.net.isolate(l.id);
+    const p = f.propose(put('fwd', 'x')).then(
+      () => 'applied',
+      (e: Error) => e.name,
+    );
+    const outcome = await p;
+    assert.ok(['applied', 'OutcomeUnknownError', 'NoLeaderError'].includes(outcome), outcome);
+  } finally {
+    c.net.heal();
+    await c.stop();
+  }
+});
