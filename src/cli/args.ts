@@ -122,19 +122,19 @@ export function hostPort(s: string, what: string): string {
 }
 
 /** `n1=127.0.0.1:50051,n2=...` into a map; every mistake names the item. */
-export function parsePeers(s: string): Map<string, string> {
+export function parsePeers(s: string, flag = '--peers'): Map<string, string> {
   const out = new Map<string, string>();
   for (const item of s.split(',')) {
     const m = /^([A-Za-z0-9_.-]{1,64})=(.+)$/.exec(item.trim());
     if (!m) {
       throw new UsageError(
-        `--peers: ${JSON.stringify(item)} is not id=host:port (expected e.g. n1=127.0.0.1:50051,n2=127.0.0.1:50052)`,
+        `${flag}: ${JSON.stringify(item)} is not id=host:port (expected e.g. n1=127.0.0.1:50051,n2=127.0.0.1:50052)`,
       );
     }
     const [, id, addr] = m as unknown as [string, string, string];
     if (!isHostPort(addr))
-      throw new UsageError(`--peers: address of ${id} must be host:port, got ${JSON.stringify(addr)}`);
-    if (out.has(id)) throw new UsageError(`--peers: ${id} is listed twice`);
+      throw new UsageError(`${flag}: address of ${id} must be host:port, got ${JSON.stringify(addr)}`);
+    if (out.has(id)) throw new UsageError(`${flag}: ${id} is listed twice`);
     out.set(id, addr);
   }
   return out;

@@ -18,7 +18,7 @@ import { CliError } from './errors.ts';
 
 export const clusterSpec: CommandSpec = {
   name: 'cluster',
-  summary: 'Run a local cluster of N nodes on 127.0.0.1 (Ctrl-C stops them all).',
+  summary: 'Run a local cluster of N nodes on 127.0.0.1 with a dashboard (Ctrl-C stops them all).',
   args: '',
   arity: [0, 0],
   details: 'Data is kept under --data-dir/<id> across runs; --clean wipes it first.',
@@ -33,6 +33,12 @@ export const clusterSpec: CommandSpec = {
     clean: { type: 'boolean', help: 'delete the nodes’ data directories first' },
     'base-port': { type: 'string', value: 'PORT', help: 'port of n1; n2 gets the next...', default: '50051' },
     'tick-ms': { type: 'string', value: 'MS', help: 'Raft tick of every node', default: '100' },
+    'http-base-port': {
+      type: 'string',
+      value: 'PORT',
+      help: 'HTTP port (dashboard, /status, /metrics) of n1; n2 gets the next...',
+      default: '8080',
+    },
   },
 };
 
@@ -93,6 +99,18 @@ export async function runCluster(p: Parsed, io: Io): Promise<number> {
     }
     addrs.set(id, `127.0.0.1:${port}`);
   }
+  const httpBase = int(p, 'http-base-port', 1, 65535 - 8) ?? 8080;
+  const httpAddrs = new Map<string, string>();
+  for (const [i, id] of ids.entries()) {
+    let port = httpBase + i;
+    if (!(await portFree(port))) {
+      const other = await freePort();
+      io.out(`port ${port} is in use; ${id} serves HTTP on 127.0.0.1:${other} instead\n`);
+      port = other;
+    }
+    httpAddrs.set(id, `127.0.0.1:${port}`);
+  }
+  const httpPeers = [...httpAddrs].map(([id, a]) => `${id}=${a}`).join(',');
   const peers = [...addrs].map(([id, a]) => `${id}=${a}`).join(',');
   const entry = process.argv[1];
   if (!entry) throw new CliError('cannot tell how this program was started (process.argv[1] is empty)');
@@ -120,6 +138,10 @@ export async function runCluster(p: Parsed, io: Io): Promise<number> {
         join(dataDir, id),
         '--tick-ms',
         String(tickMs),
+        '--http',
+        httpAddrs.get(id) as string,
+        '--http-peers',
+        httpPeers,
       ],
       {
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -198,6 +220,8 @@ export async function runCluster(p: Parsed, io: Io): Promise<number> {
     '',
     `raftkv cluster: ${n} node${n > 1 ? 's' : ''} up, leader ${first.leader}`,
     ...ids.map((id) => `  ${id.padEnd(width)}  ${addrs.get(id)}  data ${join(dataDir, id)}`),
+    '',
+    `Dashboard: http://${httpAddrs.get('n1')}/   (metrics: /metrics, status JSON: /status)`,
     '',
     'Try:',
     `  npx raftkv put foo bar${ep}`,

@@ -10,8 +10,11 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RaftKvClient } from '../client/client.ts';
 import { RaftKvError } from '../client/errors.ts';
+import { type HttpServerHandle, startHttpServer } from '../server/http.ts';
+import { instrumentStorage } from '../server/metrics.ts';
 import { type RaftKvServer, ServerConfigError, startServer } from '../server/server.ts';
 import { StorageError } from '../storage/errors.ts';
+import { FileStorage } from '../storage/file-storage.ts';
 import { type CommandSpec, hostPort, int, type Parsed, parsePeers, str } from './args.ts';
 import { CliError, UsageError } from './errors.ts';
 import { createLogger, type LogFormat } from './log.ts';
@@ -70,6 +73,16 @@ export const serveSpec: CommandSpec = {
       help: 'take a snapshot every N applied entries (0 = never)',
       default: '10000',
     },
+    http: {
+      type: 'string',
+      value: 'host:port',
+      help: 'serve the dashboard (/), /status and /metrics over HTTP here (off by default)',
+    },
+    'http-peers': {
+      type: 'string',
+      value: 'id=host:port,...',
+      help: 'the other nodes’ --http addresses, for the dashboard to poll',
+    },
     'log-format': {
       type: 'string',
       value: 'json|pretty',
@@ -125,6 +138,14 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
   if ((certFile === undefined) !== (keyFile === undefined)) {
     throw new UsageError('--cert and --key go together', 'serve');
   }
+  const httpListen = str(p, 'http');
+  if (httpListen !== undefined) hostPort(httpListen, '--http');
+  const httpPeersArg = str(p, 'http-peers');
+  if (httpPeersArg !== undefined && httpListen === undefined) {
+    throw new UsageError('--http-peers needs --http', 'serve');
+  }
+  const httpPeers =
+    httpPeersArg !== undefined ? parsePeers(httpPeersArg, '--http-peers') : new Map<string, string>();
   const fmt = str(p, 'log-format');
   if (fmt !== undefined && fmt !== 'json' && fmt !== 'pretty') {
     throw new UsageError(`--log-format must be json or pretty, got ${JSON.stringify(fmt)}`, 'serve');
@@ -195,8 +216,15 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
   }
 
   let server: RaftKvServer;
+  let http: HttpServerHandle | undefined;
   try {
+    // With the HTTP side on, open the storage here so its latency shows in /metrics.
+    const storage =
+      httpListen !== undefined
+        ? instrumentStorage(await FileStorage.open(dataDir, { nodeId: id, clusterId }))
+        : undefined;
     server = await startServer({
+      ...(storage ? { storage } : {}),
       id,
       listen,
       peers: peers ?? new Map([[id, listen]]),
@@ -210,6 +238,18 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
       grpcOptions: PEER_SERVER_OPTIONS,
       transport: peerTransport({ peers: peers ?? new Map(), ...(tls ? { tls } : {}), logger: root }),
     });
+    if (httpListen !== undefined && storage) {
+      const { host, port } = splitHostPort(httpListen);
+      const urls = new Map([...httpPeers].map(([peer, a]) => [peer, `http://${a}`]));
+      try {
+        http = await startHttpServer({ host, port, server, storage, peersHttp: () => urls });
+      } catch (e) {
+        await server.close();
+        throw new CliError(`cannot serve HTTP on ${httpListen}: ${(e as Error).message}`);
+      }
+      urls.set(id, `http://${host}:${http.port}`);
+      logger.info({ url: `http://${host}:${http.port}/` }, 'dashboard serving');
+    }
   } catch (e) {
     joinClient?.close();
     if (e instanceof StorageError) throw new CliError(`${e.name} [${e.code}]: ${e.message}`);
@@ -226,13 +266,15 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
       const force = setTimeout(() => resolve(1), 15_000);
       force.unref();
       joinClient?.close();
-      server.close().then(
-        () => resolve(0),
-        (err: unknown) => {
-          logger.error({ err }, 'shutdown failed');
-          resolve(1);
-        },
-      );
+      (http ? http.close() : Promise.resolve())
+        .then(() => server.close())
+        .then(
+          () => resolve(0),
+          (err: unknown) => {
+            logger.error({ err }, 'shutdown failed');
+            resolve(1);
+          },
+        );
     };
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGTERM', () => stop('SIGTERM'));
@@ -259,6 +301,7 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
         const msg = e instanceof RaftKvError ? `${e.code}: ${e.message}` : (e as Error).message;
         io.err(`raftkv serve: joining through ${joinAddr} failed: ${msg}\n`);
         stopping = true;
+        await http?.close();
         await server.close();
         return 1;
       }
@@ -267,4 +310,9 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
     }
   }
   return done;
+}
+
+function splitHostPort(s: string): { host: string; port: number } {
+  const i = s.lastIndexOf(':');
+  return { host: s.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(s.slice(i + 1)) };
 }

@@ -263,6 +263,7 @@ describe('real processes', {
 
   test('raftkv cluster: starts 3 nodes, prints endpoints, stops them all on SIGTERM; a second run keeps the data (on a free port when one is taken), --clean wipes it', async () => {
     const base = await freePort();
+    const httpBase = await freePort();
     const clusterDir = join(dir, 'cluster');
     const run = async (extra: string[], f: (c: RaftKvClient, p: Proc) => Promise<void>) => {
       const p = start([
@@ -271,6 +272,8 @@ describe('real processes', {
         clusterDir,
         '--base-port',
         String(base),
+        '--http-base-port',
+        String(httpBase),
         '--tick-ms',
         '30',
         ...extra,
@@ -300,6 +303,12 @@ describe('real processes', {
       assert.match(p.output, /grpcurl -plaintext 127\.0\.0\.1:\d+ raft\.KeyValueService\/GetClusterStatus/);
       assert.match(p.output, /^n1 \| /m);
       await c.put('cluster-key', 'kept');
+      const url = /Dashboard: (http:\/\/\S+)/.exec(p.output)?.[1];
+      assert.ok(url, 'the banner gives the dashboard URL');
+      const st = (await (await fetch(new URL('/status', url))).json()) as { id: string; members: unknown[] };
+      assert.equal(st.id, 'n1');
+      assert.equal(st.members.length, 3);
+      assert.match(await (await fetch(url)).text(), /<html/);
     });
     assert.doesNotMatch(first.output, /is in use/);
     // Second run, with n1's port taken: a free port instead, said clearly; the data is back.
