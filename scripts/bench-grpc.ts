@@ -8,7 +8,7 @@
 // sender (scripts/bench-grpc-sender.ts, the same for both stacks); the server acks each one; server µs/message.
 // By default the server is pinned to core 1 and the load to core 0 (`--no-pin` lets both float).
 // Prints one markdown table with lean/grpc-js ratios and writes bench/results/grpc-<time>.{md,jsonl}.
-// Usage: npm run bench:grpc -- [--duration 5] [--warmup 1] [--reps 1] [--no-pin] [--no-save]
+// Usage: npm run bench:grpc -- [--duration 5] [--warmup 1] [--reps 1] [--no-pin] [--no-save] [--only unary|stream]
 // grpcload: $GRPCLOAD, ../shared/bench/bin/grpcload, or built from ../shared/bench/grpcload.cc into
 // $TMPDIR/raftkv-bench-bin (needs g++ and libgrpc++-dev; see scripts/build-grpcload.sh).
 
@@ -27,6 +27,7 @@ const { values: a } = parseArgs({
     reps: { type: 'string', default: '1' },
     'no-pin': { type: 'boolean', default: false },
     'no-save': { type: 'boolean', default: false },
+    only: { type: 'string', default: '' },
   },
 });
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -227,36 +228,39 @@ async function main(): Promise<void> {
     for (const stack of STACKS) {
       const { child, port } = await startServer(stack);
       try {
-        for (const c of [1, 16, 64]) {
-          const r = await runUnary(grpcload, stack, rep, port, 'put', c, child.pid!);
-          rows.push(r);
-          console.error(JSON.stringify(r));
+        if (a.only !== 'stream') {
+          for (const c of [1, 16, 64]) {
+            const r = await runUnary(grpcload, stack, rep, port, 'put', c, child.pid!);
+            rows.push(r);
+            console.error(JSON.stringify(r));
+          }
+          execFileSync(
+            grpcload,
+            [
+              '--target',
+              'raftkv',
+              '--endpoints',
+              `127.0.0.1:${port}`,
+              '--op',
+              'get',
+              '--prefill',
+              '--duration',
+              '0.1',
+              '--warmup',
+              '0',
+            ],
+            { stdio: 'ignore' },
+          );
+          const g = await runUnary(grpcload, stack, rep, port, 'get', 64, child.pid!);
+          rows.push(g);
+          console.error(JSON.stringify(g));
         }
-        execFileSync(
-          grpcload,
-          [
-            '--target',
-            'raftkv',
-            '--endpoints',
-            `127.0.0.1:${port}`,
-            '--op',
-            'get',
-            '--prefill',
-            '--duration',
-            '0.1',
-            '--warmup',
-            '0',
-          ],
-          { stdio: 'ignore' },
-        );
-        const g = await runUnary(grpcload, stack, rep, port, 'get', 64, child.pid!);
-        rows.push(g);
-        console.error(JSON.stringify(g));
-        for (const size of [1024, 32 * 1024]) {
-          const r = await runStream(stack, rep, port, size, child.pid!);
-          rows.push(r);
-          console.error(JSON.stringify(r));
-        }
+        if (a.only !== 'unary')
+          for (const size of [1024, 32 * 1024]) {
+            const r = await runStream(stack, rep, port, size, child.pid!);
+            rows.push(r);
+            console.error(JSON.stringify(r));
+          }
       } finally {
         await stopServer(child);
       }
