@@ -305,3 +305,41 @@ describe('graceful shutdown', () => {
     client.close();
   });
 });
+
+describe('failures inside the server never crash it', () => {
+  it('survives a logger that throws and a handler that returns garbage', async () => {
+    const { createGrpcServer } = await import('../../src/grpc/index.ts');
+    const { echoService } = await import('./helpers.ts');
+    const server = createGrpcServer({
+      log: {
+        error() {
+          throw new Error('logger down');
+        },
+        warn() {
+          throw new Error('logger down');
+        },
+      },
+    });
+    server.addService(echoService(), {
+      Unary: (req: { throw_plain?: boolean }) => {
+        if (req.throw_plain === true) throw new Error('boom');
+        return 42 as unknown as object;
+      },
+      Ping: async () => {
+        throw new RangeError('async boom');
+      },
+    });
+    const port = await server.listen('127.0.0.1', 0);
+    const client = new Echo(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    const r1 = await unary(client, 'Unary', { throw_plain: true });
+    assert.equal(r1.err?.code, grpc.status.INTERNAL);
+    const r2 = await unary(client, 'Unary', {});
+    assert.equal(r2.err?.code, grpc.status.INTERNAL);
+    const r3 = await unary(client, 'Ping', {});
+    assert.equal(r3.err?.code, grpc.status.INTERNAL);
+    assert.equal(r3.err?.details, 'Internal server error');
+    client.close();
+    await waitIdle(server);
+    await server.close(500);
+  });
+});
