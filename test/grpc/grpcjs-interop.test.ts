@@ -343,3 +343,25 @@ describe('failures inside the server never crash it', () => {
     await server.close(500);
   });
 });
+
+describe('max concurrent streams', () => {
+  it('never runs more calls on a connection than the limit; the client queues the rest', async () => {
+    const s = await startEcho({ maxConcurrentStreams: 2 });
+    const client = new Echo(s.address, grpc.credentials.createInsecure());
+    let peak = 0;
+    const probe = setInterval(() => {
+      peak = Math.max(peak, s.server.stats().calls);
+    }, 5);
+    const results = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => unary(client, 'Unary', { text: `q${i}`, delay_ms: 50 })),
+    );
+    clearInterval(probe);
+    assert.deepEqual(
+      results.map((r) => r.res?.text),
+      ['q0', 'q1', 'q2', 'q3', 'q4', 'q5'],
+    );
+    assert.ok(peak <= 2, `peak ${peak}`);
+    client.close();
+    await s.server.close(500);
+  });
+});
