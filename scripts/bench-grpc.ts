@@ -8,12 +8,16 @@
 // sender (scripts/bench-grpc-sender.ts, the same for both stacks); the server acks each one; server µs/message.
 // By default the server is pinned to core 1 and the load to core 0 (`--no-pin` lets both float).
 // Prints one markdown table with lean/grpc-js ratios and writes bench/results/grpc-<time>.{md,jsonl}.
-// Usage: npm run bench:grpc -- [--duration 5] [--warmup 1] [--reps 1] [--no-pin] [--no-save]
+// Servers and the sender run from the compiled JS (built into dist/ first), as production would; `--tsx` runs the
+// TypeScript sources under tsx instead (its loader adds about 20% to both stacks).
+// `--paired` runs both stacks at the same time instead of one after the other (see runPaired).
+// Usage: npm run bench:grpc -- [--duration 5] [--warmup 1] [--reps 1] [--no-pin] [--no-save] [--only unary|stream]
+//        [--tsx] [--paired] [--table saved.jsonl]
 // grpcload: $GRPCLOAD, ../shared/bench/bin/grpcload, or built from ../shared/bench/grpcload.cc into
 // $TMPDIR/raftkv-bench-bin (needs g++ and libgrpc++-dev; see scripts/build-grpcload.sh).
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -27,6 +31,10 @@ const { values: a } = parseArgs({
     reps: { type: 'string', default: '1' },
     'no-pin': { type: 'boolean', default: false },
     'no-save': { type: 'boolean', default: false },
+    only: { type: 'string', default: '' },
+    tsx: { type: 'boolean', default: false },
+    table: { type: 'string', default: '' },
+    paired: { type: 'boolean', default: false },
   },
 });
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -63,17 +71,34 @@ function cpuTicks(pid: number): number {
   return Number(fields[11]) + Number(fields[12]); // utime + stime (fields 14, 15)
 }
 
+/**
+ * The command that runs one of the bench's own scripts: the compiled JS in dist/ (built by main(), as
+ * production runs), or the TypeScript source under tsx with --tsx (tsx's loader adds about 20% to both stacks).
+ */
+function script(name: string): string[] {
+  return a.tsx
+    ? ['--import', 'tsx', join(REPO, `scripts/${name}.ts`)]
+    : [join(REPO, `dist/scripts/${name}.js`)];
+}
+
+function buildDist(): void {
+  execFileSync(
+    process.execPath,
+    [join(REPO, 'node_modules/typescript/bin/tsc'), '-p', join(REPO, 'tsconfig.json')],
+    {
+      stdio: 'inherit',
+    },
+  );
+  const fixtures = join(REPO, 'dist/test/grpc/fixtures');
+  mkdirSync(fixtures, { recursive: true });
+  copyFileSync(join(REPO, 'test/grpc/fixtures/kvbench.proto'), join(fixtures, 'kvbench.proto'));
+}
+
 const pinned = (core: number, cmd: string, args: string[]): [string, string[]] =>
   PIN ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args];
 
 async function startServer(stack: Stack): Promise<{ child: ChildProcess; port: number }> {
-  const [cmd, args] = pinned(1, process.execPath, [
-    '--import',
-    'tsx',
-    join(REPO, 'scripts/bench-grpc-server.ts'),
-    '--stack',
-    stack,
-  ]);
+  const [cmd, args] = pinned(1, process.execPath, [...script('bench-grpc-server'), '--stack', stack]);
   const child = spawn(cmd, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((res, rej) => {
     let out = '';
@@ -173,9 +198,7 @@ async function runStream(
   serverPid: number,
 ): Promise<Row> {
   const [cmd, args] = pinned(0, process.execPath, [
-    '--import',
-    'tsx',
-    join(REPO, 'scripts/bench-grpc-sender.ts'),
+    ...script('bench-grpc-sender'),
     '--port',
     String(port),
     '--size',
@@ -219,49 +242,125 @@ async function runStream(
   };
 }
 
-async function main(): Promise<void> {
-  const grpcload = ensureGrpcload();
-  const rows: Row[] = [];
-  const started = new Date();
+function prefill(grpcload: string, port: number): void {
+  execFileSync(
+    grpcload,
+    [
+      '--target',
+      'raftkv',
+      '--endpoints',
+      `127.0.0.1:${port}`,
+      '--op',
+      'get',
+      '--prefill',
+      '--duration',
+      '0.1',
+      '--warmup',
+      '0',
+    ],
+    { stdio: 'ignore' },
+  );
+}
+
+/**
+ * --paired: both servers run at once (both on core 1), each loaded by its own grpcload or sender (core 0) over the
+ * same seconds, so both see the same machine. On a shared, busy machine this keeps other people's load from
+ * landing on one stack's rows only; neither server gets a whole core, so absolute µs are those of a half-busy
+ * server.
+ */
+async function runPaired(grpcload: string, rows: Row[]): Promise<void> {
   for (let rep = 1; rep <= REPS; rep++) {
-    for (const stack of STACKS) {
-      const { child, port } = await startServer(stack);
-      try {
-        for (const c of [1, 16, 64]) {
-          const r = await runUnary(grpcload, stack, rep, port, 'put', c, child.pid!);
-          rows.push(r);
-          console.error(JSON.stringify(r));
-        }
-        execFileSync(
-          grpcload,
-          [
-            '--target',
-            'raftkv',
-            '--endpoints',
-            `127.0.0.1:${port}`,
-            '--op',
-            'get',
-            '--prefill',
-            '--duration',
-            '0.1',
-            '--warmup',
-            '0',
-          ],
-          { stdio: 'ignore' },
-        );
-        const g = await runUnary(grpcload, stack, rep, port, 'get', 64, child.pid!);
-        rows.push(g);
-        console.error(JSON.stringify(g));
-        for (const size of [1024, 32 * 1024]) {
-          const r = await runStream(stack, rep, port, size, child.pid!);
-          rows.push(r);
-          console.error(JSON.stringify(r));
-        }
-      } finally {
-        await stopServer(child);
+    const servers = [await startServer('lean'), await startServer('grpcjs')] as const;
+    const record = (rs: Row[]): void => {
+      for (const r of rs) {
+        rows.push(r);
+        console.error(JSON.stringify(r));
       }
+    };
+    try {
+      if (a.only !== 'stream') {
+        for (const c of [1, 16, 64]) {
+          record(
+            await Promise.all(
+              STACKS.map((st, i) =>
+                runUnary(grpcload, st, rep, servers[i]!.port, 'put', c, servers[i]!.child.pid!),
+              ),
+            ),
+          );
+        }
+        for (const sv of servers) prefill(grpcload, sv.port);
+        record(
+          await Promise.all(
+            STACKS.map((st, i) =>
+              runUnary(grpcload, st, rep, servers[i]!.port, 'get', 64, servers[i]!.child.pid!),
+            ),
+          ),
+        );
+      }
+      if (a.only !== 'unary') {
+        for (const size of [1024, 32 * 1024]) {
+          record(
+            await Promise.all(
+              STACKS.map((st, i) => runStream(st, rep, servers[i]!.port, size, servers[i]!.child.pid!)),
+            ),
+          );
+        }
+      }
+    } finally {
+      for (const sv of servers) await stopServer(sv.child);
     }
   }
+}
+
+async function main(): Promise<void> {
+  const grpcload = ensureGrpcload();
+  if (!a.tsx) buildDist();
+  const rows: Row[] = [];
+  const started = new Date();
+  if (a.paired) await runPaired(grpcload, rows);
+  else
+    for (let rep = 1; rep <= REPS; rep++) {
+      for (const stack of STACKS) {
+        const { child, port } = await startServer(stack);
+        try {
+          if (a.only !== 'stream') {
+            for (const c of [1, 16, 64]) {
+              const r = await runUnary(grpcload, stack, rep, port, 'put', c, child.pid!);
+              rows.push(r);
+              console.error(JSON.stringify(r));
+            }
+            execFileSync(
+              grpcload,
+              [
+                '--target',
+                'raftkv',
+                '--endpoints',
+                `127.0.0.1:${port}`,
+                '--op',
+                'get',
+                '--prefill',
+                '--duration',
+                '0.1',
+                '--warmup',
+                '0',
+              ],
+              { stdio: 'ignore' },
+            );
+            const g = await runUnary(grpcload, stack, rep, port, 'get', 64, child.pid!);
+            rows.push(g);
+            console.error(JSON.stringify(g));
+          }
+          if (a.only !== 'unary')
+            for (const size of [1024, 32 * 1024]) {
+              const r = await runStream(stack, rep, port, size, child.pid!);
+              rows.push(r);
+              console.error(JSON.stringify(r));
+            }
+        } finally {
+          await stopServer(child);
+        }
+      }
+    }
   const table = renderTable(rows);
   const versions = versionsText(started);
   console.log(`\n${versions}\n${table}`);
@@ -295,7 +394,7 @@ function versionsText(started: Date): string {
     `date: ${started.toISOString()}`,
     `node: ${process.version}`,
     `cores: ${cpus().length} (${cpus()[0]?.model ?? '?'})`,
-    `mode: ${PIN ? 'pinned (server on core 1, load on core 0)' : 'unpinned'}`,
+    `mode: ${a.paired ? 'paired (both stacks at once), ' : 'sequential, '}${PIN ? 'pinned (servers on core 1, load on core 0)' : 'unpinned'}, servers run ${a.tsx ? 'from TypeScript under tsx' : 'from compiled JS (dist/)'}`,
     `duration: ${DURATION} s per row after ${WARMUP} s warm-up, reps: ${REPS}`,
     `@grpc/grpc-js: ${pkg('@grpc/grpc-js')}, protobufjs: ${pkg('protobufjs')}, grpcload grpc++: ${grpcpp}`,
     `loadavg at end: ${readFileSync('/proc/loadavg', 'utf8').trim()}`,
@@ -304,23 +403,42 @@ function versionsText(started: Date): string {
 
 function renderTable(rows: Row[]): string {
   const loads = [...new Set(rows.map((r) => r.load))];
-  const mean = (xs: number[]): number => xs.reduce((s, x) => s + x, 0) / Math.max(1, xs.length);
+  const mean = (xs: number[]): number => xs.reduce((sum, x) => sum + x, 0) / Math.max(1, xs.length);
+  const fmt = (xs: number[]): string => {
+    const m = mean(xs);
+    const digits = m < 20 ? 1 : 0;
+    return xs.length > 1
+      ? `${m.toFixed(digits)} (${Math.min(...xs).toFixed(digits)}-${Math.max(...xs).toFixed(digits)})`
+      : m.toFixed(digits);
+  };
+  const reps = Math.max(...rows.map((r) => r.rep));
   const lines = [
+    `Server CPU µs per call (unary) or per message (stream): mean of ${reps} rep(s), (min-max); ratio of the means.`,
+    '',
     '| load | lean µs/op | grpc-js µs/op | ratio lean/grpc-js | lean ops/s | grpc-js ops/s | lean CPU % | grpc-js CPU % |',
     '|---|---|---|---|---|---|---|---|',
   ];
   for (const load of loads) {
-    const pick = (s: Stack): Row[] => rows.filter((r) => r.load === load && r.stack === s);
+    const pick = (st: Stack): Row[] => rows.filter((r) => r.load === load && r.stack === st);
     const l = pick('lean');
     const g = pick('grpcjs');
-    const lu = mean(l.map((r) => r.server_us_per_op));
-    const gu = mean(g.map((r) => r.server_us_per_op));
+    const lu = l.map((r) => r.server_us_per_op);
+    const gu = g.map((r) => r.server_us_per_op);
     const unit = l[0]?.kind === 'stream' ? ' (per message)' : '';
     lines.push(
-      `| ${load}${unit} | ${lu.toFixed(1)} | ${gu.toFixed(1)} | ${(lu / gu).toFixed(2)} | ${Math.round(mean(l.map((r) => r.ops_per_sec)))} | ${Math.round(mean(g.map((r) => r.ops_per_sec)))} | ${mean(l.map((r) => r.server_cpu_pct)).toFixed(0)} | ${mean(g.map((r) => r.server_cpu_pct)).toFixed(0)} |`,
+      `| ${load}${unit} | ${fmt(lu)} | ${fmt(gu)} | ${(mean(lu) / mean(gu)).toFixed(2)} | ${Math.round(mean(l.map((r) => r.ops_per_sec)))} | ${Math.round(mean(g.map((r) => r.ops_per_sec)))} | ${mean(l.map((r) => r.server_cpu_pct)).toFixed(0)} | ${mean(g.map((r) => r.server_cpu_pct)).toFixed(0)} |`,
     );
   }
   return lines.join('\n');
 }
 
-await main();
+if (a.table !== '') {
+  // Re-render a saved run: npm run bench:grpc -- --table bench/results/grpc-....jsonl
+  const rows = readFileSync(a.table, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as Row);
+  console.log(renderTable(rows));
+} else {
+  await main();
+}

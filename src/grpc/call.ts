@@ -186,6 +186,7 @@ export class Call implements ServerStreamCall, FrameSink {
   readonly #headers: IncomingHttpHeaders;
   #timer: NodeJS.Timeout | null = null;
   #ac: AbortController | null = null;
+  #cancelReason: GrpcError | null = null;
   #metadata: Metadata | null = null;
   #respHeaders: OutgoingHttpHeaders | null = null;
   #trailers: OutgoingHttpHeaders | null = null;
@@ -240,7 +241,7 @@ export class Call implements ServerStreamCall, FrameSink {
   get signal(): AbortSignal {
     if (this.#ac === null) {
       this.#ac = new AbortController();
-      if (this.cancelled) this.#ac.abort(new GrpcError(Status.CANCELLED, 'Call cancelled'));
+      if (this.#cancelReason !== null) this.#ac.abort(this.#cancelReason);
     }
     return this.#ac.signal;
   }
@@ -470,17 +471,15 @@ export class Call implements ServerStreamCall, FrameSink {
     this.#timer = null;
     this.#server.timers--;
     if (this.state !== OPEN) return;
-    this.cancelled = true;
     const err = new GrpcError(Status.DEADLINE_EXCEEDED, 'Deadline exceeded');
-    this.#ac?.abort(err);
+    this.#cancel(err);
     this.finish(Status.DEADLINE_EXCEEDED, 'Deadline exceeded');
   }
 
   /** Shutdown ran out of time: cancel the call with UNAVAILABLE. */
   abortForShutdown(): void {
     if (this.state !== OPEN) return;
-    this.cancelled = true;
-    this.#ac?.abort(new GrpcError(Status.UNAVAILABLE, 'Server shutting down'));
+    this.#cancel(new GrpcError(Status.UNAVAILABLE, 'Server shutting down'));
     this.finish(Status.UNAVAILABLE, 'Server shutting down');
   }
 
@@ -515,11 +514,16 @@ export class Call implements ServerStreamCall, FrameSink {
     this.#server.calls--;
     this.#server.live.delete(this);
     if (wasOpen) {
-      this.cancelled = true;
       const err = new GrpcError(Status.CANCELLED, 'Call cancelled');
-      this.#ac?.abort(err);
+      this.#cancel(err);
       this.#failInput(err);
     }
+  }
+
+  #cancel(reason: GrpcError): void {
+    this.cancelled = true;
+    this.#cancelReason = reason;
+    this.#ac?.abort(reason);
   }
 
   #clearTimer(): void {

@@ -111,26 +111,39 @@ export class DescriptorIndex {
     const pkg = file.package ?? '';
     const prefix = pkg === '' ? '' : `${pkg}.`;
     for (const m of file.messageType ?? []) fixMessage(m, root.lookupType(prefix + m.name));
-    const name = file.name ?? `${pkg.replace(/\./g, '_') || 'root'}.proto`;
-    let target = this.files.get(name);
-    if (target === undefined) {
-      target = { proto: { ...file, name, dependency: [] }, bytes: null, deps: new Set() };
-      target.proto.messageType = [];
-      target.proto.enumType = [];
-      target.proto.service = [];
-      this.files.set(name, target);
-    }
-    // Merge (two roots may both hold e.g. google.protobuf): first definition of a symbol wins.
-    const t = target.proto;
+    const fallback = file.name ?? `${pkg.replace(/\./g, '_') || 'root'}.proto`;
+    // Well-known types go to their canonical files (google/protobuf/empty.proto, ...), as protoc names them, so
+    // clients that also know them (grpcurl, Python) see one file per name.
+    const fileOf = (symbol: string): string =>
+      (pkg === 'google.protobuf' ? WELL_KNOWN_FILES[symbol] : undefined) ?? fallback;
+    const target = (name: string): FileProto => {
+      let f = this.files.get(name);
+      if (f === undefined) {
+        f = {
+          proto: { ...file, name, dependency: [], messageType: [], enumType: [], service: [] },
+          bytes: null,
+          deps: new Set(),
+        };
+        this.files.set(name, f);
+      }
+      return f.proto;
+    };
+    // First definition of a symbol wins (two roots may both hold e.g. google.protobuf).
     for (const m of file.messageType ?? []) {
-      if (this.#claim(prefix + m.name, name)) t.messageType!.push(m);
+      const name = fileOf(m.name ?? '');
+      if (!this.#claim(prefix + m.name, name)) continue;
+      target(name).messageType!.push(m);
       this.#indexNested(`${prefix}${m.name}`, m, name);
     }
-    for (const e of file.enumType ?? []) if (this.#claim(prefix + e.name, name)) t.enumType!.push(e);
-    for (const s of file.service ?? []) {
-      if (!this.#claim(prefix + s.name, name)) continue;
-      t.service!.push(s);
-      for (const m of s.method ?? []) this.#claim(`${prefix}${s.name}.${m.name}`, name);
+    for (const e of file.enumType ?? []) {
+      const name = fileOf(e.name ?? '');
+      if (this.#claim(prefix + e.name, name)) target(name).enumType!.push(e);
+    }
+    for (const svc of file.service ?? []) {
+      const name = fileOf(svc.name ?? '');
+      if (!this.#claim(prefix + svc.name, name)) continue;
+      target(name).service!.push(svc);
+      for (const m of svc.method ?? []) this.#claim(`${prefix}${svc.name}.${m.name}`, name);
     }
   }
 
@@ -197,6 +210,32 @@ export class DescriptorIndex {
     }).finish();
   }
 }
+
+/** The files protoc puts the well-known types in. */
+const WELL_KNOWN_FILES: Readonly<Record<string, string>> = (() => {
+  const files: Record<string, string> = {};
+  const put = (file: string, names: string): void => {
+    for (const n of names.split(' ')) files[n] = `google/protobuf/${file}.proto`;
+  };
+  put('any', 'Any');
+  put('api', 'Api Method Mixin');
+  put('duration', 'Duration');
+  put('empty', 'Empty');
+  put('field_mask', 'FieldMask');
+  put('source_context', 'SourceContext');
+  put('struct', 'Struct Value ListValue NullValue');
+  put('timestamp', 'Timestamp');
+  put('type', 'Type Field Enum EnumValue Option Syntax');
+  put(
+    'wrappers',
+    'DoubleValue FloatValue Int64Value UInt64Value Int32Value UInt32Value BoolValue StringValue BytesValue',
+  );
+  put(
+    'descriptor',
+    'FileDescriptorSet FileDescriptorProto DescriptorProto ExtensionRangeOptions FieldDescriptorProto OneofDescriptorProto EnumDescriptorProto EnumValueDescriptorProto ServiceDescriptorProto MethodDescriptorProto FileOptions MessageOptions FieldOptions OneofOptions EnumOptions EnumValueOptions ServiceOptions MethodOptions UninterpretedOption SourceCodeInfo GeneratedCodeInfo Edition FeatureSet FeatureSetDefaults SymbolVisibility',
+  );
+  return files;
+})();
 
 /** protoc's name for the entry message of map field `name`: `my_map` -> `MyMapEntry`. */
 function mapEntryName(field: string): string {

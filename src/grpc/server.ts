@@ -97,6 +97,26 @@ const defaultLog: GrpcLogger = {
     process.stderr.write(`${JSON.stringify({ level: 'warn', msg, ...serializable(obj) })}\n`);
   },
 };
+/** A logger whose failures are swallowed: logging must never turn into a crash. */
+function guarded(log: GrpcLogger): GrpcLogger {
+  return {
+    error(obj, msg) {
+      try {
+        log.error(obj, msg);
+      } catch {
+        // nothing sensible left to do
+      }
+    },
+    warn(obj, msg) {
+      try {
+        log.warn(obj, msg);
+      } catch {
+        // nothing sensible left to do
+      }
+    },
+  };
+}
+
 function serializable(obj: object): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(obj)) {
@@ -123,7 +143,7 @@ class Server implements GrpcServer {
     this.#state = {
       maxReceiveMessageSize: options.maxReceiveMessageSize ?? 4 * 1024 * 1024,
       maxSendMessageSize: options.maxSendMessageSize ?? 2 ** 31 - 1,
-      log: options.log ?? defaultLog,
+      log: options.log === undefined ? defaultLog : guarded(options.log),
       calls: 0,
       timers: 0,
       live: new Set(),

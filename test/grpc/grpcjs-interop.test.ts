@@ -305,3 +305,63 @@ describe('graceful shutdown', () => {
     client.close();
   });
 });
+
+describe('failures inside the server never crash it', () => {
+  it('survives a logger that throws and a handler that returns garbage', async () => {
+    const { createGrpcServer } = await import('../../src/grpc/index.ts');
+    const { echoService } = await import('./helpers.ts');
+    const server = createGrpcServer({
+      log: {
+        error() {
+          throw new Error('logger down');
+        },
+        warn() {
+          throw new Error('logger down');
+        },
+      },
+    });
+    server.addService(echoService(), {
+      Unary: (req: { throw_plain?: boolean }) => {
+        if (req.throw_plain === true) throw new Error('boom');
+        return 42 as unknown as object;
+      },
+      Ping: async () => {
+        throw new RangeError('async boom');
+      },
+    });
+    const port = await server.listen('127.0.0.1', 0);
+    const client = new Echo(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    const r1 = await unary(client, 'Unary', { throw_plain: true });
+    assert.equal(r1.err?.code, grpc.status.INTERNAL);
+    const r2 = await unary(client, 'Unary', {});
+    assert.equal(r2.err?.code, grpc.status.INTERNAL);
+    const r3 = await unary(client, 'Ping', {});
+    assert.equal(r3.err?.code, grpc.status.INTERNAL);
+    assert.equal(r3.err?.details, 'Internal server error');
+    client.close();
+    await waitIdle(server);
+    await server.close(500);
+  });
+});
+
+describe('max concurrent streams', () => {
+  it('never runs more calls on a connection than the limit; the client queues the rest', async () => {
+    const s = await startEcho({ maxConcurrentStreams: 2 });
+    const client = new Echo(s.address, grpc.credentials.createInsecure());
+    let peak = 0;
+    const probe = setInterval(() => {
+      peak = Math.max(peak, s.server.stats().calls);
+    }, 5);
+    const results = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => unary(client, 'Unary', { text: `q${i}`, delay_ms: 50 })),
+    );
+    clearInterval(probe);
+    assert.deepEqual(
+      results.map((r) => r.res?.text),
+      ['q0', 'q1', 'q2', 'q3', 'q4', 'q5'],
+    );
+    assert.ok(peak <= 2, `peak ${peak}`);
+    client.close();
+    await s.server.close(500);
+  });
+});

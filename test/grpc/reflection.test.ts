@@ -134,7 +134,7 @@ describe('server reflection', () => {
   it('produces descriptors with qualified names, protoc map entries and dependencies', () => {
     const index = new DescriptorIndex([echoService()]);
     const file = index.files.get(index.symbols.get('test.echo.EchoRequest')!)!;
-    assert.deepEqual(file.proto.dependency, [index.symbols.get('google.protobuf.Empty')]);
+    assert.deepEqual(file.proto.dependency, ['google/protobuf/empty.proto']);
     const decoded = descriptor.FileDescriptorProto.decode(
       index.bytesOf(file.proto.name!)!,
     ) as unknown as descriptor.IFileDescriptorProto;
