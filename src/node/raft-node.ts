@@ -25,6 +25,7 @@ import {
   type ConfChange,
   type Entry,
   EntryType,
+  type HardState,
   type Message,
   type NodeId,
   type Ready,
@@ -174,6 +175,9 @@ export class RaftNode<R> {
   private applied: number;
   private lastSnapshotIndex: number;
   private soft: SoftState;
+  /** The hard state last written, and a newer one not written yet (commit-only changes). */
+  private savedHard: HardState;
+  private unsavedHard: HardState | null = null;
   /** Counters for metrics and tests. */
   readonly counters = {
     readies: 0,
@@ -201,6 +205,8 @@ export class RaftNode<R> {
     this.applied = applied;
     this.lastSnapshotIndex = applied;
     this.soft = { role: raft.currentRole, leader: raft.leader };
+    const st = raft.status();
+    this.savedHard = { term: st.term, vote: st.vote, commit: st.commit };
   }
 
   /** Open the node: load durable state (bootstrapping an empty one if asked), restore the state machine, start ticking. */
@@ -370,6 +376,13 @@ export class RaftNode<R> {
     const err = new RaftNodeStoppedError(this.id);
     this.stopping = (async () => {
       await this.idle;
+      if (this.unsavedHard && !this.fatal) {
+        // Keep the latest commit index across a clean restart.
+        await this.storage
+          .persist({ snapshot: null, entries: [], hardState: this.unsavedHard })
+          .catch(() => {});
+        this.unsavedHard = null;
+      }
       this.failAll(err);
       await this.transport.close();
       await this.storage.close();
@@ -443,9 +456,18 @@ export class RaftNode<R> {
       this.transport.send(rd.eagerMessages);
       this.counters.messagesSent += rd.eagerMessages.length;
     }
-    if (rd.snapshot || rd.entries.length > 0 || rd.hardState) {
+    // A hard state whose only change is the commit index need not be written before
+    // anything (as in etcd): commit is recovered from the leader after a restart. It is
+    // written with the next entries, term or vote change.
+    if (rd.hardState) this.unsavedHard = rd.hardState;
+    const hs = this.unsavedHard;
+    const voteOrTermChanged =
+      hs !== null && (hs.term !== this.savedHard.term || hs.vote !== this.savedHard.vote);
+    if (rd.snapshot || rd.entries.length > 0 || voteOrTermChanged) {
       const t0 = performance.now();
-      await this.storage.persist({ snapshot: rd.snapshot, entries: rd.entries, hardState: rd.hardState });
+      await this.storage.persist({ snapshot: rd.snapshot, entries: rd.entries, hardState: hs });
+      if (hs) this.savedHard = hs;
+      this.unsavedHard = null;
       const dt = performance.now() - t0;
       this.counters.persists++;
       this.counters.entriesPersisted += rd.entries.length;

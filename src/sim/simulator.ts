@@ -11,7 +11,14 @@
 import { decodeRequest, encodeRequest, type KvCommand, KvStateMachine } from '../kv/state-machine.ts';
 import { bootstrapState, emptyState, type ProposeOutcome, Raft, type RaftConfig } from '../raft/raft.ts';
 import { SeededRng } from '../raft/rng.ts';
-import { ConfChangeType, type Message, type NodeId, type Ready, Role } from '../raft/types.ts';
+import {
+  ConfChangeType,
+  type HardState,
+  type Message,
+  type NodeId,
+  type Ready,
+  Role,
+} from '../raft/types.ts';
 import { SimDisk } from './disk.ts';
 import { EventHeap } from './heap.ts';
 import { Invariants, SafetyViolation } from './invariants.ts';
@@ -181,6 +188,7 @@ class SimNode {
   inflight: Ready | null = null;
   syncDoneWhilePaused = false;
   crashAtNextWrite = false;
+  unsavedHard: HardState | null = null;
   missedTicks = 0;
   inbox: Message[] = [];
   lastSnapshotIndex = 0;
@@ -384,6 +392,7 @@ export class Simulator {
     n.inc++;
     n.inbox = [];
     n.crashAtNextWrite = false;
+    n.unsavedHard = null;
     n.pendingWrites.clear();
     n.pendingReads.clear();
     n.waitingReads = [];
@@ -629,7 +638,15 @@ export class Simulator {
     for (const m of rd.eagerMessages) this.send(m);
     if (rd.snapshot) n.disk.write({ kind: 'install', snapshot: rd.snapshot });
     if (rd.entries.length > 0) n.disk.write({ kind: 'entries', entries: rd.entries });
-    if (rd.hardState) n.disk.write({ kind: 'hard', hardState: rd.hardState });
+    // Like the node runtime: a commit-only hard state change is written lazily, with the
+    // next write that has entries or a term or vote change.
+    if (rd.hardState) n.unsavedHard = rd.hardState;
+    const hs = n.unsavedHard;
+    const saved = n.disk.durableHardState();
+    if (hs && (rd.entries.length > 0 || rd.snapshot || hs.term !== saved.term || hs.vote !== saved.vote)) {
+      n.disk.write({ kind: 'hard', hardState: hs });
+      n.unsavedHard = null;
+    }
     n.inflight = rd;
     if (n.crashAtNextWrite && n.disk.hasUnsynced()) {
       n.crashAtNextWrite = false;
