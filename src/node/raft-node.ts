@@ -422,6 +422,14 @@ export class RaftNode<R> {
   }
 
   private schedule(): void {
+    if (this.driving && !this.stopped) {
+      // A Ready is being persisted: still send new replication traffic now (coalesced per turn).
+      if (!this.eagerScheduled) {
+        this.eagerScheduled = true;
+        setImmediate(this.sendEager);
+      }
+      return;
+    }
     if (this.scheduled || this.driving || this.stopped) return;
     this.scheduled = true;
     setImmediate(() => {
@@ -429,6 +437,17 @@ export class RaftNode<R> {
       if (!this.driving) this.idle = this.drive();
     });
   }
+
+  private eagerScheduled = false;
+  private readonly sendEager = (): void => {
+    this.eagerScheduled = false;
+    if (!this.driving || this.stopped || this.fatal) return;
+    const m = this.raft.takeEagerMessages();
+    if (m.length > 0) {
+      this.transport.send(m);
+      this.counters.messagesSent += m.length;
+    }
+  };
 
   private async drive(): Promise<void> {
     this.driving = true;
@@ -456,6 +475,10 @@ export class RaftNode<R> {
       this.transport.send(rd.eagerMessages);
       this.counters.messagesSent += rd.eagerMessages.length;
     }
+    // Committed entries are durable already: apply them (and answer their clients) while
+    // this Ready's new entries are being written, not after.
+    const applyFirst = rd.snapshot === null;
+    if (applyFirst) for (const e of rd.committedEntries) this.applyEntry(e);
     // A hard state whose only change is the commit index need not be written before
     // anything (as in etcd): commit is recovered from the leader after a restart. It is
     // written with the next entries, term or vote change.
@@ -496,7 +519,7 @@ export class RaftNode<R> {
         }
       }
     }
-    for (const e of rd.committedEntries) this.applyEntry(e);
+    if (!applyFirst) for (const e of rd.committedEntries) this.applyEntry(e);
     for (const rs of rd.readStates) {
       const r = this.reads.get(rs.ctx);
       if (!r) continue;

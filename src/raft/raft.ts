@@ -501,6 +501,18 @@ export class Raft {
     );
   }
 
+  /**
+   * Messages that may leave at once (the kind of Ready.eagerMessages: replication traffic
+   * and forwarding), taken without waiting for the next Ready. A driver calls this while
+   * it persists a Ready, so followers receive new entries while the leader fsyncs.
+   */
+  takeEagerMessages(): Message[] {
+    this.flush();
+    const m = this.eager;
+    this.eager = [];
+    return m;
+  }
+
   ready(): Ready {
     if (this.outstanding) throw new RaftUsageError('ready() called again before advance()');
     this.flush();

@@ -241,6 +241,9 @@ export interface SoftState {
  *    may claim the state of step 2 is durable.
  * 4. Apply `snapshot` (if set) to the state machine, then `committedEntries` in order.
  *    `readStates` may be served once the state machine has applied their index.
+ *    `committedEntries` are already durable here (the core hands out only entries it was
+ *    told are durable), so when there is no `snapshot` they may be applied before or
+ *    while step 2 runs: their application does not wait for this Ready's fsync.
  * 5. Call `advance(ready)`. Between `ready()` and `advance()` the driver may keep calling
  *    `step`, `tick` and `propose`; their effects appear in the next Ready.
  */

@@ -632,6 +632,11 @@ export class Simulator {
   /** The driver loop of one node: take a Ready, send what may go now, write, sync. */
   private drive(n: SimNode): void {
     const raft = n.raft;
+    if (raft && n.alive && !n.paused && n.inflight) {
+      // Like the node runtime: replication traffic leaves while a Ready is being written.
+      for (const m of raft.takeEagerMessages()) this.send(m);
+      return;
+    }
     if (!raft || !n.alive || n.paused || n.inflight || !raft.hasReady()) return;
     const rd = raft.ready();
     this.inv.onReady(this, n.id, raft, rd);
