@@ -13,7 +13,6 @@ import { after, before, describe, test } from 'node:test';
 import { RaftKvClient, RaftKvError } from '../../src/client/index.ts';
 
 const ENTRY = ['--import', 'tsx', 'src/cli/main.ts'];
-const HAVE_TRANSPORT = existsSync('src/transport/grpc.ts');
 const ids = ['n1', 'n2', 'n3'];
 
 interface Proc {
@@ -81,9 +80,7 @@ async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 20_0
   }
 }
 
-describe('real processes', {
-  skip: HAVE_TRANSPORT ? false : 'src/transport/grpc.ts is not merged yet',
-}, () => {
+describe('real processes', () => {
   let dir = '';
   const addr = new Map<string, string>();
   const nodes = new Map<string, Proc>();
