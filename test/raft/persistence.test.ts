@@ -99,6 +99,8 @@ test('Figure 8, scripted as in the paper: an old-term entry on a majority is not
   assert.equal(sim.raft(s5).termAt(p), sim.raft(s5).currentTerm);
   // Let S5's entry reach its disk before it crashes.
   assert.ok(sim.runUntil(() => sim.node(s5).inflight === null && !sim.node(s5).disk.hasUnsynced(), 100));
+  // Let what S5 already sent die on the cut links (packets outlive a crash).
+  sim.runFor(10);
   const [s3, s4] = three.filter((id) => id !== s5) as [string, string];
   // (c) S5 crashes; S1 restarts; S1 or S2 (both hold X) is elected and replicates X to S3.
   sim.crash(s5);
