@@ -137,6 +137,8 @@ async function startRaftkv(): Promise<Cluster> {
         peers,
         '--data-dir',
         join(dir, `n${i + 1}`),
+        // Extra serve flags to try settings, e.g. RAFTKV_BENCH_ARGS="--snapshot-entries 0".
+        ...(process.env['RAFTKV_BENCH_ARGS'] ?? '').split(' ').filter((a) => a !== ''),
       ],
       { stdio: ['ignore', 'ignore', 'inherit'] },
     );
