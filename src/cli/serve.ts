@@ -71,7 +71,7 @@ export const serveSpec: CommandSpec = {
       type: 'string',
       value: 'N',
       help: 'take a snapshot every N applied entries (0 = never)',
-      default: '10000',
+      default: '100000',
     },
     http: {
       type: 'string',
@@ -131,7 +131,7 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
   const dataDir = str(p, 'data-dir') ?? join('state', id);
   const clusterId = str(p, 'cluster-id') ?? 'raftkv';
   const tickMs = int(p, 'tick-ms', 1, 60_000) ?? 100;
-  const snapshotEntries = int(p, 'snapshot-entries', 0) ?? 10_000;
+  const snapshotEntries = int(p, 'snapshot-entries', 0) ?? 100_000;
   const certFile = str(p, 'cert');
   const keyFile = str(p, 'key');
   const caFile = str(p, 'ca');

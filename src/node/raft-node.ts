@@ -69,7 +69,7 @@ export interface RaftNodeOptions<R> {
   /** Milliseconds per logical tick. Default 100 (election timeout 1-2 s with electionTick 10). */
   readonly tickMs?: number;
   readonly raft?: Partial<Omit<RaftConfig, 'id' | 'rng'>>;
-  /** Take a snapshot after this many applied entries (default 10,000; 0 = never). */
+  /** Take a snapshot after this many applied entries (default 100,000 as in etcd; 0 = never). */
   readonly snapshotEntries?: number;
   /** Entries kept in the log behind a snapshot, for slow followers (default 1,000). */
   readonly retainEntries?: number;
@@ -197,7 +197,7 @@ export class RaftNode<R> {
     this.sm = opts.stateMachine;
     this.log = opts.logger;
     this.tickMs = opts.tickMs ?? 100;
-    this.snapshotEntries = opts.snapshotEntries ?? 10_000;
+    this.snapshotEntries = opts.snapshotEntries ?? 100_000;
     this.retainEntries = opts.retainEntries ?? 1_000;
     this.slowFsyncMs = opts.slowFsyncMs ?? 100;
     this.originBytes = te.encode(opts.id);
@@ -376,6 +376,7 @@ export class RaftNode<R> {
     const err = new RaftNodeStoppedError(this.id);
     this.stopping = (async () => {
       await this.idle;
+      await this.compacting;
       if (this.unsavedHard && !this.fatal) {
         // Keep the latest commit index across a clean restart.
         await this.storage
@@ -439,6 +440,7 @@ export class RaftNode<R> {
   }
 
   private eagerScheduled = false;
+  private compacting: Promise<void> | null = null;
   private readonly sendEager = (): void => {
     this.eagerScheduled = false;
     if (!this.driving || this.stopped || this.fatal) return;
@@ -598,13 +600,24 @@ export class RaftNode<R> {
   private async maybeSnapshot(): Promise<void> {
     if (this.snapshotEntries <= 0 || this.applied - this.lastSnapshotIndex < this.snapshotEntries) return;
     const index = this.applied;
+    if (this.compacting) return; // one at a time; the next one comes at the next threshold
     const snap = this.raft.compact(index, this.sm.snapshot(), this.retainEntries);
     this.lastSnapshotIndex = index;
     this.counters.snapshots++;
-    await this.storage.compact(snap, this.retainEntries);
-    this.log?.info(
-      { index, term: snap.meta.term, bytes: snap.data.byteLength },
-      'snapshot taken, log compacted',
+    // Stored in the background: the drive loop does not wait for the snapshot file.
+    this.compacting = this.storage.compact(snap, this.retainEntries).then(
+      () => {
+        this.compacting = null;
+        this.log?.info(
+          { index, term: snap.meta.term, bytes: snap.data.byteLength },
+          'snapshot taken, log compacted',
+        );
+      },
+      (err: unknown) => {
+        this.compacting = null;
+        // The log is intact without it; the next threshold tries again.
+        this.log?.error({ index, err: (err as Error).message }, 'writing a snapshot failed');
+      },
     );
   }
 
