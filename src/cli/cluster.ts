@@ -15,6 +15,7 @@ import { RaftKvClient } from '../client/client.ts';
 import { bool, type CommandSpec, int, type Parsed, str } from './args.ts';
 import type { Io } from './commands.ts';
 import { CliError } from './errors.ts';
+import { freePort } from './free-port.ts';
 
 export const clusterSpec: CommandSpec = {
   name: 'cluster',
@@ -47,18 +48,6 @@ function portFree(port: number): Promise<boolean> {
     const s = createServer();
     s.once('error', () => resolve(false));
     s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
   });
 }
 

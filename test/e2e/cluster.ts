@@ -5,12 +5,14 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { freePort } from '../../src/cli/free-port.ts';
+
+export { freePort };
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = join(root, 'src/cli/main.ts');
@@ -30,18 +32,6 @@ const pkg = grpc.loadPackageDefinition(def) as unknown as {
 export function rpc(c: KvClient, method: string, req: object, ms = 5_000): Promise<Record<string, unknown>> {
   return new Promise((res, rej) => {
     (c[method] as Unary).call(c, req, { deadline: Date.now() + ms }, (err, r) => (err ? rej(err) : res(r)));
-  });
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => res(port));
-    });
-    s.on('error', rej);
   });
 }
 

@@ -1,11 +1,11 @@
 // The KV API over real gRPC (the project's layer, called by @grpc/grpc-js), on a 3-node
 // cluster in one process (in-memory peers, memory storage).
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { after, before, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { runBench } from '../../src/bench/kv-bench.ts';
+import { freePort } from '../../src/cli/free-port.ts';
 import { PROTO_FILE } from '../../src/server/kv-service.ts';
 import { type RaftKvServer, startServer } from '../../src/server/server.ts';
 import { MemoryStorage } from '../../src/storage/memory-storage.ts';
@@ -89,17 +89,6 @@ after(async () => {
 });
 
 const client = (id: string) => clients.get(id) as KvClient;
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      srv.close(() => res(typeof a === 'object' && a ? a.port : 0));
-    });
-    srv.on('error', rej);
-  });
-}
 
 test('raftkv bench: closed-loop clients find the leader and report throughput and percentiles', async () => {
   const r = await runBench({
