@@ -13,6 +13,7 @@ export {
 export {
   NoLeaderError,
   NotLeaderError,
+  OutcomeUnknownError,
   ProposalDroppedError,
   RaftNodeError,
   RaftNodeStoppedError,

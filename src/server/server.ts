@@ -131,7 +131,7 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
     await grpc.close(0);
     throw new ServerConfigError(`cannot listen on ${config.listen}: ${(err as Error).message}`);
   }
-  log?.info({ id: config.id, listen: `${host}:${bound}`, clusterId }, 'raftkv node serving');
+  log?.info({ listen: `${host}:${bound}`, clusterId }, 'raftkv node serving');
   let closing: Promise<void> | null = null;
   return {
     id: config.id,
@@ -144,7 +144,7 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
       closing ??= (async () => {
         await grpc.close(graceMs);
         await node.stop();
-        log?.info({ id: config.id }, 'raftkv node stopped');
+        log?.info({}, 'raftkv node stopped');
       })();
       return closing;
     },
