@@ -1,7 +1,7 @@
 /**
  * Seeded pseudo-random numbers for the core and the simulator. The core never touches
- * Math.random: randomized election timeouts come from an injected {@link Rng}, so a seed
- * replays a run exactly.
+ * the global random generator: randomized election timeouts come from an injected
+ * {@link Rng}, so a seed replays a run exactly.
  */
 export interface Rng {
   /** A uniformly distributed integer in [0, n). `n` must be a positive integer. */

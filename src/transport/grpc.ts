@@ -22,9 +22,10 @@
  * - After `close()` resolves, no timer, immediate, stream or socket of this transport is left.
  */
 import * as http2 from 'node:http2';
+import { fileURLToPath } from 'node:url';
 import type { ServerStreamCall } from '../grpc/call.ts';
 import { Deframer, type FrameSink } from '../grpc/framing.ts';
-import { parseProto, type ServiceDefinition, serviceDefinition } from '../grpc/proto.ts';
+import { loadProtoFiles, type ServiceDefinition, serviceDefinition } from '../grpc/proto.ts';
 import type { GrpcServer } from '../grpc/server.ts';
 import { GrpcError, Status, statusName } from '../grpc/status.ts';
 import type { Message, NodeId } from '../raft/types.ts';
@@ -35,48 +36,8 @@ import type { Transport, TransportHandlers } from './transport.ts';
 export const PEER_PROTOCOL_VERSION = 1;
 export const PEER_STREAM_PATH = '/raft.PeerService/Stream';
 
-/** proto/peer.proto, embedded so that the built package needs no file lookups (a test keeps them equal). */
-export const PEER_PROTO = `// raftkv peer traffic: one long-lived bidirectional stream per peer direction.
-//
-// The client (the sending node) opens raft.PeerService/Stream, sends a PeerFrame with
-// \`hello\` first, then PeerFrames with \`batch\`: each batch is one encoded batch of Raft
-// messages (src/transport/codec.ts, layout in docs/transport.md). The server checks the
-// hello and answers one PeerAck carrying its own hello; it sends nothing else (Raft has its
-// own acknowledgements, which travel on the reverse direction's stream).
-//
-// A wrong cluster id, a wrong target node id or an unsupported protocol version ends the
-// stream with FAILED_PRECONDITION and a message that says which; a frame before the hello or
-// a batch that fails to decode ends it with INVALID_ARGUMENT.
-syntax = "proto3";
-
-package raft;
-
-service PeerService {
-  rpc Stream(stream PeerFrame) returns (stream PeerAck);
-}
-
-message PeerHello {
-  // Peer protocol version (1 in this release).
-  uint32 version = 1;
-  string cluster_id = 2;
-  // Sender's node id (the client's in a request, the server's in the ack).
-  string from = 3;
-  // The node id the sender expects to reach.
-  string to = 4;
-}
-
-message PeerFrame {
-  oneof kind {
-    PeerHello hello = 1;
-    // An encoded batch of Raft messages (codec version byte first).
-    bytes batch = 2;
-  }
-}
-
-message PeerAck {
-  PeerHello hello = 1;
-}
-`;
+/** proto/peer.proto (copied next to the compiled code by `npm run build`). */
+export const PEER_PROTO_FILE = fileURLToPath(new URL('../../proto/peer.proto', import.meta.url));
 
 interface PeerHello {
   version: number;
@@ -95,7 +56,7 @@ interface PeerAck {
 let definition: ServiceDefinition | null = null;
 /** The raft.PeerService definition (built once). */
 export function peerServiceDefinition(): ServiceDefinition {
-  definition ??= serviceDefinition(parseProto(PEER_PROTO, 'raftkv/peer.proto'), 'raft.PeerService');
+  definition ??= serviceDefinition(loadProtoFiles(PEER_PROTO_FILE), 'raft.PeerService');
   return definition;
 }
 

@@ -6,7 +6,7 @@ export {
   type GrpcTransportOptions,
   type GrpcTransportStats,
   type GrpcTransportTls,
-  PEER_PROTO,
+  PEER_PROTO_FILE,
   PEER_PROTOCOL_VERSION,
   PEER_SERVER_OPTIONS,
   PEER_STREAM_PATH,

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { Message } from '../../src/raft/types.ts';
 import { encodeBatch } from '../../src/transport/codec.ts';
-import { GrpcTransport, PEER_PROTO, peerServiceDefinition } from '../../src/transport/grpc.ts';
+import { GrpcTransport, PEER_PROTO_FILE, peerServiceDefinition } from '../../src/transport/grpc.ts';
 import { hb, Inbox, transportConformance, turn, waitFor } from './conformance.ts';
 import { CapturingLogger, GrpcHarness } from './grpc-harness.ts';
 
@@ -33,8 +33,14 @@ async function withGrpc(
   }
 }
 
-test('proto/peer.proto is the embedded PEER_PROTO', () => {
-  assert.equal(readFileSync(new URL('../../proto/peer.proto', import.meta.url), 'utf8'), PEER_PROTO);
+test('the peer service comes from proto/peer.proto', () => {
+  const def = peerServiceDefinition();
+  assert.equal(def.fullName, 'raft.PeerService');
+  assert.deepEqual(
+    def.methods.map((m) => [m.name, m.requestStream, m.responseStream]),
+    [['Stream', true, true]],
+  );
+  assert.ok(PEER_PROTO_FILE.endsWith('proto/peer.proto'));
 });
 
 test('grpc: all messages to a peer sent in one event-loop turn go in one frame', async () => {
