@@ -2,58 +2,20 @@
 // peers), certificates made with openssl at test time; the CLI and the client library
 // with the same flags. Skips with a message when openssl is missing.
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { freePort } from '../../src/cli/free-port.ts';
 import { RaftKvClient, RaftKvError } from '../../src/client/index.ts';
+import { haveOpenssl, makeCa, makeLeaf, NODE_EXT } from '../support/certs.ts';
 
 const ENTRY = ['--import', 'tsx', 'src/cli/main.ts'];
-const haveOpenssl = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
 
 function makeCerts(dir: string): void {
-  const run = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-  const key = (name: string) =>
-    run('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', `${name}.key`);
-  writeFileSync(
-    join(dir, 'node.ext'),
-    'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n',
-  );
-  key('ca');
-  run(
-    'req',
-    '-x509',
-    '-new',
-    '-key',
-    'ca.key',
-    '-subj',
-    '/CN=raftkv test ca',
-    '-days',
-    '2',
-    '-out',
-    'ca.pem',
-  );
-  key('node');
-  run('req', '-new', '-key', 'node.key', '-subj', '/CN=node', '-out', 'node.csr');
-  run(
-    'x509',
-    '-req',
-    '-in',
-    'node.csr',
-    '-CA',
-    'ca.pem',
-    '-CAkey',
-    'ca.key',
-    '-CAcreateserial',
-    '-days',
-    '2',
-    '-extfile',
-    'node.ext',
-    '-out',
-    'node.pem',
-  );
+  makeCa(dir, 'ca', 'raftkv test ca');
+  makeLeaf(dir, 'node', 'ca', NODE_EXT);
 }
 
 async function cli(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {

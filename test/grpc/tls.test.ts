@@ -2,15 +2,14 @@
 // made with openssl in a temp directory; the test skips with a message when openssl is missing.
 
 import * as assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import { haveOpenssl, makeCa, makeLeaf } from '../support/certs.ts';
 import { echoClientCtor, startEcho, unary } from './helpers.ts';
 
-const haveOpenssl = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
 const skip = haveOpenssl ? false : 'SKIPPED: openssl is not installed';
 if (skip) console.log(`# tls: ${skip}`);
 
@@ -25,65 +24,18 @@ interface Pems {
 }
 
 function makeCerts(dir: string): Pems {
-  const run = (...args: string[]): void => {
-    execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-  };
-  const key = (name: string): void =>
-    run('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', `${name}.key`);
-  key('ca');
-  run(
-    'req',
-    '-x509',
-    '-new',
-    '-key',
-    'ca.key',
-    '-subj',
-    '/CN=raftkv test CA',
-    '-days',
-    '2',
-    '-out',
-    'ca.pem',
+  makeCa(dir, 'ca', 'raftkv test CA');
+  makeLeaf(
+    dir,
+    'server',
+    'ca',
+    'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n',
+    'localhost',
   );
-  const leaf = (name: string, cn: string, ext: string, ca = 'ca'): void => {
-    key(name);
-    run('req', '-new', '-key', `${name}.key`, '-subj', `/CN=${cn}`, '-out', `${name}.csr`);
-    writeFileSync(join(dir, `${name}.ext`), ext);
-    run(
-      'x509',
-      '-req',
-      '-in',
-      `${name}.csr`,
-      '-CA',
-      `${ca}.pem`,
-      '-CAkey',
-      `${ca}.key`,
-      '-CAcreateserial',
-      '-days',
-      '2',
-      '-extfile',
-      `${name}.ext`,
-      '-out',
-      `${name}.pem`,
-    );
-  };
-  leaf('server', 'localhost', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
-  leaf('client', 'client', 'extendedKeyUsage=clientAuth\n');
+  makeLeaf(dir, 'client', 'ca', 'extendedKeyUsage=clientAuth\n');
   // A client certificate from a CA the server does not trust.
-  key('other-ca');
-  run(
-    'req',
-    '-x509',
-    '-new',
-    '-key',
-    'other-ca.key',
-    '-subj',
-    '/CN=untrusted CA',
-    '-days',
-    '2',
-    '-out',
-    'other-ca.pem',
-  );
-  leaf('other', 'intruder', 'extendedKeyUsage=clientAuth\n', 'other-ca');
+  makeCa(dir, 'other-ca', 'untrusted CA');
+  makeLeaf(dir, 'other', 'other-ca', 'extendedKeyUsage=clientAuth\n', 'intruder');
   const r = (f: string): Buffer => readFileSync(join(dir, f));
   return {
     ca: r('ca.pem'),

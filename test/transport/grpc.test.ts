@@ -1,8 +1,7 @@
 // The gRPC peer transport: the conformance suite, then what only a network transport has:
 // frames, handshakes, TLS and mTLS, backpressure, the wire protocol seen by a raw client.
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +9,7 @@ import { test } from 'node:test';
 import type { Message } from '../../src/raft/types.ts';
 import { encodeBatch } from '../../src/transport/codec.ts';
 import { GrpcTransport, PEER_PROTO_FILE, peerServiceDefinition } from '../../src/transport/grpc.ts';
+import { haveOpenssl, makeCa, makeLeaf, NODE_EXT } from '../support/certs.ts';
 import { hb, Inbox, transportConformance, turn, waitFor } from './conformance.ts';
 import { CapturingLogger, GrpcHarness } from './grpc-harness.ts';
 
@@ -219,7 +219,6 @@ test('grpc: a peer that cannot keep up gets messages dropped and reported, not b
 });
 
 // ---- TLS ----
-const haveOpenssl = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
 const skipTls = haveOpenssl ? false : 'SKIPPED: openssl is not installed';
 if (skipTls) console.log(`# transport tls: ${skipTls}`);
 
@@ -234,53 +233,10 @@ interface Pems {
 function makeCerts(): Pems {
   const dir = mkdtempSync(join(tmpdir(), 'raftkv-transport-tls-'));
   try {
-    const run = (...args: string[]): void => {
-      execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-    };
-    const key = (name: string): void =>
-      run('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', `${name}.key`);
-    const ext = 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n';
-    writeFileSync(join(dir, 'node.ext'), ext);
-    for (const ca of ['ca', 'other-ca']) {
-      key(ca);
-      run(
-        'req',
-        '-x509',
-        '-new',
-        '-key',
-        `${ca}.key`,
-        '-subj',
-        `/CN=raftkv ${ca}`,
-        '-days',
-        '2',
-        '-out',
-        `${ca}.pem`,
-      );
-    }
-    for (const [name, ca] of [
-      ['node', 'ca'],
-      ['other', 'other-ca'],
-    ] as const) {
-      key(name);
-      run('req', '-new', '-key', `${name}.key`, '-subj', `/CN=${name}`, '-out', `${name}.csr`);
-      run(
-        'x509',
-        '-req',
-        '-in',
-        `${name}.csr`,
-        '-CA',
-        `${ca}.pem`,
-        '-CAkey',
-        `${ca}.key`,
-        '-CAcreateserial',
-        '-days',
-        '2',
-        '-extfile',
-        'node.ext',
-        '-out',
-        `${name}.pem`,
-      );
-    }
+    makeCa(dir, 'ca');
+    makeCa(dir, 'other-ca');
+    makeLeaf(dir, 'node', 'ca', NODE_EXT);
+    makeLeaf(dir, 'other', 'other-ca', NODE_EXT);
     const f = (n: string): Buffer => readFileSync(join(dir, n));
     return {
       ca: f('ca.pem'),
