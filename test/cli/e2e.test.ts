@@ -297,7 +297,8 @@ describe('real processes', () => {
       assert.equal(st.members.length, 3);
       assert.match(await (await fetch(url)).text(), /<html/);
     });
-    assert.doesNotMatch(first.output, /is in use/);
+    // n1 got the base port (the next ones may be taken by other processes on a busy machine).
+    assert.doesNotMatch(first.output, new RegExp(`port ${base} is in use`));
     // Second run, with n1's port taken: a free port instead, said clearly; the data is back.
     const blocker = createServer();
     await new Promise<void>((r) => blocker.listen(base, '127.0.0.1', () => r()));
