@@ -7,8 +7,8 @@
 // - Headers are sent at most once, before any message; a call that ends before any header uses one
 //   trailers-only response. Response headers are always sent with `waitForTrailers`, so every non-trailers-only
 //   response ends with exactly one trailer block carrying grpc-status.
-// - The deadline timer exists only while the call is OPEN; it is cleared whenever the call leaves OPEN, so no
-//   timer outlives its call. `ServerState.calls` and `.timers` count the live calls and timers.
+// - A call waits in the server's Deadlines (one shared timer, deadlines.ts) only while it is OPEN; it leaves
+//   whenever the call leaves OPEN. `ServerState.calls` counts the live calls, `deadlines.size` those waiting.
 // - The AbortSignal is created only when the handler reads it; it aborts when the client cancels (RST_STREAM or
 //   a lost connection), when the deadline passes, or when a graceful shutdown runs out of time.
 // - The hot path allocates the call, its deframer and the decoded message; listeners are shared functions that
@@ -20,6 +20,7 @@ import type {
   ServerHttp2Stream,
   ServerStreamResponseOptions,
 } from 'node:http2';
+import type { Deadlines } from './deadlines.ts';
 import {
   ACCEPT_ENCODING,
   Deframer,
@@ -94,8 +95,8 @@ export interface ServerState {
   readonly log: GrpcLogger;
   /** Live calls (accepted streams with a known method, until the stream closes). */
   calls: number;
-  /** Live deadline timers. */
-  timers: number;
+  /** Calls waiting on a deadline, and the one timer that serves them. */
+  readonly deadlines: Deadlines;
   /** Every live call, so shutdown can cancel the stragglers. */
   readonly live: Set<Call>;
 }
@@ -118,7 +119,6 @@ const OK_TRAILERS: OutgoingHttpHeaders = { 'grpc-status': '0' };
 const RESPOND_WITH_TRAILERS = { waitForTrailers: true, sendDate: false } as ServerStreamResponseOptions;
 const RESPOND_END = { endStream: true, sendDate: false } as ServerStreamResponseOptions;
 const INPUT_HIGH_WATER = 256;
-const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 const INTERNAL_MESSAGE = 'Internal server error';
 
 /** A trailers-only response with a status (used for calls that never got a Call object). */
@@ -165,9 +165,6 @@ function onWantTrailers(this: CallStream): void {
 function onStreamError(): void {
   // Stream errors (resets, session loss) end in 'close', which cancels the call.
 }
-function onDeadline(call: Call): void {
-  call.expire();
-}
 
 interface Waiter {
   resolve(r: IteratorResult<object>): void;
@@ -184,7 +181,7 @@ export class Call implements ServerStreamCall, FrameSink {
   readonly #server: ServerState;
   readonly #method: RegisteredMethod;
   readonly #headers: IncomingHttpHeaders;
-  #timer: NodeJS.Timeout | null = null;
+  #waitsDeadline = false;
   #ac: AbortController | null = null;
   #cancelReason: GrpcError | null = null;
   #metadata: Metadata | null = null;
@@ -218,10 +215,8 @@ export class Call implements ServerStreamCall, FrameSink {
     this.stream[kCall] = this;
     if (timeoutMs !== undefined) {
       this.deadline = Date.now() + timeoutMs;
-      if (timeoutMs <= MAX_TIMEOUT_MS) {
-        this.#timer = setTimeout(onDeadline, timeoutMs, this);
-        server.timers++;
-      }
+      this.#waitsDeadline = true;
+      server.deadlines.add(this, this.deadline);
     } else {
       this.deadline = undefined;
     }
@@ -466,10 +461,9 @@ export class Call implements ServerStreamCall, FrameSink {
     }
   }
 
-  /** The deadline passed. */
+  /** The deadline passed (called by Deadlines, which has already let go of the call). */
   expire(): void {
-    this.#timer = null;
-    this.#server.timers--;
+    this.#waitsDeadline = false;
     if (this.state !== OPEN) return;
     const err = new GrpcError(Status.DEADLINE_EXCEEDED, 'Deadline exceeded');
     this.#cancel(err);
@@ -527,10 +521,9 @@ export class Call implements ServerStreamCall, FrameSink {
   }
 
   #clearTimer(): void {
-    if (this.#timer !== null) {
-      clearTimeout(this.#timer);
-      this.#timer = null;
-      this.#server.timers--;
+    if (this.#waitsDeadline) {
+      this.#waitsDeadline = false;
+      this.#server.deadlines.delete(this);
     }
   }
 

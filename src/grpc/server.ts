@@ -22,6 +22,7 @@ import {
   respondStatus,
   type ServerState,
 } from './call.ts';
+import { Deadlines } from './deadlines.ts';
 import { parseTimeout } from './framing.ts';
 import { addHealthService, type HealthService } from './health.ts';
 import type { ServiceDefinition } from './proto.ts';
@@ -69,6 +70,7 @@ export interface GrpcServerOptions {
 export interface GrpcServerStats {
   readonly sessions: number;
   readonly calls: number;
+  /** Calls waiting on a deadline. */
   readonly timers: number;
 }
 
@@ -145,7 +147,7 @@ class Server implements GrpcServer {
       maxSendMessageSize: options.maxSendMessageSize ?? 2 ** 31 - 1,
       log: options.log === undefined ? defaultLog : guarded(options.log),
       calls: 0,
-      timers: 0,
+      deadlines: new Deadlines(),
       live: new Set(),
     };
     this.#connectionWindow = options.connectionWindowSize ?? 16 * 1024 * 1024;
@@ -219,7 +221,7 @@ class Server implements GrpcServer {
   }
 
   stats(): GrpcServerStats {
-    return { sessions: this.#sessions.size, calls: this.#state.calls, timers: this.#state.timers };
+    return { sessions: this.#sessions.size, calls: this.#state.calls, timers: this.#state.deadlines.size };
   }
 
   #onSession(session: http2.ServerHttp2Session): void {
@@ -306,6 +308,7 @@ class Server implements GrpcServer {
       const check = (): void => {
         if (!serverClosed || this.#sessions.size > 0) return;
         if (forced !== null) clearTimeout(forced);
+        this.#state.deadlines.stop();
         resolve();
       };
       this.#http.close(() => {

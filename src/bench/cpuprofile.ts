@@ -1,0 +1,115 @@
+// Reading V8 CPU profiles (`node --cpu-prof`): self time per function, and self time summed into named
+// categories by the first rule that matches a frame. Used by `npm run profile` and to study bench servers.
+//
+// Invariants: self times are computed from the sample list (each sample's time delta goes to the node it
+// landed on), so they add up to the profile's duration; categories partition the samples (every sample lands
+// in exactly one category, "other" when no rule matches).
+
+import { readFileSync } from 'node:fs';
+
+interface CallFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+}
+interface ProfileNode {
+  id: number;
+  callFrame: CallFrame;
+  children?: number[];
+}
+interface CpuProfile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+  startTime: number;
+  endTime: number;
+}
+
+export interface FunctionTime {
+  /** `name (file:line)` */
+  readonly fn: string;
+  readonly selfMs: number;
+  readonly pct: number;
+}
+
+/** A category: its name and a test on the stack of a sample (innermost frame first). */
+export interface Category {
+  readonly name: string;
+  readonly match: (stack: readonly CallFrame[]) => boolean;
+}
+
+export interface ProfileSummary {
+  readonly totalMs: number;
+  /** Time not idle and not spent in the (program)/(garbage collector) pseudo-frames. */
+  readonly busyMs: number;
+  readonly idleMs: number;
+  readonly gcMs: number;
+  readonly top: readonly FunctionTime[];
+  readonly categories: readonly { name: string; ms: number; pct: number }[];
+}
+
+export function frameLabel(f: CallFrame): string {
+  const file =
+    f.url === '' ? '' : f.url.replace(/^file:\/\//, '').replace(/^.*\/(src|node_modules|dist)\//, '$1/');
+  const name = f.functionName === '' ? '(anonymous)' : f.functionName;
+  return file === '' ? name : `${name} (${file}:${f.lineNumber + 1})`;
+}
+
+/** Summarizes one profile: the `topN` functions by self time, and time per category. */
+export function summarizeProfile(
+  path: string,
+  categories: readonly Category[] = [],
+  topN = 25,
+): ProfileSummary {
+  const p = JSON.parse(readFileSync(path, 'utf8')) as CpuProfile;
+  const byId = new Map<number, ProfileNode>();
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) {
+    byId.set(n.id, n);
+    for (const c of n.children ?? []) parent.set(c, n.id);
+  }
+  const self = new Map<number, number>();
+  for (let i = 0; i < p.samples.length; i++) {
+    const id = p.samples[i]!;
+    self.set(id, (self.get(id) ?? 0) + (p.timeDeltas[i] ?? 0));
+  }
+  let total = 0;
+  let idle = 0;
+  let gc = 0;
+  const perFn = new Map<string, number>();
+  const perCat = new Map<string, number>();
+  for (const [id, us] of self) {
+    total += us;
+    const node = byId.get(id)!;
+    const name = node.callFrame.functionName;
+    if (name === '(idle)') {
+      idle += us;
+      continue;
+    }
+    if (name === '(garbage collector)') gc += us;
+    const label = frameLabel(node.callFrame);
+    perFn.set(label, (perFn.get(label) ?? 0) + us);
+    const stack: CallFrame[] = [];
+    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+      stack.push(byId.get(cur)!.callFrame);
+    }
+    const cat = categories.find((c) => c.match(stack))?.name ?? 'other';
+    perCat.set(cat, (perCat.get(cat) ?? 0) + us);
+  }
+  const busy = total - idle;
+  const top = [...perFn.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, topN)
+    .map(([fn, us]) => ({ fn, selfMs: us / 1000, pct: (100 * us) / Math.max(1, busy) }));
+  const cats = [...perCat.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .map(([name, us]) => ({ name, ms: us / 1000, pct: (100 * us) / Math.max(1, busy) }));
+  return {
+    totalMs: total / 1000,
+    busyMs: busy / 1000,
+    idleMs: idle / 1000,
+    gcMs: gc / 1000,
+    top,
+    categories: cats,
+  };
+}
