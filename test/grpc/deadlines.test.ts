@@ -49,7 +49,7 @@ describe('Deadlines', () => {
     assert.equal(d.size, 100);
     await until(() => d.size === 0);
     await sleep(120);
-    calls.forEach((c, i) => assert.equal(c.expiredAt === null, i % 2 === 0, `call ${i}`));
+    for (const [i, c] of calls.entries()) assert.equal(c.expiredAt === null, i % 2 === 0, `call ${i}`);
   });
 
   it('stop() cancels the timer', async () => {
