@@ -73,6 +73,12 @@ export const serveSpec: CommandSpec = {
       help: 'take a snapshot every N applied entries (0 = never)',
       default: '100000',
     },
+    'wal-sync': {
+      type: 'string',
+      value: 'dsync|fdatasync',
+      help: 'how WAL writes are made durable: O_DSYNC writes, or write then fdatasync',
+      default: 'dsync',
+    },
     http: {
       type: 'string',
       value: 'host:port',
@@ -132,6 +138,10 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
   const clusterId = str(p, 'cluster-id') ?? 'raftkv';
   const tickMs = int(p, 'tick-ms', 1, 60_000) ?? 100;
   const snapshotEntries = int(p, 'snapshot-entries', 0) ?? 100_000;
+  const walSync = str(p, 'wal-sync') ?? 'dsync';
+  if (walSync !== 'dsync' && walSync !== 'fdatasync') {
+    throw new UsageError(`--wal-sync must be dsync or fdatasync, not "${walSync}"`, 'serve');
+  }
   const certFile = str(p, 'cert');
   const keyFile = str(p, 'key');
   const caFile = str(p, 'ca');
@@ -221,7 +231,7 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
     // With the HTTP side on, open the storage here so its latency shows in /metrics.
     const storage =
       httpListen !== undefined
-        ? instrumentStorage(await FileStorage.open(dataDir, { nodeId: id, clusterId }))
+        ? instrumentStorage(await FileStorage.open(dataDir, { nodeId: id, clusterId, sync: walSync }))
         : undefined;
     server = await startServer({
       ...(storage ? { storage } : {}),
@@ -233,6 +243,7 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
       ...(tls ? { tls } : {}),
       tickMs,
       snapshotEntries,
+      walSync,
       logger,
       ...(joinAddr !== undefined ? { joining: true } : {}),
       grpcOptions: PEER_SERVER_OPTIONS,

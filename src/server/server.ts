@@ -32,6 +32,8 @@ export interface ServerConfig {
   readonly tickMs?: number;
   readonly raft?: Partial<Omit<RaftConfig, 'id' | 'rng'>>;
   readonly snapshotEntries?: number;
+  /** How the WAL makes writes durable (FileStorage's `sync`; default dsync: one thread-pool trip per group). */
+  readonly walSync?: 'dsync' | 'fdatasync';
   readonly retainEntries?: number;
   readonly limits?: Partial<KvLimits>;
   readonly logger?: Logger;
@@ -77,7 +79,11 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
   }
   const log = config.logger;
   const storage =
-    config.storage ?? (await FileStorage.open(config.dataDir, { nodeId: config.id, clusterId }));
+    config.storage ?? (await FileStorage.open(config.dataDir, {
+      nodeId: config.id,
+      clusterId,
+      sync: config.walSync ?? 'dsync',
+    }));
   const sm = new KvStateMachine();
   const addresses = new Map<NodeId, string>();
   const address = (id: NodeId): string =>
