@@ -94,6 +94,8 @@ interface PendingProposal<R> {
   reject(e: Error): void;
   index: number;
   term: number;
+  /** Absolute deadline (`Date.now()` ms) checked on ticks, or Infinity. */
+  deadline: number;
   cleanup: () => void;
 }
 
@@ -101,10 +103,15 @@ interface PendingRead {
   resolve(index: number): void;
   reject(e: Error): void;
   index: number;
+  deadline: number;
   cleanup: () => void;
 }
 
 const EMPTY = new Uint8Array(0);
+function noop(): void {}
+
+/** When to give up waiting: an AbortSignal, or an absolute deadline in `Date.now()` milliseconds. */
+export type Until = AbortSignal | number;
 const ENVELOPE_VERSION = 1;
 
 /**
@@ -113,30 +120,43 @@ const ENVELOPE_VERSION = 1;
  * whichever node was leader. Layout: [version=1][origin length][origin utf8][u32 hi][u32 lo][payload].
  */
 const te = new TextEncoder();
-const td = new TextDecoder();
 
 export function wrapProposal(origin: Uint8Array, seq: number, payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(2 + origin.length + 8 + payload.length);
   out[0] = ENVELOPE_VERSION;
   out[1] = origin.length;
   out.set(origin, 2);
-  const dv = new DataView(out.buffer, out.byteOffset + 2 + origin.length, 8);
-  dv.setUint32(0, Math.floor(seq / 0x100000000));
-  dv.setUint32(4, seq >>> 0);
-  out.set(payload, 2 + origin.length + 8);
+  let o = 2 + origin.length;
+  const hi = Math.floor(seq / 0x100000000);
+  const lo = seq >>> 0;
+  out[o++] = hi >>> 24;
+  out[o++] = (hi >>> 16) & 0xff;
+  out[o++] = (hi >>> 8) & 0xff;
+  out[o++] = hi & 0xff;
+  out[o++] = lo >>> 24;
+  out[o++] = (lo >>> 16) & 0xff;
+  out[o++] = (lo >>> 8) & 0xff;
+  out[o++] = lo & 0xff;
+  out.set(payload, o);
   return out;
 }
 
-export function unwrapProposal(
-  data: Uint8Array,
-): { origin: string; seq: number; payload: Uint8Array } | null {
-  if (data.length < 10 || data[0] !== ENVELOPE_VERSION) return null;
+/** Offset of the payload in an envelope, or -1 when `data` is not one. */
+function envelopePayloadAt(data: Uint8Array): number {
+  if (data.length < 10 || data[0] !== ENVELOPE_VERSION) return -1;
+  const at = 2 + (data[1] as number) + 8;
+  return data.length < at ? -1 : at;
+}
+
+/** The sequence number of an envelope (checked by envelopePayloadAt) when `origin` proposed it, else -1. */
+function ownSeq(data: Uint8Array, origin: Uint8Array): number {
   const n = data[1] as number;
-  if (data.length < 2 + n + 8) return null;
-  const origin = td.decode(data.subarray(2, 2 + n));
-  const dv = new DataView(data.buffer, data.byteOffset + 2 + n, 8);
-  const seq = dv.getUint32(0) * 0x100000000 + dv.getUint32(4);
-  return { origin, seq, payload: data.subarray(2 + n + 8) };
+  if (n !== origin.length) return -1;
+  for (let i = 0; i < n; i++) if (data[2 + i] !== origin[i]) return -1;
+  const o = 2 + n;
+  const hi = ((data[o]! << 24) | (data[o + 1]! << 16) | (data[o + 2]! << 8) | data[o + 3]!) >>> 0;
+  const lo = ((data[o + 4]! << 24) | (data[o + 5]! << 16) | (data[o + 6]! << 8) | data[o + 7]!) >>> 0;
+  return hi * 0x100000000 + lo;
 }
 
 export class RaftNode<R> {
@@ -164,6 +184,8 @@ export class RaftNode<R> {
 
   private seq = 0;
   private readonly proposals = new Map<number, PendingProposal<R>>();
+  /** Log index -> seq of the pending proposal appended there by this node as leader. */
+  private readonly proposalAt = new Map<number, number>();
   private readCtx = 0;
   private readonly reads = new Map<number, PendingRead>();
   private readonly confWaiters = new Map<
@@ -254,12 +276,17 @@ export class RaftNode<R> {
   /**
    * Replicate `data` and resolve once it is applied on this node, with the state
    * machine's result. Rejects with NoLeaderError when no leader is known (retry later),
-   * ProposalDroppedError when another entry took its place, TimeoutError when `signal`
-   * aborts first (the entry may still be applied: its outcome is unknown).
+   * ProposalDroppedError when another entry took its place, TimeoutError when `until`
+   * passes first (the entry may still be applied: its outcome is unknown).
+   *
+   * `until` is an AbortSignal, or an absolute deadline in `Date.now()` milliseconds. A
+   * deadline costs nothing per call (pending work is checked against it on every tick, so
+   * it fires up to one tick late); a signal costs an event listener.
    */
-  propose(data: Uint8Array, signal?: AbortSignal): Promise<Applied<R>> {
+  propose(data: Uint8Array, until?: Until): Promise<Applied<R>> {
     if (this.stopped) return Promise.reject(new RaftNodeStoppedError(this.id));
     if (this.fatal) return Promise.reject(this.fatal);
+    if (typeof until === 'object' && until.aborted) return Promise.reject(new TimeoutError('proposal'));
     const seq = ++this.seq;
     const out = this.raft.propose(wrapProposal(this.originBytes, seq, data));
     if (out.kind === 'rejected') {
@@ -268,60 +295,110 @@ export class RaftNode<R> {
       );
     }
     this.schedule();
+    const index = out.kind === 'appended' ? out.index : 0;
+    const term = out.kind === 'appended' ? out.term : 0;
     return new Promise<Applied<R>>((resolve, reject) => {
       const p: PendingProposal<R> = {
         resolve,
         reject,
-        index: out.kind === 'appended' ? out.index : 0,
-        term: out.kind === 'appended' ? out.term : 0,
-        cleanup: () => {},
+        index,
+        term,
+        deadline: typeof until === 'number' ? until : Number.POSITIVE_INFINITY,
+        cleanup: noop,
       };
-      if (signal) {
-        if (signal.aborted) {
-          reject(new TimeoutError('proposal'));
-          return;
-        }
+      if (typeof until === 'object') {
         const onAbort = (): void => {
-          if (this.proposals.delete(seq)) reject(new TimeoutError('proposal'));
+          if (this.dropProposal(seq)) reject(new TimeoutError('proposal'));
         };
-        signal.addEventListener('abort', onAbort, { once: true });
-        p.cleanup = () => signal.removeEventListener('abort', onAbort);
+        until.addEventListener('abort', onAbort, { once: true });
+        p.cleanup = () => until.removeEventListener('abort', onAbort);
       }
       this.proposals.set(seq, p);
+      if (index !== 0) {
+        // An older proposal of ours at this index was truncated away: its entry is gone.
+        const older = this.proposalAt.get(index);
+        if (older !== undefined) {
+          const o = this.proposals.get(older);
+          this.proposals.delete(older);
+          if (o) {
+            o.cleanup();
+            o.reject(new ProposalDroppedError(index));
+          }
+        }
+        this.proposalAt.set(index, seq);
+      }
     });
   }
 
   /**
    * Resolve with an index once the local state machine reflects every write committed
-   * before this call (ReadIndex, §6.4): reading it then is linearizable.
+   * before this call (ReadIndex, §6.4): reading it then is linearizable. `until` as in propose().
    */
-  read(signal?: AbortSignal): Promise<number> {
+  read(until?: Until): Promise<number> {
     if (this.stopped) return Promise.reject(new RaftNodeStoppedError(this.id));
+    if (typeof until === 'object' && until.aborted) return Promise.reject(new TimeoutError('read'));
     const ctx = ++this.readCtx;
     this.raft.readIndex(ctx);
     this.schedule();
     return new Promise<number>((resolve, reject) => {
-      const r: PendingRead = { resolve, reject, index: -1, cleanup: () => {} };
-      if (signal) {
-        if (signal.aborted) {
-          reject(new TimeoutError('read'));
-          return;
-        }
+      const r: PendingRead = {
+        resolve,
+        reject,
+        index: -1,
+        deadline: typeof until === 'number' ? until : Number.POSITIVE_INFINITY,
+        cleanup: noop,
+      };
+      if (typeof until === 'object') {
         const onAbort = (): void => {
           this.reads.delete(ctx);
           const i = this.waitingReads.indexOf(r);
           if (i >= 0) this.waitingReads.splice(i, 1);
           reject(new TimeoutError('read'));
         };
-        signal.addEventListener('abort', onAbort, { once: true });
-        r.cleanup = () => signal.removeEventListener('abort', onAbort);
+        until.addEventListener('abort', onAbort, { once: true });
+        r.cleanup = () => until.removeEventListener('abort', onAbort);
       }
       this.reads.set(ctx, r);
     });
   }
 
+  /** Forgets a pending proposal; false when it was no longer pending. */
+  private dropProposal(seq: number): boolean {
+    const p = this.proposals.get(seq);
+    if (p === undefined) return false;
+    this.proposals.delete(seq);
+    if (p.index !== 0 && this.proposalAt.get(p.index) === seq) this.proposalAt.delete(p.index);
+    return true;
+  }
+
+  /** Rejects pending proposals and reads whose deadline passed (called on ticks). */
+  private expireDeadlines(now: number): void {
+    for (const [seq, p] of this.proposals) {
+      if (p.deadline <= now) {
+        this.dropProposal(seq);
+        p.cleanup();
+        p.reject(new TimeoutError('proposal'));
+      }
+    }
+    for (const [ctx, r] of this.reads) {
+      if (r.deadline <= now) {
+        this.reads.delete(ctx);
+        r.reject(new TimeoutError('read'));
+      }
+    }
+    if (this.waitingReads.some((r) => r.deadline <= now)) {
+      const still: PendingRead[] = [];
+      for (const r of this.waitingReads) {
+        if (r.deadline <= now) r.reject(new TimeoutError('read'));
+        else still.push(r);
+      }
+      this.waitingReads = still;
+    }
+  }
+
   /** Propose a membership change (leader only); resolves once it is applied here. */
-  changeMembership(cc: ConfChange, signal?: AbortSignal): Promise<number> {
+  changeMembership(cc: ConfChange, until?: Until): Promise<number> {
+    const signal = typeof until === 'number' ? AbortSignal.timeout(Math.max(0, until - Date.now())) : until;
     if (this.stopped) return Promise.reject(new RaftNodeStoppedError(this.id));
     const out = this.raft.proposeConfChange(cc);
     if (out.kind === 'rejected') {
@@ -401,6 +478,9 @@ export class RaftNode<R> {
     if (n < 1) return;
     this.lastTickAt += n * this.tickMs;
     if (n > 50) n = 50;
+    if (this.proposals.size > 0 || this.reads.size > 0 || this.waitingReads.length > 0) {
+      this.expireDeadlines(Date.now());
+    }
     if (n === 1) {
       this.raft.tick();
       this.schedule();
@@ -515,7 +595,7 @@ export class RaftNode<R> {
       // Proposals of ours at or below the snapshot can no longer be matched: their fate is unknown here.
       for (const [seq, p] of this.proposals) {
         if (p.index > 0 && p.index <= this.applied) {
-          this.proposals.delete(seq);
+          this.dropProposal(seq);
           p.cleanup();
           p.reject(new ProposalDroppedError(p.index));
         }
@@ -560,25 +640,27 @@ export class RaftNode<R> {
       this.opts.onConfChange?.(cc, e.index);
       return;
     }
-    const env = e.data.length > 0 ? unwrapProposal(e.data) : null;
-    const result = this.sm.apply(e.index, env ? env.payload : e.data);
+    const at = envelopePayloadAt(e.data);
+    const result = this.sm.apply(e.index, at < 0 ? e.data : e.data.subarray(at));
     this.applied = e.index;
-    // A pending proposal of ours that was assigned this index but lost it to another entry.
-    if (env && env.origin === this.opts.id) {
-      const p = this.proposals.get(env.seq);
+    const seq = at < 0 ? -1 : ownSeq(e.data, this.originBytes);
+    if (seq >= 0) {
+      const p = this.proposals.get(seq);
       if (p) {
-        this.proposals.delete(env.seq);
+        this.dropProposal(seq);
         p.cleanup();
         p.resolve({ index: e.index, result });
       }
     }
-    if (this.proposals.size > 0) {
-      for (const [seq, p] of this.proposals) {
-        if (p.index === e.index && !(env && env.origin === this.opts.id && env.seq === seq)) {
-          this.proposals.delete(seq);
-          p.cleanup();
-          p.reject(new ProposalDroppedError(e.index));
-        }
+    // A pending proposal of ours that was assigned this index but lost it to another entry.
+    const lost = this.proposalAt.get(e.index);
+    if (lost !== undefined) {
+      this.proposalAt.delete(e.index);
+      const p = this.proposals.get(lost);
+      if (p) {
+        this.proposals.delete(lost);
+        p.cleanup();
+        p.reject(new ProposalDroppedError(e.index));
       }
     }
   }
@@ -648,6 +730,7 @@ export class RaftNode<R> {
       p.reject(err);
     }
     this.proposals.clear();
+    this.proposalAt.clear();
     for (const r of this.reads.values()) {
       r.cleanup();
       r.reject(err);

@@ -115,10 +115,13 @@ export function toGrpcError(err: unknown, ctx: KvServiceContext): unknown {
   return new GrpcError(Status.UNAVAILABLE, err.message);
 }
 
-function deadline(call: ServerCall, limits: KvLimits): AbortSignal {
-  return call.deadline === undefined
-    ? AbortSignal.any([call.signal, AbortSignal.timeout(limits.defaultTimeoutMs)])
-    : call.signal;
+/**
+ * When the node stops waiting for a call: the client's deadline, or the default timeout. A plain
+ * number (no AbortSignal per call); the gRPC layer itself ends the call at its deadline, and a
+ * cancelled call's proposal is already in the log, so it is left to resolve or expire.
+ */
+function deadline(call: ServerCall, limits: KvLimits): number {
+  return call.deadline ?? Date.now() + limits.defaultTimeoutMs;
 }
 
 async function write(ctx: KvServiceContext, call: ServerCall, client: U64, seq: U64, cmd: KvCommand) {
@@ -308,8 +311,8 @@ export function kvHandlers(ctx: KvServiceContext) {
       } catch (err) {
         throw toGrpcError(err, ctx);
       }
-      const signal = deadline(call, limits);
-      while (!signal.aborted) {
+      const until = deadline(call, limits);
+      while (Date.now() < until && !call.cancelled) {
         const l = ctx.node.leader;
         if (l === req.id) return { leader: l };
         await new Promise((r) => setTimeout(r, 10));

@@ -79,7 +79,8 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
   }
   const log = config.logger;
   const storage =
-    config.storage ?? (await FileStorage.open(config.dataDir, {
+    config.storage ??
+    (await FileStorage.open(config.dataDir, {
       nodeId: config.id,
       clusterId,
       sync: config.walSync ?? 'dsync',

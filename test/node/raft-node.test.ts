@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { encodeRequest, type KvResult, KvStateMachine } from '../../src/kv/state-machine.ts';
-import { NoLeaderError, TimeoutError } from '../../src/node/errors.ts';
+import { NoLeaderError, ProposalDroppedError, TimeoutError } from '../../src/node/errors.ts';
 import { RaftNode } from '../../src/node/raft-node.ts';
 import { MemoryStorage } from '../../src/storage/memory-storage.ts';
 import { MemoryNetwork } from '../../src/transport/memory.ts';
@@ -144,6 +144,53 @@ test('without a quorum, proposals time out and reads fail or time out; nothing h
     c.net.heal();
     const l2 = await waitFor(() => leaderOf(c));
     await l2.propose(put('x', 'z'));
+  } finally {
+    await c.stop();
+  }
+});
+
+test('a proposal whose log index is taken by an entry of another leader is rejected as dropped', async () => {
+  const c = await startCluster(['n1', 'n2', 'n3']);
+  try {
+    const l = await waitFor(() => leaderOf(c));
+    c.net.isolate(l.id);
+    // Appended at the old leader's next index, never committed.
+    const lost = l.propose(put('lost', 'x'));
+    const l2 = await waitFor(() => {
+      const n = leaderOf(c);
+      return n !== null && n.id !== l.id ? n : null;
+    });
+    for (let i = 0; i < 5; i++) await l2.propose(put(`new${i}`, 'y'));
+    c.net.heal();
+    const settled = Promise.race([
+      lost,
+      new Promise((_, rej) => setTimeout(() => rej(new Error('still pending after 15 s')), 15_000).unref()),
+    ]);
+    await assert.rejects(settled, ProposalDroppedError);
+    await waitFor(() => (l.appliedIndex >= l2.appliedIndex ? true : undefined));
+    assert.equal(c.sms.get(l.id)?.get('lost'), undefined);
+  } finally {
+    await c.stop();
+  }
+});
+
+test('a numeric deadline (no AbortSignal) expires proposals and reads without a quorum', async () => {
+  const c = await startCluster(['n1', 'n2', 'n3']);
+  try {
+    const l = await waitFor(() => leaderOf(c));
+    c.net.isolate(l.id);
+    const t0 = Date.now();
+    await assert.rejects(l.propose(put('x', 'y'), Date.now() + 300), TimeoutError);
+    assert.ok(Date.now() - t0 >= 300, 'a deadline never fires early');
+    await assert.rejects(
+      l.read(Date.now() + 300),
+      (e: Error) => e instanceof TimeoutError || e instanceof NoLeaderError || e.name === 'NotLeaderError',
+    );
+    c.net.heal();
+    const l2 = await waitFor(() => leaderOf(c));
+    // A deadline in the future does not get in the way of a healthy proposal.
+    const r = await l2.propose(put('x', 'z'), Date.now() + 60_000);
+    assert.ok(r.index > 0);
   } finally {
     await c.stop();
   }
