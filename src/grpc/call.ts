@@ -11,7 +11,8 @@
 //   whenever the call leaves OPEN. `ServerState.calls` counts the live calls, `deadlines.size` those waiting.
 // - The AbortSignal is created only when the handler reads it; it aborts when the client cancels (RST_STREAM or
 //   a lost connection), when the deadline passes, or when a graceful shutdown runs out of time.
-// - The hot path allocates the call, its deframer and the decoded message; listeners are shared functions that
+// - The hot path allocates the call and the decoded message (a request that arrives as exactly one whole frame
+//   in one chunk is decoded from a view of that chunk; a Deframer is made only otherwise); listeners are shared functions that
 //   find the call through the stream (no per-call closures, except for promise continuations of async handlers).
 
 import type {
@@ -146,9 +147,24 @@ export function respondStatus(
 // ---- shared stream listeners: `this` is the stream, the call hangs off it ----
 function onData(this: CallStream, chunk: Buffer): void {
   const call = this[kCall]!;
-  if (call.state !== OPEN) return;
+  if (call.state !== OPEN || call.inputStopped) return;
   try {
-    call.deframer.push(chunk, call);
+    const d = call.deframer;
+    if (d === null) {
+      // Fast path: the chunk is exactly one whole frame (the usual unary request).
+      const n = chunk.length;
+      if (n >= 5 && chunk[0]! <= 1) {
+        const len = chunk.readUInt32BE(1);
+        if (len + 5 === n && len <= call.maxReceive) {
+          if (!call.onMessage(chunk.subarray(5), chunk[0] === 1)) call.stopInput();
+          return;
+        }
+      }
+      call.deframer = new Deframer(call.maxReceive);
+      call.deframer.push(chunk, call);
+    } else {
+      d.push(chunk, call);
+    }
   } catch (e) {
     call.failInternal(e);
   }
@@ -174,7 +190,10 @@ interface Waiter {
 export class Call implements ServerStreamCall, FrameSink {
   state = OPEN;
   readonly stream: CallStream;
-  readonly deframer: Deframer;
+  /** Made on the first chunk that is not exactly one whole frame. */
+  deframer: Deframer | null = null;
+  /** Set once input is no longer read (the status is decided, or the stream closed). */
+  inputStopped = false;
   readonly path: string;
   readonly deadline: number | undefined;
   cancelled = false;
@@ -209,7 +228,6 @@ export class Call implements ServerStreamCall, FrameSink {
     this.#method = method;
     this.#server = server;
     this.path = method.def.path;
-    this.deframer = new Deframer(server.maxReceiveMessageSize);
     server.calls++;
     server.live.add(this);
     this.stream[kCall] = this;
@@ -226,6 +244,15 @@ export class Call implements ServerStreamCall, FrameSink {
     stream.on('data', onData);
     stream.on('end', onEnd);
     if (method.streaming) this.#startStreaming();
+  }
+
+  get maxReceive(): number {
+    return this.#server.maxReceiveMessageSize;
+  }
+
+  stopInput(): void {
+    this.inputStopped = true;
+    this.deframer?.stop();
   }
 
   // ---- ServerCall ----
@@ -411,7 +438,7 @@ export class Call implements ServerStreamCall, FrameSink {
     if (this.state !== OPEN) return;
     this.state = DONE;
     this.#clearTimer();
-    this.deframer.stop();
+    this.stopInput();
     this.#failInput(code === Status.OK ? null : new GrpcError(code, message));
     const stream = this.stream;
     if (stream.destroyed) return;
@@ -479,7 +506,7 @@ export class Call implements ServerStreamCall, FrameSink {
 
   onEndOfInput(): void {
     if (this.state !== OPEN) return;
-    if (this.deframer.partial) {
+    if (this.deframer?.partial === true) {
       this.finish(Status.INTERNAL, 'Request ended in the middle of a message');
       return;
     }
@@ -504,7 +531,7 @@ export class Call implements ServerStreamCall, FrameSink {
     const wasOpen = this.state === OPEN;
     this.state = CLOSED;
     this.#clearTimer();
-    this.deframer.stop();
+    this.stopInput();
     this.#server.calls--;
     this.#server.live.delete(this);
     if (wasOpen) {

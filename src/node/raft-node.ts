@@ -122,7 +122,8 @@ const ENVELOPE_VERSION = 1;
 const te = new TextEncoder();
 
 export function wrapProposal(origin: Uint8Array, seq: number, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(2 + origin.length + 8 + payload.length);
+  // allocUnsafe: small envelopes come from Node's buffer pool, not a fresh ArrayBuffer each.
+  const out = Buffer.allocUnsafe(2 + origin.length + 8 + payload.length);
   out[0] = ENVELOPE_VERSION;
   out[1] = origin.length;
   out.set(origin, 2);
