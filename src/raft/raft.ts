@@ -94,6 +94,13 @@ export interface RaftConfig {
   readonly maxInflight?: number;
   /** Snapshot chunk size in bytes. Default 1 MiB. */
   readonly maxSnapshotChunk?: number;
+  /**
+   * How followers hear of a new commit index. 'eager' (the default) sends an Append right away, empty
+   * if need be, as etcd does. 'piggyback' sends none for the commit alone: it rides on the next Append
+   * and on heartbeats (so a follower applies up to a heartbeat later when the leader is idle), which
+   * halves the peer messages per write at low concurrency. Liveness only: safety does not depend on it.
+   */
+  readonly commitBroadcast?: 'eager' | 'piggyback';
   readonly rng: Rng;
 }
 
@@ -179,6 +186,7 @@ export class Raft {
   private readonly maxMsgBytes: number;
   private readonly maxInflight: number;
   private readonly maxSnapshotChunk: number;
+  private readonly eagerCommit: boolean;
   private readonly rng: Rng;
 
   private term: number;
@@ -253,6 +261,7 @@ export class Raft {
     this.maxMsgBytes = config.maxMsgBytes ?? 1 << 20;
     this.maxInflight = config.maxInflight ?? 256;
     this.maxSnapshotChunk = config.maxSnapshotChunk ?? 1 << 20;
+    this.eagerCommit = (config.commitBroadcast ?? 'eager') === 'eager';
     this.rng = config.rng;
     if (!Number.isInteger(this.electionTick) || this.electionTick < 2) {
       throw new RaftConfigError(`electionTick must be an integer >= 2, got ${this.electionTick}`);
@@ -1281,18 +1290,22 @@ export class Raft {
   /** Turn batched intentions into messages, once per Ready. */
   private flush(): void {
     if (this.role === Role.Leader) {
-      if (this.needBroadcast || this.commitChanged) {
-        const withCommit = this.commitChanged;
+      if (this.needBroadcast || (this.commitChanged && this.eagerCommit)) {
+        const withCommit = this.commitChanged && this.eagerCommit;
         for (const pr of this.prs.values()) this.maybeSendAppend(pr, withCommit);
         this.needBroadcast = false;
-        this.commitChanged = false;
       }
+      this.commitChanged = false;
       if (this.needReadRound) {
         this.needReadRound = false;
         this.heartbeatElapsed = 0;
         this.broadcastHeartbeat();
       }
       for (const [to, batches] of this.remoteReads) {
+        // With commits piggybacked, a follower asking for a read index may not know the commit
+        // yet (a lease read skips the heartbeat round that would tell it): tell it first.
+        const pr = this.eagerCommit ? undefined : this.prs.get(to);
+        if (pr !== undefined) this.maybeSendAppend(pr, true);
         for (const b of batches) {
           this.eager.push({
             type: MessageType.ReadIndexResp,

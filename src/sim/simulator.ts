@@ -59,6 +59,8 @@ export interface SimOptions {
   maxMsgEntries: number;
   maxInflight: number;
   maxSnapshotChunk: number;
+  /** How followers hear of commits (RaftConfig.commitBroadcast); varies by seed. */
+  commitBroadcast: 'eager' | 'piggyback';
   /** Applied entries between local snapshots (0: never compact). */
   snapshotEvery: number;
   /** Entries kept before a snapshot point when compacting. */
@@ -93,6 +95,7 @@ export const defaultOptions: SimOptions = {
   maxMsgEntries: 64,
   maxInflight: 8,
   maxSnapshotChunk: 256,
+  commitBroadcast: 'eager',
   snapshotEvery: 0,
   retain: 0,
   fsyncMin: 0.2,
@@ -139,6 +142,7 @@ export function chaosOptions(seed: number, overrides: Partial<SimOptions> = {}):
     // Small batches split a leader's catch-up traffic, which is where Figure 8 lurks.
     maxMsgEntries: [1, 3, 64][seed % 3] as number,
     maxInflight: [1, 4, 16][(seed >> 2) % 3] as number,
+    commitBroadcast: (seed >> 4) % 2 === 0 ? 'eager' : 'piggyback',
     ...overrides,
   };
 }
@@ -611,6 +615,7 @@ export class Simulator {
       maxMsgEntries: this.opts.maxMsgEntries,
       maxInflight: this.opts.maxInflight,
       maxSnapshotChunk: this.opts.maxSnapshotChunk,
+      commitBroadcast: this.opts.commitBroadcast,
       rng: this.rng.fork(),
     };
     n.sm = new KvStateMachine();

@@ -154,3 +154,21 @@ test('message counts stay bounded: per election, per entry, and when idle', () =
   assert.ok(perEntry < 15, `${perEntry} messages per entry`);
   assert.equal(sim.leader(), l);
 });
+
+test('piggybacked commits: no Append for the commit alone, every follower still applies everything', () => {
+  const appends = (sim: ReturnType<typeof cluster>): number => sim.sent.get('app') ?? 0;
+  const run = (mode: 'eager' | 'piggyback') => {
+    const sim = cluster(3, 31, { commitBroadcast: mode });
+    checkOneLeader(sim);
+    one(sim, 'warm', 3);
+    const before = appends(sim);
+    let last = 0;
+    // One write at a time, as one client would: each must reach every node.
+    for (let i = 0; i < 20; i++) last = one(sim, `w${i}`, 3);
+    for (const id of sim.ids) assert.ok(sim.raft(id).status().applied >= last, `${mode}: ${id} applied all`);
+    return appends(sim) - before;
+  };
+  const eager = run('eager');
+  const piggy = run('piggyback');
+  assert.ok(piggy < eager, `piggyback sent ${piggy} Appends, eager ${eager}`);
+});
