@@ -87,6 +87,7 @@ test('unknown flags, missing values, bad numbers, extra or missing arguments: ex
     [['serve', '--id', 'n1', '--peers', 'n1=a:1', '--join', 'a:2'], /either --peers .* or --join/],
     [['serve', '--id', 'n1', '--listen', 'nowhere'], /--listen must be host:port/],
     [['serve', '--id', 'n1', '--tick-ms', '0'], /--tick-ms must be an integer from 1/],
+    [['serve', '--id', 'n1', '--wal-sync', 'fsync'], /--wal-sync must be dsync or fdatasync, not "fsync"/],
     [['serve', '--id', 'n1', '--log-format', 'xml'], /--log-format must be json or pretty/],
     [['cluster', '--nodes', '12'], /--nodes must be an integer from 1 to 9/],
     [['cluster', 'extra'], /unexpected argument "extra"/],
