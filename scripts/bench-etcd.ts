@@ -12,12 +12,12 @@
  * (../shared/bench/bin/grpcload or built by scripts/build-grpcload.sh), a built raftkv
  * (npm run build, done here).
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../src/cli/free-port.ts';
+import { grpcloadPath, startLocalCluster } from '../src/bench/cluster.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const shared = resolve(root, '../shared/bench');
@@ -45,15 +45,6 @@ const outDir = resolve(root, opt('out', `bench/results/etcd-${stamp}`));
 
 function sh(cmd: string, a: string[], env: NodeJS.ProcessEnv = process.env): string {
   return execFileSync(cmd, a, { encoding: 'utf8', env, stdio: ['ignore', 'pipe', 'pipe'] });
-}
-
-function grpcloadPath(): string {
-  const p = join(shared, 'bin/grpcload');
-  if (existsSync(p)) return p;
-  return sh('bash', [join(root, 'scripts/build-grpcload.sh')])
-    .trim()
-    .split('\n')
-    .pop() as string;
 }
 
 function ensureEtcd(): void {
@@ -107,69 +98,12 @@ async function startEtcd(): Promise<Cluster> {
 }
 
 async function startRaftkv(): Promise<Cluster> {
-  const dir = mkdtempSync(join(tmpdir(), 'raftkv-bench-'));
-  const ports = [await freePort(), await freePort(), await freePort()];
-  const peers = ports.map((p, i) => `n${i + 1}=127.0.0.1:${p}`).join(',');
-  const procs: ChildProcess[] = [];
-  for (let i = 0; i < 3; i++) {
-    const p = spawn(
-      process.execPath,
-      [
-        join(root, 'dist/src/cli/main.js'),
-        'serve',
-        '--id',
-        `n${i + 1}`,
-        '--listen',
-        `127.0.0.1:${ports[i]}`,
-        '--peers',
-        peers,
-        '--data-dir',
-        join(dir, `n${i + 1}`),
-        // Extra serve flags to try settings, e.g. RAFTKV_BENCH_ARGS="--snapshot-entries 0".
-        ...(process.env['RAFTKV_BENCH_ARGS'] ?? '').split(' ').filter((a) => a !== ''),
-      ],
-      { stdio: ['ignore', 'ignore', 'inherit'] },
-    );
-    procs.push(p);
-  }
-  const endpoints = ports.map((p) => `127.0.0.1:${p}`).join(',');
-  let leader = '';
-  for (let t = 0; t < 300 && !leader; t++) {
-    await new Promise((r) => setTimeout(r, 100));
-    try {
-      const out = sh(process.execPath, [
-        join(root, 'dist/src/cli/main.js'),
-        'status',
-        '--json',
-        '--endpoints',
-        endpoints,
-      ]);
-      const st = JSON.parse(out) as { role: string; address: string }[];
-      leader = st.find((s) => s.role === 'leader')?.address ?? '';
-    } catch {
-      // not up yet
-    }
-  }
-  if (!leader) throw new Error('raftkv cluster did not elect a leader within 30 s');
-  return {
-    name: 'raftkv',
-    leader,
-    pids: procs.map((p) => p.pid as number),
-    async stop() {
-      await Promise.all(
-        procs.map(
-          (p) =>
-            new Promise<void>((res) => {
-              if (p.exitCode !== null) return res();
-              p.once('exit', () => res());
-              p.kill('SIGTERM');
-              setTimeout(() => p.kill('SIGKILL'), 5_000).unref();
-            }),
-        ),
-      );
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  const c = await startLocalCluster({
+    root,
+    // Extra serve flags to try settings, e.g. RAFTKV_BENCH_ARGS="--snapshot-entries 0".
+    serveArgs: (process.env['RAFTKV_BENCH_ARGS'] ?? '').split(' ').filter((a) => a !== ''),
+  });
+  return { name: 'raftkv', leader: c.leader, pids: c.nodes.map((n) => n.pid), stop: c.stop };
 }
 
 interface Result {
@@ -244,7 +178,7 @@ async function runRow(
 async function main(): Promise<void> {
   if (only !== 'etcd') sh('npm', ['run', '--silent', 'build']);
   if (only !== 'raftkv') ensureEtcd();
-  const grpcload = grpcloadPath();
+  const grpcload = grpcloadPath(root);
   mkdirSync(outDir, { recursive: true });
   const results: Result[] = [];
   for (let rep = 1; rep <= reps; rep++) {

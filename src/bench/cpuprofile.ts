@@ -7,17 +7,17 @@
 
 import { readFileSync } from 'node:fs';
 
-interface CallFrame {
+export interface CallFrame {
   functionName: string;
   url: string;
   lineNumber: number;
 }
-interface ProfileNode {
+export interface ProfileNode {
   id: number;
   callFrame: CallFrame;
   children?: number[];
 }
-interface CpuProfile {
+export interface CpuProfile {
   nodes: ProfileNode[];
   samples: number[];
   timeDeltas: number[];
@@ -31,6 +31,9 @@ export interface FunctionTime {
   readonly selfMs: number;
   readonly pct: number;
 }
+
+/** Names the category of a sample from its stack (innermost frame first). */
+export type Classifier = (stack: readonly CallFrame[]) => string;
 
 /** A category: its name and a test on the stack of a sample (innermost frame first). */
 export interface Category {
@@ -55,13 +58,28 @@ export function frameLabel(f: CallFrame): string {
   return file === '' ? name : `${name} (${file}:${f.lineNumber + 1})`;
 }
 
-/** Summarizes one profile: the `topN` functions by self time, and time per category. */
+/** Only samples taken in [fromUs, toUs] (the profile's clock: CLOCK_MONOTONIC µs, as `process.hrtime`). */
+export interface TimeWindow {
+  readonly fromUs: number;
+  readonly toUs: number;
+}
+
+/** Summarizes one profile file: the `topN` functions by self time, and time per category. */
 export function summarizeProfile(
   path: string,
-  categories: readonly Category[] = [],
+  categories: readonly Category[] | Classifier = [],
   topN = 25,
+  window?: TimeWindow,
 ): ProfileSummary {
-  const p = JSON.parse(readFileSync(path, 'utf8')) as CpuProfile;
+  return summarize(JSON.parse(readFileSync(path, 'utf8')) as CpuProfile, categories, topN, window);
+}
+
+export function summarize(
+  p: CpuProfile,
+  categories: readonly Category[] | Classifier = [],
+  topN = 25,
+  window?: TimeWindow,
+): ProfileSummary {
   const byId = new Map<number, ProfileNode>();
   const parent = new Map<number, number>();
   for (const n of p.nodes) {
@@ -69,9 +87,13 @@ export function summarizeProfile(
     for (const c of n.children ?? []) parent.set(c, n.id);
   }
   const self = new Map<number, number>();
+  let t = p.startTime;
   for (let i = 0; i < p.samples.length; i++) {
+    const dt = p.timeDeltas[i] ?? 0;
+    t += dt;
+    if (window !== undefined && (t < window.fromUs || t > window.toUs)) continue;
     const id = p.samples[i]!;
-    self.set(id, (self.get(id) ?? 0) + (p.timeDeltas[i] ?? 0));
+    self.set(id, (self.get(id) ?? 0) + dt);
   }
   let total = 0;
   let idle = 0;
@@ -93,7 +115,10 @@ export function summarizeProfile(
     for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
       stack.push(byId.get(cur)!.callFrame);
     }
-    const cat = categories.find((c) => c.match(stack))?.name ?? 'other';
+    const cat =
+      typeof categories === 'function'
+        ? categories(stack)
+        : (categories.find((c) => c.match(stack))?.name ?? 'other');
     perCat.set(cat, (perCat.get(cat) ?? 0) + us);
   }
   const busy = total - idle;

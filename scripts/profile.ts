@@ -1,0 +1,183 @@
+// npm run profile — where a put's (and a linearizable get's) CPU goes in a 3-node raftkv cluster.
+//
+// For each workload (put c64, then get c64 after a prefill) it starts a fresh cluster with
+// `node --cpu-prof` on every member, loads the leader with grpcload (../shared/bench) and stops the
+// nodes with SIGTERM so the profiles are written. Only samples taken while grpcload measured (after
+// its warm-up) count. It prints the top self-time functions of the leader and of one follower, and a
+// CPU table in µs per operation by category (src/bench/put-profile.ts), and writes
+// bench/results/profile-<time>/{table.md,summary.json}. Raw profiles stay in a temp dir (printed).
+//
+// Usage: npm run profile -- [--duration 10] [--clients 64] [--top 20] [--out DIR] [--keep]
+
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { grpcloadPath, startLocalCluster } from '../src/bench/cluster.ts';
+import { type ProfileSummary, summarizeProfile } from '../src/bench/cpuprofile.ts';
+import { classifyPutSample, PUT_CATEGORIES } from '../src/bench/put-profile.ts';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const { values: a } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '10' },
+    clients: { type: 'string', default: '64' },
+    top: { type: 'string', default: '20' },
+    out: { type: 'string' },
+    keep: { type: 'boolean', default: false },
+  },
+});
+const DURATION = Number(a.duration);
+const CLIENTS = Number(a.clients);
+const TOP = Number(a.top);
+const WARMUP = 1;
+if (!(DURATION > 0) || !(CLIENTS > 0) || !(TOP > 0)) {
+  console.error('profile: --duration, --clients and --top must be positive numbers');
+  process.exit(2);
+}
+
+interface NodeProfile {
+  role: 'leader' | 'follower';
+  id: string;
+  summary: ProfileSummary;
+}
+interface Run {
+  op: 'put' | 'get';
+  ops: number;
+  opsPerSec: number;
+  p50: number;
+  p99: number;
+  profiles: NodeProfile[];
+}
+
+const nowUs = (): number => Number(process.hrtime.bigint() / 1000n);
+
+async function runGrpcload(grpcload: string, args: string[]): Promise<Record<string, number>> {
+  const child = spawn(grpcload, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  const code = await new Promise<number | null>((r) => child.once('exit', r));
+  if (code !== 0) throw new Error(`grpcload exited with ${code}`);
+  return JSON.parse(out.trim().split('\n').pop() ?? '{}') as Record<string, number>;
+}
+
+async function profileRun(op: 'put' | 'get', grpcload: string, profDir: string): Promise<Run> {
+  const dir = join(profDir, op);
+  mkdirSync(dir, { recursive: true });
+  const c = await startLocalCluster({ root, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`] });
+  let j: Record<string, number>;
+  let window: { fromUs: number; toUs: number };
+  try {
+    const base = ['--target', 'raftkv', '--endpoints', c.leader, '--conns', '1', '--value-size', '256'];
+    if (op === 'get') {
+      await runGrpcload(grpcload, [
+        ...base,
+        '--op',
+        'put',
+        '--prefill',
+        '--clients',
+        '64',
+        '--duration',
+        '1',
+      ]);
+    }
+    const t0 = nowUs();
+    j = await runGrpcload(grpcload, [
+      ...base,
+      '--op',
+      op,
+      '--clients',
+      String(CLIENTS),
+      '--duration',
+      String(DURATION),
+      '--warmup',
+      String(WARMUP),
+      '--keys',
+      '10000',
+    ]);
+    window = { fromUs: t0 + WARMUP * 1e6, toUs: nowUs() };
+  } finally {
+    await c.stop();
+  }
+  const byPid = new Map(readdirSync(dir).map((f) => [Number(f.split('.')[3]), join(dir, f)]));
+  const follower = c.nodes.find((n) => n.id !== c.leaderId)!;
+  const profiles: NodeProfile[] = [];
+  for (const [role, n] of [
+    ['leader', c.nodes.find((x) => x.id === c.leaderId)!],
+    ['follower', follower],
+  ] as const) {
+    const file = byPid.get(n.pid);
+    if (file === undefined) throw new Error(`no CPU profile written by ${n.id} (pid ${n.pid}) in ${dir}`);
+    profiles.push({ role, id: n.id, summary: summarizeProfile(file, classifyPutSample, TOP, window) });
+  }
+  const ops = Math.round((j.ops_per_sec ?? 0) * DURATION);
+  return { op, ops, opsPerSec: j.ops_per_sec ?? 0, p50: j.p50_ms ?? 0, p99: j.p99_ms ?? 0, profiles };
+}
+
+function table(runs: readonly Run[]): string {
+  const cols = runs.flatMap((r) => r.profiles.map((p) => ({ r, p })));
+  const head = `| µs of CPU per op | ${cols.map(({ r, p }) => `${r.op} c${CLIENTS}: ${p.role}`).join(' | ')} |`;
+  const sep = `|---|${cols.map(() => '---:').join('|')}|`;
+  const us = (r: Run, ms: number): string => (r.ops > 0 ? ((ms * 1000) / r.ops).toFixed(1) : '-');
+  const lines = [head, sep];
+  for (const cat of PUT_CATEGORIES) {
+    const cells = cols.map(({ r, p }) => us(r, p.summary.categories.find((c) => c.name === cat)?.ms ?? 0));
+    lines.push(`| ${cat} | ${cells.join(' | ')} |`);
+  }
+  lines.push(
+    `| **total (busy)** | ${cols.map(({ r, p }) => `**${us(r, p.summary.busyMs)}**`).join(' | ')} |`,
+  );
+  lines.push(
+    `| ops/s (p50 / p99 ms) | ${cols.map(({ r }) => `${Math.round(r.opsPerSec)} (${r.p50} / ${r.p99})`).join(' | ')} |`,
+  );
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+  const grpcload = grpcloadPath(root);
+  const profDir = mkdtempSync(join(tmpdir(), 'raftkv-profile-'));
+  const runs: Run[] = [];
+  for (const op of ['put', 'get'] as const) runs.push(await profileRun(op, grpcload, profDir));
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+  const out = resolve(root, a.out ?? `bench/results/profile-${stamp}`);
+  mkdirSync(out, { recursive: true });
+  const md: string[] = [
+    '# npm run profile',
+    '',
+    '```',
+    `date: ${new Date().toISOString()}`,
+    `cpus: ${cpus().length} x ${cpus()[0]?.model ?? '?'}`,
+    `node: ${process.version}`,
+    `load: grpcload, ${CLIENTS} clients, 1 connection, 256 B values, 10k keys, ${DURATION} s after ${WARMUP} s warm-up, to the leader`,
+    '```',
+    '',
+    'CPU by category, µs per operation (samples inside the measured window only):',
+    '',
+    table(runs),
+    '',
+  ];
+  for (const r of runs) {
+    for (const p of r.profiles) {
+      md.push(`## ${r.op} c${CLIENTS}, ${p.role} (${p.id}): top ${TOP} functions by self time`, '');
+      md.push('| % of busy | ms | function |', '|---:|---:|---|');
+      for (const t of p.summary.top) md.push(`| ${t.pct.toFixed(1)} | ${t.selfMs.toFixed(0)} | ${t.fn} |`);
+      md.push('');
+    }
+  }
+  writeFileSync(join(out, 'table.md'), `${md.join('\n')}\n`);
+  writeFileSync(
+    join(out, 'summary.json'),
+    `${JSON.stringify({ clients: CLIENTS, duration: DURATION, runs }, null, 1)}\n`,
+  );
+  console.log(md.join('\n'));
+  console.log(`saved ${out}/{table.md,summary.json}`);
+  if (a.keep) console.log(`raw profiles: ${profDir}`);
+  else rmSync(profDir, { recursive: true, force: true });
+}
+
+await main();
