@@ -17,7 +17,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { grpcloadPath, startLocalCluster } from '../src/bench/cluster.ts';
+import { cpuSecondsOf, grpcloadPath, startLocalCluster } from '../src/bench/cluster.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const shared = resolve(root, '../shared/bench');
@@ -59,17 +59,15 @@ function ensureEtcd(): void {
 }
 
 function cpuSeconds(pids: number[]): number {
-  let ticks = 0;
+  let sum = 0;
   for (const pid of pids) {
     try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(f[11]) + Number(f[12]);
+      sum += cpuSecondsOf(pid);
     } catch {
       // gone
     }
   }
-  return ticks / 100;
+  return sum;
 }
 
 interface Cluster {

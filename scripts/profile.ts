@@ -9,13 +9,13 @@
 //
 // Usage: npm run profile -- [--duration 10] [--clients 64] [--top 20] [--out DIR] [--keep]
 
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { grpcloadPath, startLocalCluster } from '../src/bench/cluster.ts';
+import { type GrpcloadResult, grpcloadPath, runGrpcload, startLocalCluster } from '../src/bench/cluster.ts';
 import { type ProfileSummary, summarizeProfile } from '../src/bench/cpuprofile.ts';
 import { classifyPutSample, PUT_CATEGORIES } from '../src/bench/put-profile.ts';
 
@@ -54,22 +54,11 @@ interface Run {
 
 const nowUs = (): number => Number(process.hrtime.bigint() / 1000n);
 
-async function runGrpcload(grpcload: string, args: string[]): Promise<Record<string, number>> {
-  const child = spawn(grpcload, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  const code = await new Promise<number | null>((r) => child.once('exit', r));
-  if (code !== 0) throw new Error(`grpcload exited with ${code}`);
-  return JSON.parse(out.trim().split('\n').pop() ?? '{}') as Record<string, number>;
-}
-
 async function profileRun(op: 'put' | 'get', grpcload: string, profDir: string): Promise<Run> {
   const dir = join(profDir, op);
   mkdirSync(dir, { recursive: true });
   const c = await startLocalCluster({ root, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`] });
-  let j: Record<string, number>;
+  let j: GrpcloadResult;
   let window: { fromUs: number; toUs: number };
   try {
     const base = ['--target', 'raftkv', '--endpoints', c.leader, '--conns', '1', '--value-size', '256'];

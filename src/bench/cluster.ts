@@ -6,7 +6,7 @@
 // process to exit and removes the data directory.
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../cli/free-port.ts';
@@ -16,7 +16,7 @@ export interface LocalCluster {
   readonly leader: string;
   readonly leaderId: string;
   /** Node ids, addresses and pids, in order n1..nN. */
-  readonly nodes: readonly { id: string; address: string; pid: number }[];
+  readonly nodes: readonly { id: string; address: string; pid: number; http?: string }[];
   readonly dir: string;
   stop(): Promise<void>;
 }
@@ -29,6 +29,8 @@ export interface LocalClusterOptions {
   readonly nodeArgs?: readonly string[];
   /** Extra `raftkv serve` flags for every member. */
   readonly serveArgs?: readonly string[];
+  /** Also serve /status and /metrics over HTTP on a free port per member (`nodes[i].http`). */
+  readonly http?: boolean;
 }
 
 export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCluster> {
@@ -39,6 +41,8 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
   const ports: number[] = [];
   for (let i = 0; i < size; i++) ports.push(await freePort());
   const ids = ports.map((_, i) => `n${i + 1}`);
+  const httpPorts: number[] = [];
+  if (o.http === true) for (let i = 0; i < size; i++) httpPorts.push(await freePort());
   const peers = ports.map((p, i) => `${ids[i]}=127.0.0.1:${p}`).join(',');
   const procs: ChildProcess[] = ids.map((id, i) =>
     spawn(
@@ -55,6 +59,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
         peers,
         '--data-dir',
         join(dir, id),
+        ...(o.http === true ? ['--http', `127.0.0.1:${httpPorts[i]}`] : []),
         ...(o.serveArgs ?? []),
       ],
       { stdio: ['ignore', 'ignore', 'inherit'] },
@@ -93,7 +98,12 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
       return {
         leader: l.address,
         leaderId: l.id,
-        nodes: ids.map((id, i) => ({ id, address: `127.0.0.1:${ports[i]}`, pid: procs[i]!.pid! })),
+        nodes: ids.map((id, i) => ({
+          id,
+          address: `127.0.0.1:${ports[i]}`,
+          pid: procs[i]!.pid!,
+          ...(o.http === true ? { http: `127.0.0.1:${httpPorts[i]}` } : {}),
+        })),
         dir,
         stop,
       };
@@ -101,6 +111,43 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
   }
   await stop();
   throw new Error('the raftkv cluster did not elect a leader within 30 s');
+}
+
+/** Runs grpcload to completion and returns its JSON summary line. */
+export async function runGrpcload(grpcload: string, args: readonly string[]): Promise<GrpcloadResult> {
+  const child = spawn(grpcload, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  const code = await new Promise<number | null>((r) => child.once('exit', r));
+  if (code !== 0) throw new Error(`grpcload exited with ${code}`);
+  return JSON.parse(out.trim().split('\n').pop() ?? '{}') as GrpcloadResult;
+}
+
+export interface GrpcloadResult {
+  readonly ops: number;
+  readonly ops_per_sec: number;
+  readonly p50_ms: number;
+  readonly p99_ms: number;
+  readonly errors: number;
+}
+
+/** utime + stime of a process, in seconds (from /proc). */
+export function cpuSecondsOf(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) / 100;
+}
+
+/** Resident set size of a process in bytes (VmRSS from /proc), or 0 when it is gone. */
+export function rssOf(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m === null ? 0 : Number(m[1]) * 1024;
+  } catch {
+    return 0;
+  }
 }
 
 /** The grpcload binary of ../shared/bench, or one built by scripts/build-grpcload.sh. */
