@@ -8,12 +8,17 @@
 // Usage: npm run bench:memory -- [--puts 1000000] [--soak-s 300]
 
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { grpcloadPath, rssOf, runGrpcload, startLocalCluster } from '../src/bench/cluster.ts';
+import {
+  grpcloadPath,
+  machineLines,
+  rssOf,
+  runGrpcload,
+  saveResults,
+  startLocalCluster,
+} from '../src/bench/cluster.ts';
 import { linearSlope, metricValue } from '../src/bench/stats.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -90,9 +95,7 @@ async function main(): Promise<void> {
     '# npm run bench:memory',
     '',
     '```',
-    `date: ${new Date().toISOString()}`,
-    `cpus: ${cpus().length} x ${cpus()[0]?.model ?? '?'}`,
-    `node: ${process.version}`,
+    ...machineLines(),
     `puts: ${PUTS} (256 B values, 10,000 keys, grpcload c64 to the leader), then a ${SOAK_S} s soak at c16; snapshots at the default (every 100,000 entries)`,
     '```',
     '',
@@ -113,13 +116,10 @@ async function main(): Promise<void> {
     const heap = third > 0 ? `${floor(soak.slice(0, third))} / ${floor(soak.slice(-third))}` : '-';
     lines.push(`| ${id} | ${rss} | ${maxRss} | ${heap} | ${slope} |`);
   }
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-  const out = join(root, `bench/results/memory-${stamp}`);
-  mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, 'table.md'), `${lines.join('\n')}\n`);
-  writeFileSync(join(out, 'samples.jsonl'), `${samples.map((s) => JSON.stringify(s)).join('\n')}\n`);
-  console.log(lines.join('\n'));
-  console.log(`saved ${out}/{table.md,samples.jsonl}`);
+  saveResults(root, 'memory', {
+    'table.md': `${lines.join('\n')}\n`,
+    'samples.jsonl': `${samples.map((s) => JSON.stringify(s)).join('\n')}\n`,
+  });
 }
 
 await main();

@@ -5,12 +5,17 @@
 // Usage: npm run bench:scale -- [--duration 10] [--clients 64] [--sizes 3,5] [--values 256,4096,65536]
 
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { cpuSecondsOf, grpcloadPath, runGrpcload, startLocalCluster } from '../src/bench/cluster.ts';
+import {
+  cpuSecondsOf,
+  grpcloadPath,
+  machineLines,
+  runGrpcload,
+  saveResults,
+  startLocalCluster,
+} from '../src/bench/cluster.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const { values: a } = parseArgs({
@@ -93,9 +98,7 @@ async function main(): Promise<void> {
     '# npm run bench:scale',
     '',
     '```',
-    `date: ${new Date().toISOString()}`,
-    `cpus: ${cpus().length} x ${cpus()[0]?.model ?? '?'}`,
-    `node: ${process.version}`,
+    ...machineLines(),
     `load: grpcload put, ${CLIENTS} clients, 1 connection, 10k keys, ${DURATION} s after 1 s warm-up, to the leader; every node on the same machine`,
     '```',
     '',
@@ -106,13 +109,10 @@ async function main(): Promise<void> {
         `| ${r.nodes} | ${r.value_bytes >= 1024 ? `${r.value_bytes / 1024} KB` : `${r.value_bytes} B`} | ${r.ops_per_sec} | ${r.mb_per_sec} | ${r.p50_ms} / ${r.p99_ms} | ${r.server_cpu_us_per_op} | ${r.errors} |`,
     ),
   ];
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-  const out = join(root, `bench/results/scale-${stamp}`);
-  mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, 'table.md'), `${lines.join('\n')}\n`);
-  writeFileSync(join(out, 'results.jsonl'), `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`);
-  console.log(lines.join('\n'));
-  console.log(`saved ${out}/{table.md,results.jsonl}`);
+  saveResults(root, 'scale', {
+    'table.md': `${lines.join('\n')}\n`,
+    'results.jsonl': `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`,
+  });
 }
 
 await main();

@@ -10,12 +10,20 @@
 // Usage: npm run profile -- [--duration 10] [--clients 64] [--top 20] [--out DIR] [--keep]
 
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { type GrpcloadResult, grpcloadPath, runGrpcload, startLocalCluster } from '../src/bench/cluster.ts';
+import {
+  cpuSecondsOf,
+  type GrpcloadResult,
+  grpcloadPath,
+  machineLines,
+  runGrpcload,
+  saveResults,
+  startLocalCluster,
+} from '../src/bench/cluster.ts';
 import { type ProfileSummary, summarizeProfile } from '../src/bench/cpuprofile.ts';
 import { classifyPutSample, PUT_CATEGORIES } from '../src/bench/put-profile.ts';
 
@@ -42,6 +50,9 @@ interface NodeProfile {
   role: 'leader' | 'follower';
   id: string;
   summary: ProfileSummary;
+  /** CPU seconds in the measured window from /proc: the main (JavaScript) thread, and the whole process. */
+  mainCpuS: number;
+  processCpuS: number;
 }
 interface Run {
   op: 'put' | 'get';
@@ -59,6 +70,8 @@ async function profileRun(op: 'put' | 'get', grpcload: string, profDir: string):
   mkdirSync(dir, { recursive: true });
   const c = await startLocalCluster({ root, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`] });
   let j: GrpcloadResult;
+  let cpu0: (readonly [number, number])[] = [];
+  let cpu1: (readonly [number, number])[] = [];
   let window: { fromUs: number; toUs: number };
   try {
     const base = ['--target', 'raftkv', '--endpoints', c.leader, '--conns', '1', '--value-size', '256'];
@@ -74,8 +87,7 @@ async function profileRun(op: 'put' | 'get', grpcload: string, profDir: string):
         '1',
       ]);
     }
-    const t0 = nowUs();
-    j = await runGrpcload(grpcload, [
+    const load = runGrpcload(grpcload, [
       ...base,
       '--op',
       op,
@@ -88,7 +100,13 @@ async function profileRun(op: 'put' | 'get', grpcload: string, profDir: string):
       '--keys',
       '10000',
     ]);
-    window = { fromUs: t0 + WARMUP * 1e6, toUs: nowUs() };
+    // The measured window: from the end of grpcload's warm-up to its exit.
+    await new Promise((r) => setTimeout(r, WARMUP * 1000));
+    const from = nowUs();
+    cpu0 = c.nodes.map((n) => [cpuSecondsOf(n.pid, n.pid), cpuSecondsOf(n.pid)] as const);
+    j = await load;
+    cpu1 = c.nodes.map((n) => [cpuSecondsOf(n.pid, n.pid), cpuSecondsOf(n.pid)] as const);
+    window = { fromUs: from, toUs: nowUs() };
   } finally {
     await c.stop();
   }
@@ -101,9 +119,16 @@ async function profileRun(op: 'put' | 'get', grpcload: string, profDir: string):
   ] as const) {
     const file = byPid.get(n.pid);
     if (file === undefined) throw new Error(`no CPU profile written by ${n.id} (pid ${n.pid}) in ${dir}`);
-    profiles.push({ role, id: n.id, summary: summarizeProfile(file, classifyPutSample, TOP, window) });
+    const k = c.nodes.indexOf(n);
+    profiles.push({
+      role,
+      id: n.id,
+      summary: summarizeProfile(file, classifyPutSample, TOP, window),
+      mainCpuS: cpu1[k]![0] - cpu0[k]![0],
+      processCpuS: cpu1[k]![1] - cpu0[k]![1],
+    });
   }
-  const ops = Math.round((j.ops_per_sec ?? 0) * DURATION);
+  const ops = j.ops;
   return { op, ops, opsPerSec: j.ops_per_sec ?? 0, p50: j.p50_ms ?? 0, p99: j.p99_ms ?? 0, profiles };
 }
 
@@ -132,20 +157,18 @@ async function main(): Promise<void> {
   const profDir = mkdtempSync(join(tmpdir(), 'raftkv-profile-'));
   const runs: Run[] = [];
   for (const op of ['put', 'get'] as const) runs.push(await profileRun(op, grpcload, profDir));
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-  const out = resolve(root, a.out ?? `bench/results/profile-${stamp}`);
-  mkdirSync(out, { recursive: true });
   const md: string[] = [
     '# npm run profile',
     '',
     '```',
-    `date: ${new Date().toISOString()}`,
-    `cpus: ${cpus().length} x ${cpus()[0]?.model ?? '?'}`,
-    `node: ${process.version}`,
+    ...machineLines(),
     `load: grpcload, ${CLIENTS} clients, 1 connection, 256 B values, 10k keys, ${DURATION} s after ${WARMUP} s warm-up, to the leader`,
     '```',
     '',
-    'CPU by category, µs per operation (samples inside the measured window only):',
+    'CPU by category, µs per operation (samples inside the measured window only). The category rows',
+    "are the main thread's profile samples, which count wall time between samples (a thread waiting",
+    'for a core inflates the next sample); the /proc rows are CPU time, and show the worker threads',
+    'the profiler does not see.',
     '',
     table(runs),
     '',
@@ -158,13 +181,15 @@ async function main(): Promise<void> {
       md.push('');
     }
   }
-  writeFileSync(join(out, 'table.md'), `${md.join('\n')}\n`);
-  writeFileSync(
-    join(out, 'summary.json'),
-    `${JSON.stringify({ clients: CLIENTS, duration: DURATION, runs }, null, 1)}\n`,
+  saveResults(
+    root,
+    'profile',
+    {
+      'table.md': `${md.join('\n')}\n`,
+      'summary.json': `${JSON.stringify({ clients: CLIENTS, duration: DURATION, runs }, null, 1)}\n`,
+    },
+    a.out,
   );
-  console.log(md.join('\n'));
-  console.log(`saved ${out}/{table.md,summary.json}`);
   if (a.keep) console.log(`raw profiles: ${profDir}`);
   else rmSync(profDir, { recursive: true, force: true });
 }

@@ -6,9 +6,9 @@
 // process to exit and removes the data directory.
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { freePort } from '../cli/free-port.ts';
 
 export interface LocalCluster {
@@ -133,9 +133,9 @@ export interface GrpcloadResult {
   readonly errors: number;
 }
 
-/** utime + stime of a process, in seconds (from /proc). */
-export function cpuSecondsOf(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/** utime + stime of a process (all threads), or of one of its threads, in seconds (from /proc). */
+export function cpuSecondsOf(pid: number, tid?: number): number {
+  const f = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
   const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
   return (Number(rest[11]) + Number(rest[12])) / 100;
 }
@@ -160,4 +160,32 @@ export function grpcloadPath(root: string): string {
     .trim()
     .split('\n')
     .pop() as string;
+}
+
+/** The lines every result file starts with: date, cores, Node version. */
+export function machineLines(): string[] {
+  return [
+    `date: ${new Date().toISOString()}`,
+    `cpus: ${cpus().length} x ${cpus()[0]?.model ?? '?'}`,
+    `node: ${process.version}`,
+  ];
+}
+
+/**
+ * Writes `files` (name -> content) into a new bench/results/<prefix>-<time>/ (or `out`), prints the
+ * markdown table and where it went, and returns the directory.
+ */
+export function saveResults(
+  root: string,
+  prefix: string,
+  files: Readonly<Record<string, string>>,
+  out?: string,
+): string {
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+  const dir = out === undefined ? join(root, `bench/results/${prefix}-${stamp}`) : resolve(root, out);
+  mkdirSync(dir, { recursive: true });
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
+  if (files['table.md'] !== undefined) console.log(files['table.md']);
+  console.log(`saved ${dir}/{${Object.keys(files).join(',')}}`);
+  return dir;
 }
