@@ -142,9 +142,17 @@ function table(runs: readonly Run[]): string {
     const cells = cols.map(({ r, p }) => us(r, p.summary.categories.find((c) => c.name === cat)?.ms ?? 0));
     lines.push(`| ${cat} | ${cells.join(' | ')} |`);
   }
-  lines.push(
-    `| **total (busy)** | ${cols.map(({ r, p }) => `**${us(r, p.summary.busyMs)}**`).join(' | ')} |`,
+  const row = (name: string, f: (p: NodeProfile) => number, bold = false): void => {
+    const b = bold ? '**' : '';
+    lines.push(`| ${b}${name}${b} | ${cols.map(({ r, p }) => `${b}${us(r, f(p))}${b}`).join(' | ')} |`);
+  };
+  row('main thread, profiled', (p) => p.summary.busyMs, true);
+  row('main thread, CPU from /proc', (p) => p.mainCpuS * 1000);
+  row(
+    'other threads, CPU from /proc (libuv pool: WAL write + fsync; V8 GC helpers)',
+    (p) => (p.processCpuS - p.mainCpuS) * 1000,
   );
+  row('process CPU from /proc', (p) => p.processCpuS * 1000, true);
   lines.push(
     `| ops/s (p50 / p99 ms) | ${cols.map(({ r }) => `${Math.round(r.opsPerSec)} (${r.p50} / ${r.p99})`).join(' | ')} |`,
   );
