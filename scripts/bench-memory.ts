@@ -114,7 +114,9 @@ async function main(): Promise<void> {
     const third = Math.floor(soak.length / 3);
     const floor = (xs: Sample[]) => Math.min(...xs.map((s) => s.heap_mb[id] ?? Number.NaN));
     const heap = third > 0 ? `${floor(soak.slice(0, third))} / ${floor(soak.slice(-third))}` : '-';
-    lines.push(`| ${id} | ${rss} | ${maxRss} | ${heap} | ${slope} |`);
+    lines.push(
+      `| ${id}${id === c.leaderId ? ' (leader at the start)' : ''} | ${rss} | ${maxRss} | ${heap} | ${slope} |`,
+    );
   }
   saveResults(root, 'memory', {
     'table.md': `${lines.join('\n')}\n`,
