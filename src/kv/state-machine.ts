@@ -231,6 +231,20 @@ export class KvStateMachine {
     );
   }
 
+  /**
+   * Starts a snapshot of the state as of now, to be serialized a slice at a time (see SnapshotJob):
+   * values and sessions are replaced, never mutated, so copying the map entries (references) is a
+   * consistent view while later writes go on. The bytes are the same as snapshot()'s.
+   */
+  beginSnapshot(): SnapshotJob {
+    return new KvSnapshotJob(
+      this.applied,
+      [...this.data.entries()],
+      [...this.sessions.entries()],
+      [...this.members.entries()],
+    );
+  }
+
   restore(bytes: Uint8Array): void {
     const s = JSON.parse(dec.decode(bytes)) as {
       applied: number;
@@ -245,5 +259,51 @@ export class KvStateMachine {
     this.members.clear();
     for (const [k, v] of s.members ?? []) this.members.set(k, v);
     this.applied = s.applied;
+  }
+}
+
+/** A snapshot serialized in slices, so that a big state does not stall the event loop. */
+export interface SnapshotJob {
+  /** Serializes for about `budgetMs`; returns the snapshot once complete, else null (call again). */
+  step(budgetMs: number): Uint8Array | null;
+}
+
+class KvSnapshotJob implements SnapshotJob {
+  readonly #parts: Buffer[] = [];
+  #next = 0;
+  #done: Uint8Array | null = null;
+
+  constructor(
+    readonly applied: number,
+    readonly data: readonly [string, KvValue][],
+    readonly sessions: readonly [number, { seq: number; result: KvResult }][],
+    readonly members: readonly [string, string][],
+  ) {
+    this.#parts.push(Buffer.from(`{"applied":${JSON.stringify(applied)},"data":[`));
+  }
+
+  step(budgetMs: number): Uint8Array | null {
+    if (this.#done !== null) return this.#done;
+    const until = performance.now() + budgetMs;
+    const out: string[] = [];
+    const data = this.data;
+    while (this.#next < data.length) {
+      out.push(JSON.stringify(data[this.#next]));
+      this.#next++;
+      if ((this.#next & 127) === 0 && performance.now() >= until) break;
+    }
+    if (out.length > 0) {
+      // A comma before this slice unless it starts the array.
+      const lead = this.#next - out.length > 0 ? ',' : '';
+      this.#parts.push(Buffer.from(lead + out.join(',')));
+    }
+    if (this.#next < data.length) return null;
+    this.#parts.push(
+      Buffer.from(`],"sessions":${JSON.stringify(this.sessions)},"members":${JSON.stringify(this.members)}}`),
+    );
+    const all = Buffer.concat(this.#parts);
+    this.#parts.length = 0;
+    this.#done = new Uint8Array(all.buffer, all.byteOffset, all.byteLength);
+    return this.#done;
   }
 }

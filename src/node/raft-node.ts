@@ -50,6 +50,12 @@ export interface StateMachine<R> {
   snapshot(): Uint8Array;
   /** Replace the state by a snapshot taken at `index`. */
   restore(data: Uint8Array, index: number): void;
+  /**
+   * Optional: start a snapshot of the state as of now, serialized a slice per event-loop turn
+   * (`step(budgetMs)` returns the bytes once done, null before) while entries keep being applied.
+   * When present, RaftNode uses it instead of `snapshot()`, so big states never stall the loop.
+   */
+  beginSnapshot?(): { step(budgetMs: number): Uint8Array | null };
 }
 
 /** The subset of a pino logger this module uses. */
@@ -108,6 +114,8 @@ interface PendingRead {
 }
 
 const EMPTY = new Uint8Array(0);
+/** Event-loop time a sliced snapshot may take per turn. */
+const SNAPSHOT_SLICE_MS = 2;
 function noop(): void {}
 
 /** When to give up waiting: an AbortSignal, or an absolute deadline in `Date.now()` milliseconds. */
@@ -588,6 +596,9 @@ export class RaftNode<R> {
       this.counters.messagesSent += rd.messages.length;
     }
     if (rd.snapshot) {
+      // A local snapshot in the making describes a state that is being replaced.
+      this.snapJob = null;
+      this.snapData = null;
       this.sm.restore(rd.snapshot.data, rd.snapshot.meta.index);
       this.applied = rd.snapshot.meta.index;
       this.lastSnapshotIndex = rd.snapshot.meta.index;
@@ -682,11 +693,50 @@ export class RaftNode<R> {
     this.waitingReads = still;
   }
 
+  /** A snapshot being serialized in slices (StateMachine.beginSnapshot), and the index it is at. */
+  private snapJob: { index: number; job: { step(budgetMs: number): Uint8Array | null } } | null = null;
+  private snapData: { index: number; data: Uint8Array } | null = null;
+
   private async maybeSnapshot(): Promise<void> {
+    // A sliced snapshot finished since the last Ready: compact now (between Readies, as compact requires).
+    const ready = this.snapData;
+    if (ready !== null) {
+      this.snapData = null;
+      if (ready.index > this.lastSnapshotIndex && ready.index <= this.applied) {
+        this.compactTo(ready.index, ready.data);
+      }
+      return;
+    }
     if (this.snapshotEntries <= 0 || this.applied - this.lastSnapshotIndex < this.snapshotEntries) return;
+    if (this.compacting || this.snapJob !== null) return; // one at a time
     const index = this.applied;
-    if (this.compacting) return; // one at a time; the next one comes at the next threshold
-    const snap = this.raft.compact(index, this.sm.snapshot(), this.retainEntries);
+    if (this.sm.beginSnapshot !== undefined) {
+      this.snapJob = { index, job: this.sm.beginSnapshot() };
+      setImmediate(this.stepSnapshot);
+      return;
+    }
+    this.compactTo(index, this.sm.snapshot());
+  }
+
+  /** Serializes a slice of the running snapshot job per event-loop turn. */
+  private readonly stepSnapshot = (): void => {
+    const j = this.snapJob;
+    if (j === null || this.stopped || this.fatal) {
+      this.snapJob = null;
+      return;
+    }
+    const data = j.job.step(SNAPSHOT_SLICE_MS);
+    if (data === null) {
+      setImmediate(this.stepSnapshot);
+      return;
+    }
+    this.snapJob = null;
+    this.snapData = { index: j.index, data };
+    this.schedule();
+  };
+
+  private compactTo(index: number, data: Uint8Array): void {
+    const snap = this.raft.compact(index, data, this.retainEntries);
     this.lastSnapshotIndex = index;
     this.counters.snapshots++;
     // Stored in the background: the drive loop does not wait for the snapshot file.

@@ -114,6 +114,9 @@ test('leader failover: the new leader has every acknowledged write; a stopped no
   try {
     const l = await waitFor(() => leaderOf(c));
     for (let i = 0; i < 60; i++) await l.propose(put(`k${i}`, `v${i}`));
+    // Snapshots (sliced: KvStateMachine has beginSnapshot) were taken and compacted the log.
+    await waitFor(() => l.counters.snapshots >= 2);
+    assert.ok(l.status().firstIndex > 1, `log compacted: ${JSON.stringify(l.status())}`);
     await l.stop();
     c.nodes.delete(l.id);
     const l2 = await waitFor(() => leaderOf(c));
