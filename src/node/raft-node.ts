@@ -409,7 +409,11 @@ export class RaftNode<R> {
 
   /** Propose a membership change (leader only); resolves once it is applied here. */
   changeMembership(cc: ConfChange, until?: Until): Promise<number> {
-    const signal = typeof until === 'number' ? AbortSignal.timeout(Math.max(0, until - Date.now())) : until;
+    // AbortSignal.timeout takes whole milliseconds up to 2^32-1 (grpc-timeout may give fractions).
+    const signal =
+      typeof until === 'number'
+        ? AbortSignal.timeout(Math.min(2 ** 32 - 1, Math.max(0, Math.ceil(until - Date.now()))))
+        : until;
     if (this.stopped) return Promise.reject(new RaftNodeStoppedError(this.id));
     const out = this.raft.proposeConfChange(cc);
     if (out.kind === 'rejected') {
@@ -736,6 +740,10 @@ export class RaftNode<R> {
   };
 
   private compactTo(index: number, data: Uint8Array): void {
+    // A snapshot from the leader may have been restored into the core (it reaches us in a later
+    // Ready): a local one at or below it is moot, and compact() would refuse it.
+    const st = this.raft.status();
+    if (index < st.firstIndex || index > st.applied) return;
     const snap = this.raft.compact(index, data, this.retainEntries);
     this.lastSnapshotIndex = index;
     this.counters.snapshots++;

@@ -244,6 +244,8 @@ export class Raft {
   // Leader work batched until the next ready().
   private needBroadcast = false;
   private commitChanged = false;
+  /** A newly committed range holds a configuration change: tell followers now, even when piggybacking. */
+  private commitHasConf = false;
 
   private prevHard: HardState;
   private prevSoft: SoftState;
@@ -1105,6 +1107,10 @@ export class Raft {
     if (!Number.isFinite(mci) || mci <= this.log.committed) return false;
     if (this.log.term(mci) !== this.term) return false;
     const firstInTerm = this.log.term(this.log.committed) !== this.term;
+    // Membership takes effect when applied, and a follower applies only what it knows is
+    // committed: a committed change (above all a leader removing itself, which then goes
+    // quiet) must reach the followers at once, or they may keep needing a removed vote.
+    if (this.pendingConfIndex > this.log.committed && this.pendingConfIndex <= mci) this.commitHasConf = true;
     this.log.commitTo(mci);
     this.commitChanged = true;
     if (firstInTerm && this.awaitingCommit.length > 0) {
@@ -1290,12 +1296,13 @@ export class Raft {
   /** Turn batched intentions into messages, once per Ready. */
   private flush(): void {
     if (this.role === Role.Leader) {
-      if (this.needBroadcast || (this.commitChanged && this.eagerCommit)) {
-        const withCommit = this.commitChanged && this.eagerCommit;
+      const withCommit = this.commitChanged && (this.eagerCommit || this.commitHasConf);
+      if (this.needBroadcast || withCommit) {
         for (const pr of this.prs.values()) this.maybeSendAppend(pr, withCommit);
         this.needBroadcast = false;
       }
       this.commitChanged = false;
+      this.commitHasConf = false;
       if (this.needReadRound) {
         this.needReadRound = false;
         this.heartbeatElapsed = 0;
@@ -1322,6 +1329,7 @@ export class Raft {
       this.remoteReads.clear();
       this.needBroadcast = false;
       this.commitChanged = false;
+      this.commitHasConf = false;
       this.needReadRound = false;
     }
     if (this.forwardProps.length > 0) {

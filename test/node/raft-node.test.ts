@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import { encodeRequest, type KvResult, KvStateMachine } from '../../src/kv/state-machine.ts';
 import { NoLeaderError, ProposalDroppedError, TimeoutError } from '../../src/node/errors.ts';
 import { RaftNode } from '../../src/node/raft-node.ts';
+import { ConfChangeType } from '../../src/raft/types.ts';
 import { MemoryStorage } from '../../src/storage/memory-storage.ts';
 import { MemoryNetwork } from '../../src/transport/memory.ts';
 
@@ -194,6 +195,16 @@ test('a numeric deadline (no AbortSignal) expires proposals and reads without a 
     // A deadline in the future does not get in the way of a healthy proposal.
     const r = await l2.propose(put('x', 'z'), Date.now() + 60_000);
     assert.ok(r.index > 0);
+    // Deadlines from grpc-timeout can be fractional (units u, n) or huge (H): membership changes take them too.
+    const at = await l2.changeMembership(
+      { type: ConfChangeType.AddLearner, node: 'n9', context: '127.0.0.1:1' },
+      Date.now() + 5000.123456,
+    );
+    assert.ok(at > r.index);
+    await waitFor(() => l2.status().applied >= at);
+    assert.ok(
+      (await l2.changeMembership({ type: ConfChangeType.Remove, node: 'n9' }, Date.now() + 1e15)) > at,
+    );
   } finally {
     await c.stop();
   }

@@ -1,6 +1,7 @@
 // Log replication and commitment (Raft §5.3, §5.4).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { ConfChangeType } from '../../src/raft/types.ts';
 import { appliedCount, checkOneLeader, cluster, data, one, payload, totalSent } from './helpers.ts';
 
 test('basic agreement: entries commit in order on every node', () => {
@@ -171,4 +172,26 @@ test('piggybacked commits: no Append for the commit alone, every follower still 
   const eager = run('eager');
   const piggy = run('piggyback');
   assert.ok(piggy < eager, `piggyback sent ${piggy} Appends, eager ${eager}`);
+});
+
+test('piggybacked commits: a leader that removes itself still tells the others, who elect a new leader', () => {
+  for (const mode of ['eager', 'piggyback'] as const) {
+    for (const seed of [1, 2, 3]) {
+      const sim = cluster(2, seed, { commitBroadcast: mode });
+      checkOneLeader(sim);
+      one(sim, 'first', 2); // an entry of the leader's term commits before any membership change
+      const l = sim.leader() as string;
+      const other = sim.ids.find((id) => id !== l) as string;
+      const out = sim.raft(l).proposeConfChange({ type: ConfChangeType.Remove, node: l });
+      assert.equal(out.kind, 'appended');
+      if (out.kind !== 'appended') return;
+      // The removed node stops as soon as it applied its removal (as an operator would).
+      assert.ok(sim.runUntil(() => sim.raft(l).status().applied >= out.index, 10_000));
+      sim.crash(l);
+      assert.ok(
+        sim.runUntil(() => sim.leader() === other, 20_000),
+        `${mode}, seed ${seed}: ${other} alone never became leader (commit ${sim.raft(other).status().commit}, removal at ${out.index})`,
+      );
+    }
+  }
 });
