@@ -201,6 +201,8 @@ export class Call implements ServerStreamCall, FrameSink {
   readonly #method: RegisteredMethod;
   readonly #headers: IncomingHttpHeaders;
   #waitsDeadline = false;
+  /** The deadline on the monotonic clock (Deadlines), or Infinity. */
+  dueAt = Number.POSITIVE_INFINITY;
   #ac: AbortController | null = null;
   #cancelReason: GrpcError | null = null;
   #metadata: Metadata | null = null;
@@ -233,8 +235,9 @@ export class Call implements ServerStreamCall, FrameSink {
     this.stream[kCall] = this;
     if (timeoutMs !== undefined) {
       this.deadline = Date.now() + timeoutMs;
+      this.dueAt = performance.now() + timeoutMs;
       this.#waitsDeadline = true;
-      server.deadlines.add(this, this.deadline);
+      server.deadlines.add(this, this.dueAt);
     } else {
       this.deadline = undefined;
     }

@@ -8,13 +8,14 @@
 //   re-armed at the earliest remaining deadline. So a deadline fires no earlier than it is due, and no later
 //   than the timer's own lateness.
 // - The timer is unref'd: pending deadlines never keep the process alive on their own.
+// - Times are performance.now() milliseconds: a step of the wall clock neither fires nor delays a deadline.
 // Per call this costs a Set add and delete; the scan is O(waiting calls) once per earliest-deadline expiry.
 
 const MAX_DELAY_MS = 2 ** 31 - 1;
 
 export interface Expirable {
-  /** Absolute deadline, `Date.now()` milliseconds. */
-  readonly deadline: number | undefined;
+  /** When the call is due, in `performance.now()` milliseconds (monotonic: a wall-clock step moves nothing). */
+  readonly dueAt: number;
   expire(): void;
 }
 
@@ -46,7 +47,7 @@ export class Deadlines {
   #arm(at: number): void {
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#armedAt = at;
-    const delay = Math.min(MAX_DELAY_MS, Math.max(0, at - Date.now()));
+    const delay = Math.min(MAX_DELAY_MS, Math.max(0, at - performance.now()));
     this.#timer = setTimeout(fire, delay, this);
     this.#timer.unref();
   }
@@ -55,11 +56,11 @@ export class Deadlines {
   run(): void {
     this.#timer = null;
     this.#armedAt = Number.POSITIVE_INFINITY;
-    const now = Date.now();
+    const now = performance.now();
     let next = Number.POSITIVE_INFINITY;
     const due: Expirable[] = [];
     for (const c of this.#waiting) {
-      const d = c.deadline ?? Number.POSITIVE_INFINITY;
+      const d = c.dueAt;
       if (d <= now) due.push(c);
       else if (d < next) next = d;
     }

@@ -6,16 +6,16 @@ import { Deadlines, type Expirable } from '../../src/grpc/deadlines.ts';
 
 class FakeCall implements Expirable {
   expiredAt: number | null = null;
-  constructor(readonly deadline: number) {}
+  constructor(readonly dueAt: number) {}
   expire(): void {
-    this.expiredAt = Date.now();
+    this.expiredAt = performance.now();
   }
 }
 
 async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
+  const end = performance.now() + ms;
   while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
+    if (performance.now() > end) throw new Error('condition not met in time');
     await sleep(5);
   }
 }
@@ -23,28 +23,28 @@ async function until(cond: () => boolean, ms = 5000): Promise<void> {
 describe('Deadlines', () => {
   it('expires each call no earlier than its deadline, also when a later arrival is due sooner', async () => {
     const d = new Deadlines();
-    const now = Date.now();
+    const now = performance.now();
     const late = new FakeCall(now + 300);
     const soon = new FakeCall(now + 40);
     const mid = new FakeCall(now + 120);
-    d.add(late, late.deadline);
-    d.add(soon, soon.deadline); // must re-arm the timer earlier
-    d.add(mid, mid.deadline);
+    d.add(late, late.dueAt);
+    d.add(soon, soon.dueAt); // must re-arm the timer earlier
+    d.add(mid, mid.dueAt);
     assert.equal(d.size, 3);
     await until(() => soon.expiredAt !== null);
-    assert.ok(soon.expiredAt! >= soon.deadline);
+    assert.ok(soon.expiredAt! >= soon.dueAt);
     assert.equal(late.expiredAt, null);
     await until(() => mid.expiredAt !== null && late.expiredAt !== null);
-    assert.ok(mid.expiredAt! >= mid.deadline);
-    assert.ok(late.expiredAt! >= late.deadline);
+    assert.ok(mid.expiredAt! >= mid.dueAt);
+    assert.ok(late.expiredAt! >= late.dueAt);
     assert.equal(d.size, 0);
   });
 
   it('never expires a call that was deleted, and expires the rest', async () => {
     const d = new Deadlines();
-    const now = Date.now();
+    const now = performance.now();
     const calls = Array.from({ length: 200 }, (_, i) => new FakeCall(now + 20 + (i % 7) * 10));
-    for (const c of calls) d.add(c, c.deadline);
+    for (const c of calls) d.add(c, c.dueAt);
     for (let i = 0; i < calls.length; i += 2) d.delete(calls[i]!);
     assert.equal(d.size, 100);
     await until(() => d.size === 0);
@@ -54,8 +54,8 @@ describe('Deadlines', () => {
 
   it('stop() cancels the timer', async () => {
     const d = new Deadlines();
-    const c = new FakeCall(Date.now() + 20);
-    d.add(c, c.deadline);
+    const c = new FakeCall(performance.now() + 20);
+    d.add(c, c.dueAt);
     d.stop();
     await sleep(80);
     assert.equal(c.expiredAt, null);
