@@ -409,10 +409,11 @@ export class RaftNode<R> {
 
   /** Propose a membership change (leader only); resolves once it is applied here. */
   changeMembership(cc: ConfChange, until?: Until): Promise<number> {
-    // AbortSignal.timeout takes whole milliseconds up to 2^32-1 (grpc-timeout may give fractions).
+    // AbortSignal.timeout takes whole milliseconds (grpc-timeout may give fractions), and Node fires
+    // timers longer than 2^31-1 ms at once: cap there.
     const signal =
       typeof until === 'number'
-        ? AbortSignal.timeout(Math.min(2 ** 32 - 1, Math.max(0, Math.ceil(until - Date.now()))))
+        ? AbortSignal.timeout(Math.min(2 ** 31 - 1, Math.max(0, Math.ceil(until - Date.now()))))
         : until;
     if (this.stopped) return Promise.reject(new RaftNodeStoppedError(this.id));
     const out = this.raft.proposeConfChange(cc);
