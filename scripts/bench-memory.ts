@@ -39,6 +39,19 @@ interface Sample {
   puts: number;
   rss_mb: Record<string, number>;
   heap_mb: Record<string, number>;
+  /** Entries in the in-memory log (lastIndex - firstIndex + 1) and snapshots taken so far, from /status. */
+  log_entries: Record<string, number>;
+  snapshots: Record<string, number>;
+}
+
+interface StatusJson {
+  readonly firstIndex: number;
+  readonly lastIndex: number;
+  readonly counters: Readonly<Record<string, number>>;
+}
+
+async function status(http: string): Promise<StatusJson> {
+  return (await (await fetch(`http://${http}/status`)).json()) as StatusJson;
 }
 
 async function heapUsed(http: string): Promise<number> {
@@ -55,10 +68,21 @@ async function main(): Promise<void> {
   const t0 = Date.now();
   let puts = 0;
   const sample = async (phase: Sample['phase']): Promise<Sample> => {
-    const s: Sample = { phase, t_s: (Date.now() - t0) / 1000, puts, rss_mb: {}, heap_mb: {} };
+    const s: Sample = {
+      phase,
+      t_s: (Date.now() - t0) / 1000,
+      puts,
+      rss_mb: {},
+      heap_mb: {},
+      log_entries: {},
+      snapshots: {},
+    };
     for (const n of c.nodes) {
       s.rss_mb[n.id] = +(rssOf(n.pid) / MB).toFixed(1);
       s.heap_mb[n.id] = +(await heapUsed(n.http!)).toFixed(1);
+      const st = await status(n.http!);
+      s.log_entries[n.id] = st.lastIndex - st.firstIndex + 1;
+      s.snapshots[n.id] = st.counters['snapshots'] ?? 0;
     }
     samples.push(s);
     return s;
@@ -99,8 +123,8 @@ async function main(): Promise<void> {
     `puts: ${PUTS} (256 B values, 10,000 keys, grpcload c64 to the leader), then a ${SOAK_S} s soak at c16; snapshots at the default (every 100,000 entries)`,
     '```',
     '',
-    '| node | RSS MB at 25% / 50% / 75% / 100% of the puts | max RSS MB | heap floor MB, first / last third of the soak | heap slope over the soak, MB/min |',
-    '|---|---|---|---|---|',
+    '| node | RSS MB at 25% / 50% / 75% / 100% of the puts | max RSS MB | heap floor MB, first / last third of the soak | heap slope over the soak, MB/min | snapshots taken | most log entries in memory |',
+    '|---|---|---|---|---|---|---|',
   ];
   const soak = samples.filter((s) => s.phase === 'soak');
   for (const id of ids) {
@@ -114,8 +138,10 @@ async function main(): Promise<void> {
     const third = Math.floor(soak.length / 3);
     const floor = (xs: Sample[]) => Math.min(...xs.map((s) => s.heap_mb[id] ?? Number.NaN));
     const heap = third > 0 ? `${floor(soak.slice(0, third))} / ${floor(soak.slice(-third))}` : '-';
+    const last = samples[samples.length - 1]!;
+    const maxLog = Math.max(...samples.map((x) => x.log_entries[id] ?? 0));
     lines.push(
-      `| ${id}${id === c.leaderId ? ' (leader at the start)' : ''} | ${rss} | ${maxRss} | ${heap} | ${slope} |`,
+      `| ${id}${id === c.leaderId ? ' (leader at the start)' : ''} | ${rss} | ${maxRss} | ${heap} | ${slope} | ${last.snapshots[id]} | ${maxLog} |`,
     );
   }
   saveResults(root, 'memory', {
