@@ -17,7 +17,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cpuSecondsOf, grpcloadPath, startLocalCluster } from '../src/bench/cluster.ts';
+import { buildDist, cpuSecondsOfAll, grpcloadPath, startLocalCluster } from '../src/bench/cluster.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const shared = resolve(root, '../shared/bench');
@@ -56,18 +56,6 @@ function ensureEtcd(): void {
       'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client',
     ]);
   }
-}
-
-function cpuSeconds(pids: number[]): number {
-  let sum = 0;
-  for (const pid of pids) {
-    try {
-      sum += cpuSecondsOf(pid);
-    } catch {
-      // gone
-    }
-  }
-  return sum;
 }
 
 interface Cluster {
@@ -152,10 +140,10 @@ async function runRow(
   // CPU over the measured window: from the end of the warm-up (and prefill) to the end.
   const warm = op === 'get' ? 4_000 : 1_000;
   await new Promise((r) => setTimeout(r, warm));
-  const cpu0 = cpuSeconds(c.pids);
+  const cpu0 = cpuSecondsOfAll(c.pids);
   const t0 = performance.now();
   await new Promise<void>((res) => child.once('exit', () => res()));
-  const cpu1 = cpuSeconds(c.pids);
+  const cpu1 = cpuSecondsOfAll(c.pids);
   const secs = (performance.now() - t0) / 1000;
   const line = out.trim().split('\n').pop() ?? '{}';
   const j = JSON.parse(line) as { ops_per_sec: number; p50_ms: number; p99_ms: number; errors: number };
@@ -174,7 +162,7 @@ async function runRow(
 }
 
 async function main(): Promise<void> {
-  if (only !== 'etcd') sh('npm', ['run', '--silent', 'build']);
+  if (only !== 'etcd') buildDist(root);
   if (only !== 'raftkv') ensureEtcd();
   const grpcload = grpcloadPath(root);
   mkdirSync(outDir, { recursive: true });

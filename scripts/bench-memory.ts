@@ -7,11 +7,11 @@
 //
 // Usage: npm run bench:memory -- [--puts 1000000] [--soak-s 300]
 
-import { execFileSync } from 'node:child_process';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
+  buildDist,
   grpcloadPath,
   machineLines,
   rssOf,
@@ -61,7 +61,7 @@ async function heapUsed(http: string): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+  buildDist(root);
   const grpcload = grpcloadPath(root);
   const c = await startLocalCluster({ root, http: true });
   const samples: Sample[] = [];

@@ -4,12 +4,12 @@
 //
 // Usage: npm run bench:scale -- [--duration 10] [--clients 64] [--sizes 3,5] [--values 256,4096,65536]
 
-import { execFileSync } from 'node:child_process';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
-  cpuSecondsOf,
+  buildDist,
+  cpuSecondsOfAll,
   grpcloadPath,
   machineLines,
   runGrpcload,
@@ -57,7 +57,7 @@ async function row(grpcload: string, nodes: number, value: number): Promise<Row>
   const c = await startLocalCluster({ root, size: nodes });
   try {
     const pids = c.nodes.map((n) => n.pid);
-    const cpu = () => pids.reduce((s, p) => s + cpuSecondsOf(p), 0);
+    const cpu = () => cpuSecondsOfAll(pids);
     const run = runGrpcload(grpcload, [
       ...['--target', 'raftkv', '--endpoints', c.leader, '--op', 'put', '--conns', '1'],
       ...['--clients', String(CLIENTS), '--duration', String(DURATION), '--warmup', '1'],
@@ -84,7 +84,7 @@ async function row(grpcload: string, nodes: number, value: number): Promise<Row>
 }
 
 async function main(): Promise<void> {
-  execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+  buildDist(root);
   const grpcload = grpcloadPath(root);
   const rows: Row[] = [];
   for (const value of VALUES) {

@@ -9,13 +9,13 @@
 //
 // Usage: npm run profile -- [--duration 10] [--clients 64] [--top 20] [--out DIR] [--keep]
 
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
+  buildDist,
   cpuSecondsOf,
   type GrpcloadResult,
   grpcloadPath,
@@ -160,7 +160,7 @@ function table(runs: readonly Run[]): string {
 }
 
 async function main(): Promise<void> {
-  execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+  buildDist(root);
   const grpcload = grpcloadPath(root);
   const profDir = mkdtempSync(join(tmpdir(), 'raftkv-profile-'));
   const runs: Run[] = [];

@@ -140,6 +140,24 @@ export function cpuSecondsOf(pid: number, tid?: number): number {
   return (Number(rest[11]) + Number(rest[12])) / 100;
 }
 
+/** CPU seconds summed over processes; one that has exited counts as 0. */
+export function cpuSecondsOfAll(pids: readonly number[]): number {
+  let sum = 0;
+  for (const pid of pids) {
+    try {
+      sum += cpuSecondsOf(pid);
+    } catch {
+      // gone
+    }
+  }
+  return sum;
+}
+
+/** Runs `npm run build` in the repository (the benchmarks run the compiled code in dist/). */
+export function buildDist(root: string): void {
+  execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+}
+
 /** Resident set size of a process in bytes (VmRSS from /proc), or 0 when it is gone. */
 export function rssOf(pid: number): number {
   try {

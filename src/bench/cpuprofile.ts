@@ -1,5 +1,5 @@
 // Reading V8 CPU profiles (`node --cpu-prof`): self time per function, and self time summed into named
-// categories by the first rule that matches a frame. Used by `npm run profile` and to study bench servers.
+// categories named by a classifier of each sample's stack. Used by `npm run profile` and to study bench servers.
 //
 // Invariants: self times are computed from the sample list (each sample's time delta goes to the node it
 // landed on), so they add up to the profile's duration; categories partition the samples (every sample lands
@@ -35,12 +35,6 @@ export interface FunctionTime {
 /** Names the category of a sample from its stack (innermost frame first). */
 export type Classifier = (stack: readonly CallFrame[]) => string;
 
-/** A category: its name and a test on the stack of a sample (innermost frame first). */
-export interface Category {
-  readonly name: string;
-  readonly match: (stack: readonly CallFrame[]) => boolean;
-}
-
 export interface ProfileSummary {
   readonly totalMs: number;
   /** Time not idle and not spent in the (program)/(garbage collector) pseudo-frames. */
@@ -67,16 +61,16 @@ export interface TimeWindow {
 /** Summarizes one profile file: the `topN` functions by self time, and time per category. */
 export function summarizeProfile(
   path: string,
-  categories: readonly Category[] | Classifier = [],
+  classify: Classifier = () => 'other',
   topN = 25,
   window?: TimeWindow,
 ): ProfileSummary {
-  return summarize(JSON.parse(readFileSync(path, 'utf8')) as CpuProfile, categories, topN, window);
+  return summarize(JSON.parse(readFileSync(path, 'utf8')) as CpuProfile, classify, topN, window);
 }
 
 export function summarize(
   p: CpuProfile,
-  categories: readonly Category[] | Classifier = [],
+  classify: Classifier = () => 'other',
   topN = 25,
   window?: TimeWindow,
 ): ProfileSummary {
@@ -115,10 +109,7 @@ export function summarize(
     for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
       stack.push(byId.get(cur)!.callFrame);
     }
-    const cat =
-      typeof categories === 'function'
-        ? categories(stack)
-        : (categories.find((c) => c.match(stack))?.name ?? 'other');
+    const cat = classify(stack);
     perCat.set(cat, (perCat.get(cat) ?? 0) + us);
   }
   const busy = total - idle;
