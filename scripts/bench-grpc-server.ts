@@ -2,7 +2,8 @@
 // raft.PeerBench/Stream acking every Batch, on either this repo's lean gRPC layer or @grpc/grpc-js.
 // Both stacks use the same protobufjs types (loaded from test/grpc/fixtures/kvbench.proto) and the same handlers,
 // so the difference is the gRPC stack alone.
-// Usage: node --import tsx scripts/bench-grpc-server.ts --stack lean|grpcjs [--port 0]   (prints "listening on PORT")
+// Usage: node --import tsx scripts/bench-grpc-server.ts --stack lean|lean-node|grpcjs [--port 0]
+//   (prints "listening on PORT"; lean runs the layer's own HTTP/2 engine, lean-node the layer on node:http2)
 
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -45,7 +46,11 @@ const get = (r: GetRequest): object => {
 };
 
 async function lean(): Promise<number> {
-  const server = createGrpcServer({ reflection: false, health: false });
+  const server = createGrpcServer({
+    reflection: false,
+    health: false,
+    http2Engine: a.stack === 'lean-node' ? 'node' : 'own',
+  });
   server.addService(kv, { Put: put, Get: get });
   server.addService(peer, {
     Stream: async (call: ServerStreamCall<Batch, object>) => {

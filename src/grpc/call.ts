@@ -15,12 +15,7 @@
 //   in one chunk is decoded from a view of that chunk; a Deframer is made only otherwise); listeners are shared functions that
 //   find the call through the stream (no per-call closures, except for promise continuations of async handlers).
 
-import type {
-  IncomingHttpHeaders,
-  OutgoingHttpHeaders,
-  ServerHttp2Stream,
-  ServerStreamResponseOptions,
-} from 'node:http2';
+import type { OutgoingHttpHeaders } from 'node:http2';
 import type { Deadlines } from './deadlines.ts';
 import {
   ACCEPT_ENCODING,
@@ -30,6 +25,7 @@ import {
   type FrameSink,
   isSupportedEncoding,
 } from './framing.ts';
+import type { IncomingHeaders } from './h2/session.ts';
 import { addMetadataToHeaders, Metadata, type OutgoingMetadata, percentEncode } from './metadata.ts';
 import type { MethodDefinition } from './proto.ts';
 import { GrpcError, Status, type StatusCode } from './status.ts';
@@ -108,23 +104,52 @@ export interface RegisteredMethod {
   readonly streaming: boolean;
 }
 
+/**
+ * The stream surface a call uses. node:http2's ServerHttp2Stream has it, and so does h2/session.ts's H2Stream,
+ * the server's own HTTP/2 engine.
+ */
+export interface GrpcStream {
+  readonly destroyed: boolean;
+  readonly headersSent: boolean;
+  readonly writableNeedDrain: boolean;
+  readonly session:
+    | {
+        readonly socket: {
+          readonly remoteAddress?: string | undefined;
+          readonly remotePort?: number | undefined;
+        };
+      }
+    | undefined;
+  respond(headers: OutgoingHttpHeaders, options?: { endStream?: boolean; waitForTrailers?: boolean }): void;
+  write(chunk: Buffer | string): boolean;
+  end(chunk?: Buffer | string): unknown;
+  sendTrailers(headers: OutgoingHttpHeaders): void;
+  pause(): unknown;
+  resume(): unknown;
+  on(event: string, listener: Listener): unknown;
+  off(event: string, listener: Listener): unknown;
+}
+// biome-ignore lint/suspicious/noExplicitAny: EventEmitter's own listener type, so both stream classes fit
+type Listener = (...args: any[]) => void;
+
 const OPEN = 0;
 const DONE = 1;
 const CLOSED = 2;
 
 const kCall = Symbol('grpc.call');
-type CallStream = ServerHttp2Stream & { [kCall]?: Call };
+type CallStream = GrpcStream & { [kCall]?: Call };
 
 const RESPONSE_HEADERS: OutgoingHttpHeaders = { ':status': 200, 'content-type': 'application/grpc' };
 const OK_TRAILERS: OutgoingHttpHeaders = { 'grpc-status': '0' };
-const RESPOND_WITH_TRAILERS = { waitForTrailers: true, sendDate: false } as ServerStreamResponseOptions;
-const RESPOND_END = { endStream: true, sendDate: false } as ServerStreamResponseOptions;
+// sendDate is node:http2's (it would add a date header); the own engine ignores it.
+const RESPOND_WITH_TRAILERS = { waitForTrailers: true, sendDate: false };
+const RESPOND_END = { endStream: true, sendDate: false };
 const INPUT_HIGH_WATER = 256;
 const INTERNAL_MESSAGE = 'Internal server error';
 
 /** A trailers-only response with a status (used for calls that never got a Call object). */
 export function respondStatus(
-  stream: ServerHttp2Stream,
+  stream: GrpcStream,
   code: StatusCode,
   message: string,
   extra?: OutgoingHttpHeaders,
@@ -199,7 +224,7 @@ export class Call implements ServerStreamCall, FrameSink {
   cancelled = false;
   readonly #server: ServerState;
   readonly #method: RegisteredMethod;
-  readonly #headers: IncomingHttpHeaders;
+  readonly #headers: IncomingHeaders;
   #waitsDeadline = false;
   /** The deadline on the monotonic clock (Deadlines), or Infinity. */
   dueAt = Number.POSITIVE_INFINITY;
@@ -219,8 +244,8 @@ export class Call implements ServerStreamCall, FrameSink {
   #paused = false;
 
   constructor(
-    stream: ServerHttp2Stream,
-    headers: IncomingHttpHeaders,
+    stream: GrpcStream,
+    headers: IncomingHeaders,
     method: RegisteredMethod,
     server: ServerState,
     timeoutMs: number | undefined,

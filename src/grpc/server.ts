@@ -11,12 +11,17 @@
 // - close(graceMs): stop accepting connections, send GOAWAY on every session, let in-flight calls finish; when
 //   graceMs passes, cancel what is left (UNAVAILABLE) and destroy the sessions. Resolves when everything is closed.
 // - Flow-control windows default to 1 MiB per stream and 16 MiB per connection.
+// - HTTP/2 is served by this layer's own connection code (h2/session.ts) unless `http2Engine: 'node'` picks
+//   node:http2; both present the same stream surface to call.ts, so calls behave the same on either.
 
 import * as http2 from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
+import * as net from 'node:net';
+import * as tls from 'node:tls';
 import {
   Call,
   type GrpcLogger,
+  type GrpcStream,
   type Handler,
   type RegisteredMethod,
   respondStatus,
@@ -24,6 +29,7 @@ import {
 } from './call.ts';
 import { Deadlines } from './deadlines.ts';
 import { parseTimeout } from './framing.ts';
+import { H2Session, type IncomingHeaders } from './h2/session.ts';
 import { addHealthService, type HealthService } from './health.ts';
 import type { ServiceDefinition } from './proto.ts';
 import { addReflectionServices } from './reflection.ts';
@@ -47,8 +53,15 @@ export interface GrpcServerOptions {
   readonly streamWindowSize?: number;
   /** Per-connection flow-control window, bytes (default 16 MiB). */
   readonly connectionWindowSize?: number;
-  /** Node's per-session memory cap in MB (default 64; must exceed the connection window). */
+  /** Node's per-session memory cap in MB (default 64; must exceed the connection window). node engine only. */
   readonly maxSessionMemory?: number;
+  /** Largest request header list accepted, in bytes (default 64 KiB). */
+  readonly maxHeaderListSize?: number;
+  /**
+   * Which HTTP/2 implementation serves the connections: 'own' (default), this layer's, which costs less CPU per
+   * call and allocates nothing that outlives a call; or 'node', node:http2.
+   */
+  readonly http2Engine?: 'own' | 'node';
   /**
    * Every this many ms the server pings each connection (default 60 s; 0 disables). A connection that does not
    * answer within `keepaliveTimeoutMs` (default 20 s) is destroyed and its calls cancelled. This also reaps
@@ -56,7 +69,7 @@ export interface GrpcServerOptions {
    */
   readonly keepaliveTimeMs?: number;
   readonly keepaliveTimeoutMs?: number;
-  /** Extra HTTP/2 settings, applied over the ones above. */
+  /** Extra HTTP/2 settings, applied over the ones above (node engine only). */
   readonly http2Settings?: http2.Settings;
   /** Serve TLS (h2 with ALPN) instead of h2c. */
   readonly tls?: TlsOptions;
@@ -133,8 +146,8 @@ class Server implements GrpcServer {
   readonly #state: ServerState;
   readonly #methods = new Map<string, RegisteredMethod>();
   readonly #services: ServiceDefinition[] = [];
-  readonly #sessions = new Set<http2.ServerHttp2Session>();
-  readonly #http: http2.Http2Server | http2.Http2SecureServer;
+  readonly #sessions = new Set<SessionLike>();
+  readonly #http: http2.Http2Server | http2.Http2SecureServer | net.Server;
   readonly #connectionWindow: number;
   readonly #keepaliveTimeMs: number;
   readonly #keepaliveTimeoutMs: number;
@@ -159,7 +172,42 @@ class Server implements GrpcServer {
       ...options.http2Settings,
     };
     const maxSessionMemory = options.maxSessionMemory ?? 64;
-    if (options.tls !== undefined) {
+    if (options.http2Engine !== 'node') {
+      const sessionOptions = {
+        maxConcurrentStreams: settings.maxConcurrentStreams ?? 1000,
+        streamWindow: settings.initialWindowSize ?? 1024 * 1024,
+        connectionWindow: this.#connectionWindow,
+        maxHeaderListSize: options.maxHeaderListSize ?? 64 * 1024,
+        onStream: (stream: GrpcStream, headers: IncomingHeaders) => this.#onStream(stream, headers),
+      };
+      const accept = (socket: Socket): void => {
+        socket.setNoDelay(true);
+        this.#onSession(new H2Session(socket, sessionOptions));
+      };
+      if (options.tls !== undefined) {
+        const { key, cert, ca } = options.tls;
+        this.#http = tls.createServer(
+          {
+            key,
+            cert,
+            ...(ca === undefined ? {} : { ca, requestCert: true, rejectUnauthorized: true }),
+            ALPNProtocols: ['h2'],
+          },
+          (socket: tls.TLSSocket) => {
+            if (socket.alpnProtocol !== 'h2') {
+              socket.destroy();
+              return;
+            }
+            accept(socket);
+          },
+        );
+        this.#http.on('tlsClientError', () => {
+          // a failed handshake (e.g. no client certificate) concerns only that client
+        });
+      } else {
+        this.#http = net.createServer(accept);
+      }
+    } else if (options.tls !== undefined) {
       const { key, cert, ca } = options.tls;
       this.#http = http2.createSecureServer({
         key,
@@ -175,15 +223,25 @@ class Server implements GrpcServer {
     } else {
       this.#http = http2.createServer({ settings, maxSessionMemory });
     }
-    // Small gRPC frames must not wait for Nagle's algorithm (40 ms stalls with delayed ACKs).
-    this.#http.on('connection', (socket: Socket) => socket.setNoDelay(true));
-    this.#http.on('session', (s: http2.ServerHttp2Session) => this.#onSession(s));
-    this.#http.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) =>
-      this.#onStream(stream, headers),
-    );
-    this.#http.on('sessionError', () => {
-      // the session is destroyed and its streams closed; nothing else to do
-    });
+    if (options.http2Engine === 'node') {
+      const h = this.#http as http2.Http2Server;
+      // Small gRPC frames must not wait for Nagle's algorithm (40 ms stalls with delayed ACKs).
+      h.on('connection', (socket: Socket) => socket.setNoDelay(true));
+      h.on('session', (s: http2.ServerHttp2Session) => {
+        this.#onSession(s);
+        try {
+          s.setLocalWindowSize(this.#connectionWindow);
+        } catch {
+          // the session died during setup
+        }
+      });
+      h.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) =>
+        this.#onStream(stream, headers),
+      );
+      h.on('sessionError', () => {
+        // the session is destroyed and its streams closed; nothing else to do
+      });
+    }
     this.health = options.health === false ? undefined : addHealthService(this);
     if (options.reflection !== false) addReflectionServices(this);
   }
@@ -224,7 +282,7 @@ class Server implements GrpcServer {
     return { sessions: this.#sessions.size, calls: this.#state.calls, timers: this.#state.deadlines.size };
   }
 
-  #onSession(session: http2.ServerHttp2Session): void {
+  #onSession(session: SessionLike): void {
     this.#sessions.add(session);
     session.on('error', () => {
       // followed by 'close'
@@ -254,18 +312,10 @@ class Server implements GrpcServer {
       }, this.#keepaliveTimeMs);
       keepalive.unref();
     }
-    if (this.#closing !== null) {
-      session.close();
-      return;
-    }
-    try {
-      session.setLocalWindowSize(this.#connectionWindow);
-    } catch {
-      // the session died during setup
-    }
+    if (this.#closing !== null) session.close();
   }
 
-  #onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+  #onStream(stream: GrpcStream, headers: IncomingHeaders): void {
     try {
       const ct = headers['content-type'];
       if (headers[':method'] !== 'POST') {
@@ -274,14 +324,15 @@ class Server implements GrpcServer {
         stream.resume();
         return;
       }
-      if (ct === undefined || !ct.startsWith('application/grpc')) {
+      if (typeof ct !== 'string' || !ct.startsWith('application/grpc')) {
         stream.on('error', noop);
         stream.respond(NOT_GRPC_HEADERS);
         stream.end('unsupported content-type: gRPC needs application/grpc\n');
         stream.resume();
         return;
       }
-      const path = headers[':path'] ?? '';
+      const rawPath = headers[':path'];
+      const path = typeof rawPath === 'string' ? rawPath : '';
       const method = this.#methods.get(path);
       if (method === undefined) {
         stream.on('error', noop);
@@ -338,6 +389,16 @@ class Server implements GrpcServer {
 }
 
 function noop(): void {}
+
+/** What the server needs of a connection, from either engine. */
+interface SessionLike {
+  readonly destroyed: boolean;
+  on(event: 'close' | 'error', listener: () => void): unknown;
+  once(event: 'close', listener: () => void): unknown;
+  ping(cb: (err: Error | null) => void): boolean;
+  close(): void;
+  destroy(): void;
+}
 
 /** Creates a gRPC server; add services, then `listen()`. */
 export function createGrpcServer(options: GrpcServerOptions = {}): GrpcServer {
