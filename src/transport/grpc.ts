@@ -12,8 +12,8 @@
  *   dropped with `onUnreachable(peer)` reported: never queued beyond one event-loop turn,
  *   never buffered beyond `maxBufferedBytes` per peer (HTTP/2 flow control is the
  *   backpressure; a peer that does not read gets its messages dropped, not our memory).
- * - All messages to one peer sent in one event-loop turn go out in one frame (split only
- *   when larger than `maxFrameBytes`).
+ * - All messages to one peer sent in one callback (one synchronous run, flushed on
+ *   process.nextTick) go out in one frame (split only when larger than `maxFrameBytes`).
  * - A peer link is in one of: idle (no stream), open (a stream, hello sent), or backing off
  *   until `retryAt` (sends are dropped and reported). A failed stream moves to backing off
  *   with exponential backoff and jitter; a refused handshake backs off the maximum. A stream
@@ -34,6 +34,10 @@ import type { Transport, TransportHandlers } from './transport.ts';
 
 /** The peer protocol version sent in every hello. */
 export const PEER_PROTOCOL_VERSION = 1;
+
+function flushTransport(t: GrpcTransport): void {
+  t.flushQueued();
+}
 export const PEER_STREAM_PATH = '/raft.PeerService/Stream';
 
 /** proto/peer.proto (copied next to the compiled code by `npm run build`). */
@@ -178,7 +182,7 @@ export class GrpcTransport implements Transport {
   /** @internal */ closed = false;
   readonly #links = new Map<NodeId, PeerLink>();
   readonly #dirty = new Set<PeerLink>();
-  #flushHandle: NodeJS.Immediate | null = null;
+  #flushScheduled = false;
   readonly #inbound = new Set<ServerStreamCall<PeerFrame, PeerAck>>();
 
   constructor(options: GrpcTransportOptions) {
@@ -223,8 +227,11 @@ export class GrpcTransport implements Transport {
       link.queue.push(m);
       this.#dirty.add(link);
     }
-    if (this.#dirty.size > 0 && this.#flushHandle === null) {
-      this.#flushHandle = setImmediate(() => this.#flush());
+    if (this.#dirty.size > 0 && !this.#flushScheduled) {
+      // At the end of the current callback, not an event-loop turn later: the leader's appends must be on the
+      // wire while its own WAL write runs, and a follower's ack as soon as its write is done.
+      this.#flushScheduled = true;
+      process.nextTick(flushTransport, this);
     }
     if (unknown !== null) for (const p of unknown) this.reportUnreachable(p);
   }
@@ -256,8 +263,6 @@ export class GrpcTransport implements Transport {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.#flushHandle !== null) clearImmediate(this.#flushHandle);
-    this.#flushHandle = null;
     this.#dirty.clear();
     for (const call of this.#inbound) call.end();
     this.#inbound.clear();
@@ -272,8 +277,10 @@ export class GrpcTransport implements Transport {
     this.handlers?.onUnreachable?.(peer);
   }
 
-  #flush(): void {
-    this.#flushHandle = null;
+  /** @internal */
+  flushQueued(): void {
+    this.#flushScheduled = false;
+    if (this.closed) return;
     const links = [...this.#dirty];
     this.#dirty.clear();
     for (const l of links) l.flush();
