@@ -7,7 +7,9 @@
 // Stream: one bidi /raft.PeerBench/Stream, 1 KB and 32 KB Batch messages pipelined 64 deep by a raw node:http2
 // sender (scripts/bench-grpc-sender.ts, the same for both stacks); the server acks each one; server µs/message.
 // By default the server is pinned to core 1 and the load to core 0 (`--no-pin` lets both float).
-// Prints one markdown table with lean/grpc-js ratios and writes bench/results/grpc-<time>.{md,jsonl}.
+// Three stacks run one after the other: lean (the layer on its own HTTP/2 engine, as shipped), lean-node (the same
+// layer on node:http2) and grpcjs. Prints one markdown table with lean/grpc-js and lean/lean-node ratios and
+// writes bench/results/grpc-<time>.{md,jsonl}.
 // Servers and the sender run from the compiled JS (built into dist/ first), as production would; `--tsx` runs the
 // TypeScript sources under tsx instead (its loader adds about 20% to both stacks).
 // `--paired` runs both stacks at the same time instead of one after the other (see runPaired).
@@ -42,8 +44,11 @@ const DURATION = Number(a.duration);
 const WARMUP = Number(a.warmup);
 const REPS = Number(a.reps);
 const PIN = !a['no-pin'] && cpus().length >= 2;
-const STACKS = ['lean', 'grpcjs'] as const;
+/** lean: this layer on its own HTTP/2 engine; lean-node: the same layer on node:http2; grpcjs: @grpc/grpc-js. */
+const STACKS = ['lean', 'lean-node', 'grpcjs'] as const;
 type Stack = (typeof STACKS)[number];
+/** --paired loads two servers at once: the layer as shipped and grpc-js. */
+const PAIRED_STACKS = ['lean', 'grpcjs'] as const;
 const TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
 
 export function findGrpcload(): string | undefined {
@@ -282,7 +287,7 @@ async function runPaired(grpcload: string, rows: Row[]): Promise<void> {
         for (const c of [1, 16, 64]) {
           record(
             await Promise.all(
-              STACKS.map((st, i) =>
+              PAIRED_STACKS.map((st, i) =>
                 runUnary(grpcload, st, rep, servers[i]!.port, 'put', c, servers[i]!.child.pid!),
               ),
             ),
@@ -291,7 +296,7 @@ async function runPaired(grpcload: string, rows: Row[]): Promise<void> {
         for (const sv of servers) prefill(grpcload, sv.port);
         record(
           await Promise.all(
-            STACKS.map((st, i) =>
+            PAIRED_STACKS.map((st, i) =>
               runUnary(grpcload, st, rep, servers[i]!.port, 'get', 64, servers[i]!.child.pid!),
             ),
           ),
@@ -301,7 +306,9 @@ async function runPaired(grpcload: string, rows: Row[]): Promise<void> {
         for (const size of [1024, 32 * 1024]) {
           record(
             await Promise.all(
-              STACKS.map((st, i) => runStream(st, rep, servers[i]!.port, size, servers[i]!.child.pid!)),
+              PAIRED_STACKS.map((st, i) =>
+                runStream(st, rep, servers[i]!.port, size, servers[i]!.child.pid!),
+              ),
             ),
           );
         }
@@ -415,18 +422,21 @@ function renderTable(rows: Row[]): string {
   const lines = [
     `Server CPU µs per call (unary) or per message (stream): mean of ${reps} rep(s), (min-max); ratio of the means.`,
     '',
-    '| load | lean µs/op | grpc-js µs/op | ratio lean/grpc-js | lean ops/s | grpc-js ops/s | lean CPU % | grpc-js CPU % |',
-    '|---|---|---|---|---|---|---|---|',
+    '| load | lean µs/op | grpc-js µs/op | ratio lean/grpc-js | lean ops/s | grpc-js ops/s | lean CPU % | grpc-js CPU % | lean on node:http2 µs/op | ratio lean/lean-node |',
+    '|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const load of loads) {
     const pick = (st: Stack): Row[] => rows.filter((r) => r.load === load && r.stack === st);
     const l = pick('lean');
     const g = pick('grpcjs');
+    const n = pick('lean-node');
     const lu = l.map((r) => r.server_us_per_op);
     const gu = g.map((r) => r.server_us_per_op);
+    const nu = n.map((r) => r.server_us_per_op);
+    const nodeCols = n.length === 0 ? ' - | - |' : ` ${fmt(nu)} | ${(mean(lu) / mean(nu)).toFixed(2)} |`;
     const unit = l[0]?.kind === 'stream' ? ' (per message)' : '';
     lines.push(
-      `| ${load}${unit} | ${fmt(lu)} | ${fmt(gu)} | ${(mean(lu) / mean(gu)).toFixed(2)} | ${Math.round(mean(l.map((r) => r.ops_per_sec)))} | ${Math.round(mean(g.map((r) => r.ops_per_sec)))} | ${mean(l.map((r) => r.server_cpu_pct)).toFixed(0)} | ${mean(g.map((r) => r.server_cpu_pct)).toFixed(0)} |`,
+      `| ${load}${unit} | ${fmt(lu)} | ${fmt(gu)} | ${(mean(lu) / mean(gu)).toFixed(2)} | ${Math.round(mean(l.map((r) => r.ops_per_sec)))} | ${Math.round(mean(g.map((r) => r.ops_per_sec)))} | ${mean(l.map((r) => r.server_cpu_pct)).toFixed(0)} | ${mean(g.map((r) => r.server_cpu_pct)).toFixed(0)} |${nodeCols}`,
     );
   }
   return lines.join('\n');

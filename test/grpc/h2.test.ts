@@ -303,6 +303,18 @@ describe('HTTP/2 engine', () => {
     assert.equal(ok.trailers['grpc-status'], '0');
   });
 
+  it('takes header names that are Object.prototype properties as plain metadata', async () => {
+    const sess = connectH2(s.address);
+    const r = await call(sess, '/test.echo.Echo/Unary', echoFrame({ text: 'proto' }), {
+      constructor: 'c',
+      tostring: 't',
+      'x-echo-header': 'still here',
+    });
+    sess.close();
+    assert.equal(r.trailers['grpc-status'], '0');
+    assert.equal(r.headers['x-echo-header'], 'still here');
+  });
+
   it('answers PING, and serves many concurrent calls on one connection', async () => {
     const sess = connectH2(s.address);
     await once(sess, 'connect'); // node cancels a ping sent before the session connects
@@ -343,6 +355,28 @@ describe('HTTP/2 engine', () => {
       ],
       ['MAX_FRAME_SIZE below 16384', frame(4, 0, 0, Buffer.of(0, 5, 0, 0, 0x10, 0)), 0x1],
     ];
+    // A flood of empty CONTINUATION frames is bounded like a large header block.
+    cases.push([
+      'endless empty CONTINUATION frames',
+      Buffer.concat([
+        hdr(1, Buffer.alloc(0), 0x0),
+        ...Array.from({ length: 30_000 }, () => frame(9, 0, 1, Buffer.alloc(0))),
+      ]),
+      0xb,
+    ]);
+    // Streams the server resets because the client misbehaved count against the rapid-reset budget.
+    const open = encodeHeaders({
+      ':method': 'POST',
+      ':scheme': 'http',
+      ':path': '/test.echo.Echo/Unary',
+      'content-type': 'application/grpc',
+    });
+    const provoked: Buffer[] = [];
+    for (let i = 0; i < 1100; i++) {
+      const id = 2 * i + 1;
+      provoked.push(frame(1, 0x4, id, open), frame(8, 0, id, Buffer.alloc(4)));
+    }
+    cases.push(['1100 streams reset for WINDOW_UPDATE of 0', Buffer.concat(provoked), 0xb]);
     for (const [what, bytes, code] of cases) {
       assert.equal(await rawGoaway(s.port, bytes), code, what);
       await waitIdle(s.server, true).catch(() => assert.fail(`session left open after: ${what}`));

@@ -74,6 +74,12 @@ const RESET_BURST = 1000;
 const RESET_RATE = 100;
 /** Largest header block we assemble from HEADERS + CONTINUATION before giving up on the connection. */
 const MAX_HEADER_BLOCK = 256 * 1024;
+/** Each HEADERS/CONTINUATION frame counts this much on top of its payload (so empty CONTINUATIONs add up). */
+const HEADER_FRAME_COST = 9;
+/** After our final GOAWAY and end(), how long the peer has to close its side before the socket is destroyed. */
+const END_GRACE_MS = 5000;
+/** Output the socket may hold before we stop reading from it. */
+const OUTPUT_HIGH_WATER = 4 * 1024 * 1024;
 
 export type IncomingHeaders = Record<string, string | string[] | undefined>;
 export type OutgoingHeaders = Readonly<Record<string, HeaderValue>>;
@@ -263,6 +269,9 @@ export class H2Session extends EventEmitter {
   #closed: H2Stream[] = [];
   #pings: ((err: Error | null) => void)[] = [];
   #resetTokens = RESET_BURST;
+  #readPaused = false;
+  /** The peer lowered SETTINGS_HEADER_TABLE_SIZE: our next header block must start with a size update. */
+  #tableSizeUpdate = false;
   #resetRefilledAt = performance.now();
 
   constructor(socket: Socket, opts: H2SessionOptions) {
@@ -354,11 +363,17 @@ export class H2Session extends EventEmitter {
   #flush(): void {
     this.#flushScheduled = false;
     const out = this.#out;
-    if (out.length > 0 && !this.destroyed) {
+    if (out.length > 0 && !this.destroyed && !this.socket.writableEnded) {
       const buf = out.length === 1 ? out[0]! : Buffer.concat(out, this.#outBytes);
       this.#out = [];
       this.#outBytes = 0;
       this.socket.write(buf);
+      // A client that sends but does not read (PINGs, SETTINGS, refused streams) must not grow our buffer
+      // without bound: stop reading it until the socket drains.
+      if (this.socket.writableLength > OUTPUT_HIGH_WATER && !this.#readPaused) {
+        this.#readPaused = true;
+        this.socket.pause();
+      }
     } else {
       this.#out = [];
       this.#outBytes = 0;
@@ -378,10 +393,15 @@ export class H2Session extends EventEmitter {
   }
 
   /** @internal */
-  sendHeaders(s: H2Stream, block: Buffer, endStream: boolean): void {
+  sendHeaders(s: H2Stream, headerBlock: Buffer, endStream: boolean): void {
+    let block = headerBlock;
     if (s.pending !== null) {
       // trailers after DATA still waiting for window: they wait too (only via finishEnd, so never here)
       throw new Error('headers queued behind pending data');
+    }
+    if (this.#tableSizeUpdate) {
+      this.#tableSizeUpdate = false;
+      block = Buffer.concat([TABLE_SIZE_ZERO, block]);
     }
     const max = this.#peerMaxFrame;
     if (block.length <= max) {
@@ -450,9 +470,13 @@ export class H2Session extends EventEmitter {
       s.pending = null;
       s.pendingBytes = 0;
       if (s.endAfterPending !== 0) s.finishEnd();
-      if (s.needDrain && !this.congested) {
-        s.needDrain = false;
-        s.emit('drain');
+      if (s.needDrain) {
+        if (this.congested) {
+          this.#drainWaiters.push(s);
+        } else {
+          s.needDrain = false;
+          s.emit('drain');
+        }
       }
     }
     this.#blocked = still;
@@ -464,13 +488,18 @@ export class H2Session extends EventEmitter {
   }
 
   #onSocketDrain(): void {
+    if (this.#readPaused && !this.socket.writableEnded) {
+      this.#readPaused = false;
+      this.socket.resume();
+    }
     const w = this.#drainWaiters;
     this.#drainWaiters = [];
     for (const s of w) {
-      if (s.needDrain && !s.destroyed && s.pending === null) {
-        s.needDrain = false;
-        s.emit('drain');
-      }
+      if (!s.needDrain || s.destroyed) continue;
+      // a stream still waiting for flow-control window is woken by #unblock instead
+      if (s.pending !== null) continue;
+      s.needDrain = false;
+      s.emit('drain');
     }
   }
 
@@ -520,9 +549,12 @@ export class H2Session extends EventEmitter {
   }
 
   #maybeEnd(): void {
-    if (this.#goawaySent && this.#streams.size === 0 && !this.destroyed) {
+    if (this.#goawaySent && this.#streams.size === 0 && !this.destroyed && !this.socket.writableEnded) {
       this.#flush();
+      // From here nothing more is written (#flush drops it: writing after end() would cut off what is still
+      // buffered) and what arrives is ignored; the socket closes when the peer closes its side, or soon after.
       this.socket.end();
+      setTimeout(destroySocket, END_GRACE_MS, this.socket).unref();
     }
   }
 
@@ -555,7 +587,7 @@ export class H2Session extends EventEmitter {
   // ---- input ----
 
   #onData(chunk: Buffer): void {
-    if (this.destroyed) return;
+    if (this.destroyed || this.socket.writableEnded) return;
     let buf = chunk;
     if (this.#buf !== null) {
       buf = Buffer.concat([this.#buf, chunk]);
@@ -702,7 +734,9 @@ export class H2Session extends EventEmitter {
       } else if (key === SETTINGS_ENABLE_PUSH) {
         if (v > 1) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'ENABLE_PUSH out of range');
       } else if (key === SETTINGS_HEADER_TABLE_SIZE) {
-        // our encoder never uses the dynamic table, so any size suits it
+        // Our encoder never uses the dynamic table; if the peer shrinks it, RFC 7541 4.2 still wants the change
+        // acknowledged by a size update at the start of our next header block.
+        if (v < HEADER_TABLE_SIZE) this.#tableSizeUpdate = true;
       }
     }
     this.#frame(SETTINGS, FLAG_ACK, 0, null);
@@ -740,8 +774,14 @@ export class H2Session extends EventEmitter {
 
   #streamError(id: number, code: number): void {
     const s = this.#streams.get(id);
-    if (s !== undefined) this.reset(s, code);
-    else this.#rst(id, code);
+    if (s !== undefined) {
+      this.reset(s, code);
+      // a reset the peer provoked frees a stream slot just like one it sent (the "MadeYouReset" pattern)
+      this.#chargeReset();
+    } else if (id <= this.#lastStreamId) {
+      this.#rst(id, code);
+    }
+    // an idle stream gets nothing: RST_STREAM on an idle stream is itself a protocol error
   }
 
   #onHeaders(flags: number, id: number, p: Buffer): void {
@@ -766,25 +806,31 @@ export class H2Session extends EventEmitter {
   }
 
   #addBlock(b: Buffer): void {
-    this.#hbBytes += b.length;
+    this.#hbBytes += b.length + HEADER_FRAME_COST;
     if (this.#hbBytes > MAX_HEADER_BLOCK)
       throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'header block too large');
-    this.#hbParts!.push(b);
+    if (b.length > 0) this.#hbParts!.push(b);
   }
 
   #endBlock(): void {
     const parts = this.#hbParts!;
     this.#hbParts = null;
     const block = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    const maxList = this.#opts.maxHeaderListSize;
     const id = this.#hbStream;
     const endStream = this.#hbEndStream;
-    const headers: IncomingHeaders = {};
+    // no prototype: a header named "constructor" or "__proto__" is just a header
+    const headers = Object.create(null) as IncomingHeaders;
     let listSize = 0;
     let bad: string | null = null;
     let regularSeen = false;
     this.#decoder.decode(block, (name, value) => {
       listSize += name.length + value.length + 32;
-      if (bad !== null) return;
+      if (bad !== null || listSize > maxList) return; // keep decoding (HPACK state) but stop collecting
+      if (BAD_VALUE.test(value)) {
+        bad = `invalid value of ${name}`;
+        return;
+      }
       if (name.charCodeAt(0) === 58) {
         if (regularSeen) bad = 'pseudo-header after a regular header';
         else if (name !== ':method' && name !== ':path' && name !== ':scheme' && name !== ':authority')
@@ -792,7 +838,7 @@ export class H2Session extends EventEmitter {
         else if (headers[name] !== undefined) bad = `duplicate ${name}`;
       } else {
         regularSeen = true;
-        if (hasUpper(name)) bad = 'uppercase header name';
+        if (!FIELD_NAME.test(name)) bad = 'invalid header name';
         else if (
           name === 'connection' ||
           name === 'keep-alive' ||
@@ -803,7 +849,7 @@ export class H2Session extends EventEmitter {
           bad = `connection-specific header ${name}`;
         else if (name === 'te' && value !== 'trailers') bad = 'te other than trailers';
       }
-      if (name === '__proto__') return;
+      if (bad !== null) return;
       const prev = headers[name];
       if (prev === undefined) headers[name] = value;
       else if (typeof prev === 'string') headers[name] = [prev, value];
@@ -820,12 +866,17 @@ export class H2Session extends EventEmitter {
       return;
     }
     if (id <= this.#lastStreamId) {
-      // HEADERS on a stream that is already closed
-      throw new ConnectionError(H2Error.STREAM_CLOSED, 'HEADERS on a closed stream');
+      // A stream we already closed (e.g. reset with NO_ERROR after answering): frames after our RST_STREAM
+      // are ignored (RFC 9113 5.1); the block was decoded above, so the HPACK table stays in step.
+      return;
     }
     this.#lastStreamId = id;
     if (this.#goawaySent || this.#streams.size >= this.#opts.maxConcurrentStreams) {
       this.#rst(id, H2Error.REFUSED_STREAM);
+      return;
+    }
+    if (listSize > maxList) {
+      this.#rst(id, H2Error.ENHANCE_YOUR_CALM);
       return;
     }
     if (
@@ -836,10 +887,6 @@ export class H2Session extends EventEmitter {
     }
     if (bad !== null) {
       this.#rst(id, H2Error.PROTOCOL_ERROR);
-      return;
-    }
-    if (listSize > this.#opts.maxHeaderListSize) {
-      this.#rst(id, H2Error.ENHANCE_YOUR_CALM);
       return;
     }
     const s = new H2Stream(this, id, this.#peerInitialWindow, this.#opts.streamWindow);
@@ -882,6 +929,11 @@ export class H2Session extends EventEmitter {
     }
     // padding counts against the window but is never delivered: acknowledge it now
     s.unacked += len - data.length;
+    if (data.length === 0 && s.unacked >= this.#opts.streamWindow / 2 && !s.remoteEnded) {
+      this.#windowUpdate(s.id, s.unacked);
+      s.recvWindow += s.unacked;
+      s.unacked = 0;
+    }
     const endStream = (flags & FLAG_END_STREAM) !== 0;
     if (endStream) s.remoteEnded = true;
     if (data.length > 0) {
@@ -917,14 +969,17 @@ export class H2Session extends EventEmitter {
   }
 }
 
+function destroySocket(socket: Socket): void {
+  socket.destroy();
+}
+
 function flushSession(s: H2Session): void {
   s.flushNow();
 }
 
-function hasUpper(name: string): boolean {
-  for (let i = 0; i < name.length; i++) {
-    const c = name.charCodeAt(i);
-    if (c >= 65 && c <= 90) return true;
-  }
-  return false;
-}
+/** A regular field name: lowercase token characters only (RFC 9113 8.2.1, RFC 9110 5.1). */
+const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+/** Field values must not hold NUL, CR or LF (RFC 9113 8.2.1). */
+const BAD_VALUE = /[\0\r\n]/;
+/** An HPACK dynamic table size update to 0. */
+const TABLE_SIZE_ZERO = Buffer.of(0x20);
