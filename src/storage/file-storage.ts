@@ -76,6 +76,11 @@ export interface FileStorageOptions {
    * (same guarantee on Linux, one thread-pool round trip fewer per group).
    */
   readonly sync?: 'fdatasync' | 'dsync';
+  /**
+   * Extend each new segment to `segmentBytes` when it is created (default true), so that appends write
+   * inside the file instead of growing it. The unused tail is zeros (sparse), which recovery recognizes.
+   */
+  readonly preallocate?: boolean;
 }
 
 const SEGMENT_APPEND_FLAGS = {
@@ -142,6 +147,8 @@ export class FileStorage implements RaftStorage {
     private readonly io: StorageIO,
     private readonly segmentBytes: number,
     private readonly syncMode: 'fdatasync' | 'dsync',
+    /** New segments are extended (sparse) to this size when created; 0: not at all. */
+    private readonly preallocBytes: number,
     state: DurableState,
     segments: Segment[],
     private fh: FileHandle,
@@ -186,12 +193,15 @@ export class FileStorage implements RaftStorage {
   ): Promise<FileStorage> {
     const rec = await readDataDir(dir);
     const meta = rec.meta!;
+    const prealloc = options.preallocate === false ? 0 : segmentBytes;
     if (meta.nodeId !== options.nodeId || meta.clusterId !== options.clusterId) {
       throw new IdentityMismatchError(dir, options, meta);
     }
     let dirty = false;
     // Repair: cut a torn tail, drop an unfinished segment, leftovers of interrupted writes.
     const segments: Segment[] = [];
+    const lastName = rec.segments[rec.segments.length - 1]?.name;
+    let lastValidEnd = 0;
     for (const s of rec.segments) {
       const path = join(dir, s.name);
       if (s.headerTorn) {
@@ -201,7 +211,9 @@ export class FileStorage implements RaftStorage {
         dirty = true;
         continue;
       }
-      if (s.validEnd < s.fileBytes) {
+      if (s.name === lastName) lastValidEnd = s.validEnd;
+      // The current segment keeps its preallocated (zero) tail; anything else past validEnd is cut.
+      if (s.validEnd < s.fileBytes && !(s.zeroTail && s.name === lastName && rec.tornTail === null)) {
         let h: FileHandle | undefined;
         try {
           h = await open(path, 'r+');
@@ -230,13 +242,13 @@ export class FileStorage implements RaftStorage {
       const path = join(dir, last.name);
       try {
         fh = await io.open(path, SEGMENT_APPEND_FLAGS[syncMode]);
-        segSize = (await fh.stat()).size;
+        segSize = lastValidEnd;
       } catch (err) {
         throw ioError(err, path, 'open segment');
       }
     } else {
       const seq = rec.segments[0]?.seq ?? 1;
-      const created = await createSegment(dir, io, seq, syncMode);
+      const created = await createSegment(dir, io, seq, syncMode, prealloc);
       fh = created;
       segSize = encodeSegmentHeader(seq).length;
       segments.push({ seq, name: segmentName(seq), maxEntryIndex: 0 });
@@ -247,6 +259,7 @@ export class FileStorage implements RaftStorage {
       io,
       segmentBytes,
       syncMode,
+      prealloc,
       rec.state,
       segments,
       fh,
@@ -399,14 +412,14 @@ export class FileStorage implements RaftStorage {
   }
 
   private async rollover(seq: number): Promise<void> {
-    const fh = await createSegment(this.dir, this.io, seq, this.syncMode);
+    const fh = await createSegment(this.dir, this.io, seq, this.syncMode, this.preallocBytes);
     this.counters.fsyncs += 2;
     this.counters.segmentsCreated++;
     const old = this.fh;
     // Close the full segment with a record naming its successor (durable already), so
     // that losing the newest segment file is detected instead of silently losing its tail.
+    const cont = encodeContinue(seq);
     try {
-      const cont = encodeContinue(seq);
       const n = await this.io.writev(old, [cont], this.segSize);
       if (n !== cont.length) throw new Error(`short write of end-of-segment record (${n} bytes)`);
       if (this.syncMode === 'fdatasync') await this.io.datasync(old);
@@ -416,6 +429,9 @@ export class FileStorage implements RaftStorage {
       await fh.close();
       throw err;
     }
+    // Give back the full segment's unused preallocated space. Should this fail (or the process die first),
+    // recovery finds zeros after the continue record and cuts them then.
+    await old.truncate(this.segSize + cont.length).catch(() => undefined);
     this.fh = fh;
     this.segSize = encodeSegmentHeader(seq).length;
     this.counters.bytesWritten += this.segSize;
@@ -501,11 +517,18 @@ function skipBytes(bufs: readonly Buffer[], n: number): Buffer[] {
   return out;
 }
 
+/**
+ * Creates a segment: its header, then the file extended (sparse) to `preallocate` bytes, so that appends
+ * overwrite space the file already has and a synced write need not also make a new file size durable
+ * (measured here: an O_DSYNC append of ~360 B took 172-182 µs at p50, the same write inside the file's size
+ * 125-158 µs). Recovery reads the zero tail as unwritten space (recovery.ts), not as a torn write.
+ */
 async function createSegment(
   dir: string,
   io: StorageIO,
   seq: number,
   syncMode: 'fdatasync' | 'dsync',
+  preallocate: number,
 ): Promise<FileHandle> {
   const path = join(dir, segmentName(seq));
   let fh: FileHandle;
@@ -518,6 +541,7 @@ async function createSegment(
     const header = encodeSegmentHeader(seq);
     const n = await io.writev(fh, [header], 0);
     if (n !== header.length) throw new Error(`short write of segment header (${n} bytes)`);
+    if (preallocate > header.length) await fh.truncate(preallocate);
     await fh.sync();
   } catch (err) {
     await fh.close();

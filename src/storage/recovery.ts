@@ -9,13 +9,15 @@
  *    (Also in the second-to-last segment while the last holds no record: a crash while
  *    writing the Continue record that closes a full segment.) Anything else that fails to
  *    decode is a CorruptionError naming file and offset.
+ *    Zero bytes from a record boundary to the end of a segment are unwritten preallocated
+ *    space (FileStorage extends each new segment): the segment's records end there.
  * 3. A batch counts only when its END record is intact (a batch is all-or-nothing).
  * 4. Replay: entries must follow each other (index = previous + 1) unless a truncate or
  *    snapshot record says otherwise; the log must be covered from 1 (or from the latest
  *    snapshot) up to the hard state's commit index, and a segment closed by a Continue
  *    record must have its successor.
  */
-import { open, readdir, readFile, stat } from 'node:fs/promises';
+import { open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DurableState, Entry, HardState, Snapshot } from '../raft/types.ts';
 import {
@@ -55,6 +57,11 @@ export interface SegmentInfo {
   readonly fileBytes: number;
   /** Highest entry index written in this segment (0: none). */
   maxEntryIndex: number;
+  /**
+   * Everything after `validEnd` is zero bytes: space the segment was preallocated with (sparse, never written).
+   * Not a torn write; the next append goes at `validEnd`.
+   */
+  zeroTail: boolean;
   /** True when the whole file is an unfinished segment creation (no usable header). */
   readonly headerTorn: boolean;
 }
@@ -233,14 +240,17 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
   let continuedTo = 0;
   // A crash while a full segment was being closed (its Continue record written) leaves a
   // torn tail in the second-to-last segment while the last one holds no record yet.
+  // (A preallocated segment holds no record while everything after its header is zeros.)
   let lastIsEmpty = false;
+  let lastBuf: Buffer | null = null;
   const lastName = segs[segs.length - 1]?.name;
   if (lastName !== undefined && segs.length >= 2) {
     try {
-      lastIsEmpty = (await stat(join(dir, lastName))).size <= SEGMENT_HEADER_BYTES;
+      lastBuf = await readFile(join(dir, lastName));
     } catch (err) {
-      throw ioError(err, join(dir, lastName), 'stat');
+      throw ioError(err, join(dir, lastName), 'read');
     }
+    lastIsEmpty = lastBuf.length <= SEGMENT_HEADER_BYTES || allZero(lastBuf, SEGMENT_HEADER_BYTES);
   }
   for (let i = 0; i < segs.length; i++) {
     const { seq, name } = segs[i]!;
@@ -249,7 +259,7 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
     const tearable = isLast || (lastIsEmpty && i === segs.length - 2);
     let buf: Buffer;
     try {
-      buf = await readFile(path);
+      buf = isLast && lastBuf !== null ? lastBuf : await readFile(path);
     } catch (err) {
       throw ioError(err, path, 'read');
     }
@@ -264,7 +274,15 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
         findIntactRecord(buf, 0) < 0
       ) {
         tornTail = { file: path, offset: 0, reason: `unfinished segment: ${headerProblem}` };
-        segments.push({ seq, name, validEnd: 0, fileBytes: buf.length, maxEntryIndex: 0, headerTorn: true });
+        segments.push({
+          seq,
+          name,
+          validEnd: 0,
+          fileBytes: buf.length,
+          maxEntryIndex: 0,
+          headerTorn: true,
+          zeroTail: false,
+        });
         continue;
       }
       throw new CorruptionError(path, 0, headerProblem);
@@ -276,6 +294,7 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
       fileBytes: buf.length,
       maxEntryIndex: 0,
       headerTorn: false,
+      zeroTail: false,
     };
     let pos = SEGMENT_HEADER_BYTES;
     let pending: DecodedRecord[] = [];
@@ -283,6 +302,11 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
     while (pos < buf.length) {
       const r = readRecord(buf, pos);
       if (!r.ok) {
+        if (r.kind === 'bytes' && allZero(buf, pos)) {
+          // Preallocated space that was never written: the segment's records end here.
+          info.zeroTail = true;
+          break;
+        }
         if (r.kind === 'bytes' && tearable && findIntactRecord(buf, pos + 1) < 0) {
           tornTail = { file: path, offset: pos, reason: r.reason };
           break;

@@ -53,7 +53,8 @@ async function fill(dir: string, n: number, segmentBytes = 1 << 20): Promise<voi
 
 test('a torn last batch is dropped, whatever byte it was cut at (and with a zero-filled tail)', () =>
   withDir(async (dir) => {
-    const s = await FileStorage.open(dir, ID);
+    // Without preallocation the file ends where the records end, so every cut is a shorter file.
+    const s = await FileStorage.open(dir, { ...ID, preallocate: false });
     await s.persist({ snapshot: null, entries: ents(1, 5, 1), hardState: hs(1, 3) });
     const expected = describe(s.initialState());
     const before = (await stat(join(dir, segmentName(1)))).size;
@@ -72,9 +73,10 @@ test('a torn last batch is dropped, whatever byte it was cut at (and with a zero
         await writeFile(path, torn);
         const r = await FileStorage.open(dir, ID);
         assert.deepEqual(describe(r.initialState()), expected, `cut at ${cut} zeroFill=${zeroFill}`);
-        assert.equal(r.stats().recoveredTornTail === null, cut === before && !zeroFill);
+        // Zeros right after the last complete batch are unwritten space (what preallocation leaves), not a tear.
+        assert.equal(r.stats().recoveredTornTail === null, cut === before);
         await r.close();
-        assert.equal((await stat(path)).size, before, 'the torn tail was cut off the file');
+        if (cut > before) assert.equal((await stat(path)).size, before, 'the torn tail was cut off the file');
       }
     }
     // The intact file still recovers everything.
@@ -433,11 +435,18 @@ test('a crash while closing a full segment (torn end-of-segment record, empty su
     await ok.close();
     const full = await readFile(prev);
     const continueBytes = 8 + 1 + 8;
-    for (let cut = full.length - continueBytes; cut < full.length; cut++) {
-      await writeFile(prev, full.subarray(0, cut));
-      const r = await FileStorage.open(dir, ID);
-      assert.deepEqual(describe(r.initialState()), expected, `cut at ${cut}`);
-      await r.close();
+    const header = (await readFile(last)).subarray(0, 24);
+    for (const successor of ['header only', 'header and preallocated zeros']) {
+      for (let cut = full.length - continueBytes; cut < full.length; cut++) {
+        await writeFile(
+          last,
+          successor === 'header only' ? header : Buffer.concat([header, Buffer.alloc(8192)]),
+        );
+        await writeFile(prev, full.subarray(0, cut));
+        const r = await FileStorage.open(dir, ID);
+        assert.deepEqual(describe(r.initialState()), expected, `cut at ${cut}, successor: ${successor}`);
+        await r.close();
+      }
     }
     // With a record in the newest segment, a torn record before it is corruption.
     await writeFile(prev, full.subarray(0, full.length - 3));
@@ -472,7 +481,7 @@ test('a data directory is locked while open; a stale lock of a dead process is t
 
 test('the last record cut at every byte offset: the storage opens and drops just that record', () =>
   withDir(async (dir) => {
-    const s = await FileStorage.open(dir, ID);
+    const s = await FileStorage.open(dir, { ...ID, preallocate: false });
     for (let i = 1; i <= 4; i++) await s.persist({ ...NO_BATCH, entries: [ent(i, 1, 100)] });
     const expected = describe(s.initialState());
     const path = join(dir, segmentName(1));
@@ -488,4 +497,80 @@ test('the last record cut at every byte offset: the storage opens and drops just
       assert.equal(r.stats().recoveredTornTail?.offset, before);
       await r.close();
     }
+  }));
+
+test('a preallocated segment: appends go inside the file, a clean reopen is not a torn tail, and a torn record followed by unwritten space is', () =>
+  withDir(async (dir) => {
+    const opts = { ...ID, segmentBytes: 64 * 1024 };
+    const s = await FileStorage.open(dir, opts);
+    const path = join(dir, segmentName(1));
+    assert.equal((await stat(path)).size, 64 * 1024, 'the new segment is extended to segmentBytes');
+    for (let i = 1; i <= 3; i++) await s.persist({ ...NO_BATCH, entries: [ent(i, 1, 100)] });
+    await s.close();
+    assert.equal((await stat(path)).size, 64 * 1024, 'appends wrote inside the file');
+    // Reopen: the zero tail is unwritten space, not a torn write, and appends continue after the records.
+    const r = await FileStorage.open(dir, opts);
+    assert.equal(r.stats().recoveredTornTail, null);
+    assert.deepEqual(
+      r.initialState().entries.map((e) => e.index),
+      [1, 2, 3],
+    );
+    await r.persist({ ...NO_BATCH, entries: [ent(4, 1, 100)] });
+    await r.close();
+    const full = await readFile(path);
+    assert.equal(full.length, 64 * 1024);
+    const again = await FileStorage.open(dir, opts);
+    assert.deepEqual(
+      again.initialState().entries.map((e) => e.index),
+      [1, 2, 3, 4],
+    );
+    await again.close();
+    // Tear the last record: its first half written, the rest still zeros, as a crash mid-write leaves it.
+    const dataEnd = full.length - [...full].reverse().findIndex((b) => b !== 0);
+    const recordStart = dataEnd - 126;
+    const torn = Buffer.from(full);
+    torn.fill(0, recordStart + 60);
+    await writeFile(path, torn);
+    const t = await FileStorage.open(dir, opts);
+    assert.equal(t.stats().recoveredTornTail?.offset, recordStart);
+    assert.deepEqual(
+      t.initialState().entries.map((e) => e.index),
+      [1, 2, 3],
+    );
+    await t.persist({ ...NO_BATCH, entries: [ent(4, 2, 100)] });
+    await t.close();
+    const after = await FileStorage.open(dir, opts);
+    assert.deepEqual(
+      after.initialState().entries.map((e) => [e.index, e.term]),
+      [
+        [1, 1],
+        [2, 1],
+        [3, 1],
+        [4, 2],
+      ],
+    );
+    await after.close();
+  }));
+
+test('a full preallocated segment gives its unused space back when the next one starts', () =>
+  withDir(async (dir) => {
+    const opts = { ...ID, segmentBytes: 4096 };
+    const s = await FileStorage.open(dir, opts);
+    for (let i = 1; i <= 60; i++) await s.persist({ ...NO_BATCH, entries: [ent(i, 1, 200)] });
+    await s.close();
+    const files = await segmentFiles(dir);
+    assert.ok(files.length >= 3, `expected several segments, got ${files.length}`);
+    for (const f of files.slice(0, -1)) {
+      const buf = await readFile(join(dir, f));
+      const trailingZeros = buf.length - 1 - buf.findLastIndex((b) => b !== 0);
+      assert.ok(
+        trailingZeros < 16,
+        `${f} ends with its continue record, not ${trailingZeros} preallocated zeros`,
+      );
+    }
+    assert.equal((await stat(join(dir, files[files.length - 1]!))).size, 4096);
+    const r = await FileStorage.open(dir, opts);
+    assert.equal(r.initialState().entries.length, 60);
+    assert.equal(r.stats().recoveredTornTail, null);
+    await r.close();
   }));
