@@ -228,7 +228,8 @@ export function readRecord(buf: Uint8Array, off: number): RecordResult {
         index: readU64(buf, p),
         term: readU64(buf, p + 8),
         type: et as EntryType,
-        data: buf.slice(p + ENTRY_FIXED, end),
+        // a copy: a view would keep the whole segment buffer (up to a preallocated 64 MiB) alive
+        data: Buffer.from(buf.subarray(p + ENTRY_FIXED, end)),
       };
       record = { kind: 'entry', entry };
       break;
@@ -271,10 +272,10 @@ export function readRecord(buf: Uint8Array, off: number): RecordResult {
 }
 
 /** True when an intact record starts somewhere in `buf[from..]` (used to tell a torn tail from corruption). */
-export function findIntactRecord(buf: Uint8Array, from: number): number {
-  for (let p = from; p + RECORD_HEADER_BYTES + 1 <= buf.length; p++) {
+export function findIntactRecord(buf: Uint8Array, from: number, limit = buf.length): number {
+  for (let p = from; p + RECORD_HEADER_BYTES + 1 <= limit; p++) {
     const len = readU32(buf, p);
-    if (len < 1 || len > buf.length - p - RECORD_HEADER_BYTES) continue;
+    if (len < 1 || len > limit - p - RECORD_HEADER_BYTES) continue;
     const type = buf[p + RECORD_HEADER_BYTES]! & ~END_OF_BATCH;
     if (type < RecordType.Entry || type > RecordType.Continue) continue;
     if (readRecord(buf, p).ok) return p;

@@ -200,7 +200,8 @@ export class FileStorage implements RaftStorage {
     let dirty = false;
     // Repair: cut a torn tail, drop an unfinished segment, leftovers of interrupted writes.
     const segments: Segment[] = [];
-    const lastName = rec.segments[rec.segments.length - 1]?.name;
+    // The segment appends continue in: the newest one that is kept (an unfinished newest one is removed).
+    const lastName = rec.segments.filter((s) => !s.headerTorn).at(-1)?.name;
     let lastValidEnd = 0;
     for (const s of rec.segments) {
       const path = join(dir, s.name);

@@ -74,6 +74,8 @@ export async function inspect(
       seq: s.seq,
       bytes: s.fileBytes,
       validBytes: s.validEnd,
+      // bytes past validBytes that are preallocated, never-written zeros (not a torn tail)
+      unwrittenBytes: s.zeroTail ? s.fileBytes - s.validEnd : 0,
       maxEntryIndex: s.maxEntryIndex,
     });
   }

@@ -307,9 +307,18 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
           info.zeroTail = true;
           break;
         }
-        if (r.kind === 'bytes' && tearable && findIntactRecord(buf, pos + 1) < 0) {
-          tornTail = { file: path, offset: pos, reason: r.reason };
-          break;
+        if (r.kind === 'bytes' && tearable) {
+          // Look for intact records only up to shortly after the last non-zero byte: a preallocated tail of
+          // zeros would otherwise let garbage lengths of many MiB each cost a checksum over that much.
+          const limit = Math.min(buf.length, lastNonZero(buf) + 1 + SEARCH_SLACK);
+          const next = findIntactRecord(buf, pos + 1, limit);
+          // With preallocated segments a crash can leave a later page of the last write durable and an earlier
+          // one still zeros. A zeroed 512-byte sector between here and the next intact record is that tear (the
+          // records after it belong to the same unacknowledged write), as in etcd's WAL.
+          if (next < 0 || hasZeroSector(buf, pos, next)) {
+            tornTail = { file: path, offset: pos, reason: r.reason };
+            break;
+          }
         }
         const why =
           r.kind === 'bytes' && tearable
@@ -425,4 +434,29 @@ export async function syncDir(dir: string): Promise<void> {
   } finally {
     await fh?.close();
   }
+}
+
+/** How far past the last non-zero byte an intact record may still end (it may end in zero bytes). */
+const SEARCH_SLACK = 1024 * 1024;
+const SECTOR = 512;
+
+function lastNonZero(buf: Uint8Array): number {
+  let i = buf.length - 1;
+  while (i >= 0 && buf[i] === 0) i--;
+  return i;
+}
+
+/** True when an aligned 512-byte sector inside buf[from, to) holds only zeros. */
+function hasZeroSector(buf: Uint8Array, from: number, to: number): boolean {
+  for (let s = Math.ceil(from / SECTOR) * SECTOR; s + SECTOR <= to; s += SECTOR) {
+    let zero = true;
+    for (let i = s; i < s + SECTOR; i++) {
+      if (buf[i] !== 0) {
+        zero = false;
+        break;
+      }
+    }
+    if (zero) return true;
+  }
+  return false;
 }

@@ -574,3 +574,51 @@ test('a full preallocated segment gives its unused space back when the next one 
     assert.equal(r.stats().recoveredTornTail, null);
     await r.close();
   }));
+
+test('after an unfinished newest segment is removed, appends continue at the end of the one before it', () =>
+  withDir(async (dir) => {
+    await fill(dir, 5, 64 * 1024);
+    const files = await segmentFiles(dir);
+    const next = segmentName(files.length + 1);
+    // A crash while creating the next segment: the file exists, its header never became durable.
+    for (const leftover of [Buffer.alloc(0), Buffer.alloc(64 * 1024)]) {
+      await writeFile(join(dir, next), leftover);
+      const r = await FileStorage.open(dir, { ...ID, segmentBytes: 64 * 1024 });
+      const n = r.initialState().entries.length;
+      await r.persist({ ...NO_BATCH, entries: [ent(n + 1, 1, 40)] });
+      await r.close();
+      const again = await FileStorage.open(dir, { ...ID, segmentBytes: 64 * 1024 });
+      assert.deepEqual(
+        again.initialState().entries.map((e) => e.index),
+        Array.from({ length: n + 1 }, (_, i) => i + 1),
+        `leftover of ${leftover.length} bytes`,
+      );
+      await again.close();
+    }
+  }));
+
+test('a write torn out of order in preallocated space (a zeroed sector before intact records) is a torn tail', () =>
+  withDir(async (dir) => {
+    const opts = { ...ID, segmentBytes: 64 * 1024 };
+    const s = await FileStorage.open(dir, opts);
+    await s.persist({ ...NO_BATCH, entries: [ent(1, 1, 40)] });
+    const expected = describe(s.initialState());
+    // One group of several records spanning more than two sectors.
+    await s.persist({
+      ...NO_BATCH,
+      entries: ents(2, 12, 1).map((e) => ({ ...e, data: Buffer.alloc(200, 7) })),
+    });
+    await s.close();
+    const path = join(dir, segmentName(1));
+    const full = await readFile(path);
+    const before = 24 + 8 + 1 + 17 + 40;
+    // The first sector the second group touches stayed zeros; later ones reached the disk.
+    const torn = Buffer.from(full);
+    const firstSector = Math.ceil(before / 512) * 512;
+    torn.fill(0, before, firstSector + 512);
+    await writeFile(path, torn);
+    const r = await FileStorage.open(dir, opts);
+    assert.deepEqual(describe(r.initialState()), expected);
+    assert.equal(r.stats().recoveredTornTail?.offset, before);
+    await r.close();
+  }));
