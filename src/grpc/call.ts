@@ -139,8 +139,12 @@ const CLOSED = 2;
 const kCall = Symbol('grpc.call');
 type CallStream = GrpcStream & { [kCall]?: Call };
 
-const RESPONSE_HEADERS: OutgoingHttpHeaders = { ':status': 200, 'content-type': 'application/grpc' };
-const OK_TRAILERS: OutgoingHttpHeaders = { 'grpc-status': '0' };
+// Frozen: the own HTTP/2 engine encodes a frozen header object once and reuses the block.
+const RESPONSE_HEADERS: OutgoingHttpHeaders = Object.freeze({
+  ':status': 200,
+  'content-type': 'application/grpc',
+});
+const OK_TRAILERS: OutgoingHttpHeaders = Object.freeze({ 'grpc-status': '0' });
 // sendDate is node:http2's (it would add a date header); the own engine ignores it.
 const RESPOND_WITH_TRAILERS = { waitForTrailers: true, sendDate: false };
 const RESPOND_END = { endStream: true, sendDate: false };

@@ -151,7 +151,7 @@ export class H2Stream extends EventEmitter {
     this.headersSent = true;
     const end = options?.endStream === true;
     this.#waitForTrailers = options?.waitForTrailers === true;
-    this.session.sendHeaders(this, encodeHeaders(headers), end);
+    this.session.sendHeaders(this, encodeBlock(headers), end);
     if (end) this.session.localEnd(this);
   }
 
@@ -195,7 +195,7 @@ export class H2Stream extends EventEmitter {
 
   sendTrailers(headers: OutgoingHeaders): void {
     if (this.destroyed || this.localEnded) return;
-    this.session.sendHeaders(this, encodeHeaders(headers), true);
+    this.session.sendHeaders(this, encodeBlock(headers), true);
     this.session.localEnd(this);
   }
 
@@ -967,6 +967,21 @@ export class H2Session extends EventEmitter {
     if (s.paused || s.inbox !== null) s.inboxEnd = true;
     else s.emit('end');
   }
+}
+
+/**
+ * Header blocks of frozen header objects (the gRPC layer's constant response headers and OK trailers) are
+ * encoded once: the encoder uses no dynamic table, so a block depends on nothing but its headers.
+ */
+const frozenBlocks = new WeakMap<OutgoingHeaders, Buffer>();
+function encodeBlock(headers: OutgoingHeaders): Buffer {
+  if (!Object.isFrozen(headers)) return encodeHeaders(headers);
+  let block = frozenBlocks.get(headers);
+  if (block === undefined) {
+    block = encodeHeaders(headers);
+    frozenBlocks.set(headers, block);
+  }
+  return block;
 }
 
 function destroySocket(socket: Socket): void {
