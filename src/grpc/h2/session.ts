@@ -246,7 +246,11 @@ export class H2Session extends EventEmitter {
   readonly #streams = new Map<number, H2Stream>();
   readonly #decoder = new HpackDecoder(HEADER_TABLE_SIZE);
   #prefaceSeen = false;
-  #buf: Buffer | null = null;
+  /** Input not parsed yet (an incomplete frame), in the chunks it came in, and how many bytes they hold. */
+  #held: Buffer[] = [];
+  #heldBytes = 0;
+  /** Bytes needed before parsing can go on: the rest of a frame header, or of the frame it announces. */
+  #need = 0;
   #lastStreamId = 0;
   #goawaySent = false;
   // peer settings
@@ -589,9 +593,15 @@ export class H2Session extends EventEmitter {
   #onData(chunk: Buffer): void {
     if (this.destroyed || this.socket.writableEnded) return;
     let buf = chunk;
-    if (this.#buf !== null) {
-      buf = Buffer.concat([this.#buf, chunk]);
-      this.#buf = null;
+    if (this.#heldBytes > 0) {
+      // Join the pieces of an incomplete frame only once it is complete (or its header is): a large frame
+      // arriving in many small reads is copied once, not once per read.
+      this.#held.push(chunk);
+      this.#heldBytes += chunk.length;
+      if (this.#heldBytes < this.#need) return;
+      buf = Buffer.concat(this.#held, this.#heldBytes);
+      this.#held = [];
+      this.#heldBytes = 0;
     }
     try {
       let pos = 0;
@@ -599,7 +609,7 @@ export class H2Session extends EventEmitter {
         if (buf.length < PREFACE.length) {
           if (!PREFACE.subarray(0, buf.length).equals(buf))
             throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'bad preface');
-          this.#buf = buf;
+          this.#hold(buf, PREFACE.length);
           return;
         }
         if (!PREFACE.equals(buf.subarray(0, PREFACE.length)))
@@ -620,7 +630,11 @@ export class H2Session extends EventEmitter {
         this.#onFrame(type, flags, id, payload);
         if (this.destroyed) return;
       }
-      if (pos < end) this.#buf = buf.subarray(pos);
+      if (pos < end) {
+        const rest = buf.subarray(pos);
+        const need = rest.length < 9 ? 9 : 9 + ((rest[0]! << 16) | (rest[1]! << 8) | rest[2]!);
+        this.#hold(rest, need);
+      }
     } catch (e) {
       if (e instanceof ConnectionError) {
         this.#connectionError(e.code);
@@ -632,6 +646,12 @@ export class H2Session extends EventEmitter {
       }
       this.#connectionError(H2Error.INTERNAL_ERROR);
     }
+  }
+
+  #hold(rest: Buffer, need: number): void {
+    this.#held = [rest];
+    this.#heldBytes = rest.length;
+    this.#need = need;
   }
 
   #onFrame(type: number, flags: number, id: number, p: Buffer): void {
