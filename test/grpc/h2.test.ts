@@ -422,6 +422,71 @@ describe('HTTP/2 engine', () => {
     await stillServing();
   });
 
+  it('parses a connection whose bytes arrive one at a time, and in random pieces', {
+    timeout: 30_000,
+  }, async () => {
+    // A 30 KB request in two DATA frames (each under the 16 KB frame limit), so pieces end inside
+    // frame headers, inside payloads and exactly on frame boundaries.
+    const body = echoFrame({ text: 'piecewise', payload: Buffer.alloc(30_000, 3) });
+    const half = 15_000;
+    const request = Buffer.concat([
+      Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
+      frame(4, 0, 0, Buffer.alloc(0)),
+      frame(
+        1,
+        0x4,
+        1,
+        encodeHeaders({
+          ':method': 'POST',
+          ':scheme': 'http',
+          ':path': '/test.echo.Echo/Unary',
+          'content-type': 'application/grpc',
+        }),
+      ),
+      frame(0, 0, 1, body.subarray(0, half)),
+      frame(0, 0x1, 1, body.subarray(half)),
+    ]);
+    let seed = 12345;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (const pieces of ['bytes', 'random'] as const) {
+      const got = await new Promise<Buffer>((resolve) => {
+        const sock = connect(s.port, '127.0.0.1');
+        sock.setNoDelay(true);
+        let buf = Buffer.alloc(0);
+        const done = (): void => {
+          sock.destroy();
+          resolve(buf);
+        };
+        sock.on('data', (c: Buffer) => {
+          buf = Buffer.concat([buf, c]);
+          if (buf.includes('piecewise')) done();
+        });
+        // A connection the server ends (a parse error) fails the assertion below instead of hanging.
+        sock.on('close', done);
+        sock.on('error', done);
+        sock.on('connect', async () => {
+          let pos = 0;
+          while (pos < request.length && !sock.destroyed) {
+            const n = pieces === 'bytes' ? 1 : 1 + rand(3000);
+            sock.write(request.subarray(pos, pos + n));
+            pos += n;
+            // Byte by byte only through the preface, the headers and the first DATA frame's header.
+            if (pieces === 'bytes' && pos > 200) {
+              sock.write(request.subarray(pos));
+              pos = request.length;
+            }
+            await new Promise((r) => setImmediate(r));
+          }
+        });
+      });
+      assert.ok(got.includes('piecewise'), `${pieces}: got ${got.length} bytes without the echo`);
+    }
+    await stillServing();
+  });
+
   it('serves the same calls on the node:http2 engine (http2Engine: "node")', async () => {
     const n = await startEcho({ http2Engine: 'node' });
     try {
