@@ -4,6 +4,9 @@
  * values over 10,000 keys, one connection, writes and linearizable reads sent to the
  * leader. Each row runs etcd, then raftkv, each on a fresh cluster with the other one
  * stopped, `--reps` times alternated; server CPU is summed over the 3 members from /proc.
+ * Before the rows and after them, with nothing else running, it measures the floor of a put
+ * at 1 client (src/bench/floor.ts: two durable writes plus two loopback round trips) and
+ * reports the c1 p50s next to it.
  *
  *   npm run bench:etcd -- [--duration 10] [--reps 1] [--rows put:1,put:16,put:64,put:256,get:64]
  *                         [--out bench/results/NAME] [--only raftkv|etcd]
@@ -18,6 +21,7 @@ import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildDist, cpuSecondsOfAll, grpcloadPath, startLocalCluster } from '../src/bench/cluster.ts';
+import { measurePutFloor, type PutFloor } from '../src/bench/floor.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const shared = resolve(root, '../shared/bench');
@@ -167,6 +171,14 @@ async function main(): Promise<void> {
   const grpcload = grpcloadPath(root);
   mkdirSync(outDir, { recursive: true });
   const results: Result[] = [];
+  const floors: PutFloor[] = [];
+  const floorAt = async (): Promise<void> => {
+    const f = await measurePutFloor();
+    floors.push(f);
+    console.error(JSON.stringify({ floor: f }));
+    writeFileSync(join(outDir, 'floor.json'), `${JSON.stringify(floors, null, 2)}\n`);
+  };
+  await floorAt();
   for (let rep = 1; rep <= reps; rep++) {
     for (const row of rows) {
       for (const sys of ['etcd', 'raftkv'] as const) {
@@ -206,7 +218,26 @@ async function main(): Promise<void> {
       `| ${row.op}${row.op === 'get' ? ' (linearizable)' : ''} c${row.clients} | ${e.length ? Math.round(eo) : '-'} | ${k.length ? Math.round(ko) : '-'} | ${e.length && k.length ? (ko / eo).toFixed(2) : '-'} | ${lat(e)} | ${lat(k)} | ${e.length ? Math.round(mean(e.map((r) => r.server_cpu_us_per_op))) : '-'} | ${k.length ? Math.round(mean(k.map((r) => r.server_cpu_us_per_op))) : '-'} |`,
     );
   }
-  const table = lines.join('\n');
+  await floorAt();
+  const f2 = (x: number) => x.toFixed(2);
+  const c1 = (s: string) => results.filter((r) => r.system === s && r.op === 'put' && r.clients === 1);
+  const floorMs = mean(floors.map((f) => f.floorMs));
+  const floorLines = [
+    '',
+    '',
+    `Floor of a put at 1 client, measured before and after the rows: ${floors.map((f) => f2(f.floorMs)).join(' and ')} ms` +
+      ` (2 × a durable ${floors[0]?.recordBytes} B write, p50 ${floors.map((f) => `${f2(f.dsyncWrite.p50Ms)} O_DSYNC in a preallocated file / ${f2(f.fdatasyncAppend.p50Ms)} append + fdatasync`).join(', then ')} ms,` +
+      ` the cheaper one counted; + 2 × a loopback round trip between two Node processes, p50 ${floors.map((f) => f2(f.loopbackRtt.p50Ms)).join(' and ')} ms).`,
+  ];
+  for (const sys of ['etcd', 'raftkv']) {
+    const rs = c1(sys);
+    if (rs.length === 0) continue;
+    const p50 = mean(rs.map((r) => r.p50_ms));
+    floorLines.push(
+      `- ${sys} put c1 p50: ${f2(p50)} ms = ${f2(p50 / floorMs)} × the floor (${f2(p50 - floorMs)} ms above it).`,
+    );
+  }
+  const table = lines.join('\n') + floorLines.join('\n');
   const versions = [
     `date: ${new Date().toISOString()}`,
     `cpus: ${cpus().length} x ${cpus()[0]?.model ?? '?'}`,
