@@ -10,6 +10,8 @@
  *
  *   npm run bench:etcd -- [--duration 10] [--reps 1] [--rows put:1,put:16,put:64,put:256,get:64]
  *                         [--out bench/results/NAME] [--only raftkv|etcd]
+ *   RAFTKV_BENCH_ARGS="--flag value" adds serve flags to every raftkv member (to try settings);
+ *   RAFTKV_BENCH_NOBUILD=1 uses dist/ as it is instead of building it first.
  *
  * Needs: etcd (apt-get install etcd-server etcd-client, done here when root), grpcload
  * (../shared/bench/bin/grpcload or built by scripts/build-grpcload.sh), a built raftkv
@@ -166,7 +168,8 @@ async function runRow(
 }
 
 async function main(): Promise<void> {
-  if (only !== 'etcd') buildDist(root);
+  // RAFTKV_BENCH_NOBUILD=1: use dist/ as it is (for A/B runs of serve flags, built once).
+  if (only !== 'etcd' && process.env['RAFTKV_BENCH_NOBUILD'] !== '1') buildDist(root);
   if (only !== 'raftkv') ensureEtcd();
   const grpcload = grpcloadPath(root);
   mkdirSync(outDir, { recursive: true });
