@@ -14,7 +14,7 @@ import { type HttpServerHandle, startHttpServer } from '../server/http.ts';
 import { instrumentStorage } from '../server/metrics.ts';
 import { type RaftKvServer, ServerConfigError, startServer } from '../server/server.ts';
 import { StorageError } from '../storage/errors.ts';
-import { FileStorage } from '../storage/file-storage.ts';
+import { DEFAULT_INLINE_WRITE_BYTES, FileStorage, MAX_INLINE_WRITE_BYTES } from '../storage/file-storage.ts';
 import { type CommandSpec, hostPort, int, type Parsed, parsePeers, str } from './args.ts';
 import { CliError, UsageError } from './errors.ts';
 import { createLogger, type LogFormat } from './log.ts';
@@ -79,6 +79,12 @@ export const serveSpec: CommandSpec = {
       help: 'how WAL writes are made durable: O_DSYNC writes, or write then fdatasync',
       default: 'dsync',
     },
+    'wal-inline-bytes': {
+      type: 'string',
+      value: 'N',
+      help: 'while not the leader, write WAL groups of at most N bytes on the main thread, not the thread pool (dsync only; 0 = never)',
+      default: String(DEFAULT_INLINE_WRITE_BYTES),
+    },
     http: {
       type: 'string',
       value: 'host:port',
@@ -139,6 +145,7 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
   const tickMs = int(p, 'tick-ms', 1, 60_000) ?? 100;
   const snapshotEntries = int(p, 'snapshot-entries', 0) ?? 100_000;
   const walSync = str(p, 'wal-sync') ?? 'dsync';
+  const walInlineBytes = int(p, 'wal-inline-bytes', 0, MAX_INLINE_WRITE_BYTES) ?? DEFAULT_INLINE_WRITE_BYTES;
   if (walSync !== 'dsync' && walSync !== 'fdatasync') {
     throw new UsageError(`--wal-sync must be dsync or fdatasync, not "${walSync}"`, 'serve');
   }
@@ -231,7 +238,14 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
     // With the HTTP side on, open the storage here so its latency shows in /metrics.
     const storage =
       httpListen !== undefined
-        ? instrumentStorage(await FileStorage.open(dataDir, { nodeId: id, clusterId, sync: walSync }))
+        ? instrumentStorage(
+            await FileStorage.open(dataDir, {
+              nodeId: id,
+              clusterId,
+              sync: walSync,
+              inlineWriteBytes: walInlineBytes,
+            }),
+          )
         : undefined;
     server = await startServer({
       ...(storage ? { storage } : {}),
@@ -244,6 +258,7 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
       tickMs,
       snapshotEntries,
       walSync,
+      walInlineBytes,
       logger,
       ...(joinAddr !== undefined ? { joining: true } : {}),
       grpcOptions: PEER_SERVER_OPTIONS,

@@ -236,6 +236,7 @@ export class RaftNode<R> {
     this.applied = applied;
     this.lastSnapshotIndex = applied;
     this.soft = { role: raft.currentRole, leader: raft.leader };
+    this.storage.setInlineWrites?.(this.soft.role !== 'leader');
     const st = raft.status();
     this.savedHard = { term: st.term, vote: st.vote, commit: st.commit };
   }
@@ -767,6 +768,8 @@ export class RaftNode<R> {
 
   private noteSoftState(s: SoftState): void {
     if (s.role === this.soft.role && s.leader === this.soft.leader) return;
+    // A leader's loop serves clients and sends to followers; anyone else's waits on its own log.
+    if (s.role !== this.soft.role) this.storage.setInlineWrites?.(s.role !== 'leader');
     const term = this.raft.currentTerm;
     if (s.role !== this.soft.role) {
       if (s.role === 'leader') this.log?.info({ term }, 'won the election: now leader');

@@ -40,4 +40,11 @@ export interface RaftStorage {
   compact(snapshot: Snapshot, retain?: number): Promise<void>;
   stats(): StorageStats;
   close(): Promise<void>;
+  /**
+   * Optional hint from the driver: `true` while nothing but this node's own log waits on its
+   * event loop (it is not the leader), so a small write may block that loop rather than pay a
+   * thread hop; `false` while it leads. It changes how, never whether or in what order, batches
+   * become durable.
+   */
+  setInlineWrites?(on: boolean): void;
 }

@@ -67,6 +67,10 @@ export class InstrumentedStorage implements RaftStorage {
   close(): Promise<void> {
     return this.inner.close();
   }
+
+  setInlineWrites(on: boolean): void {
+    this.inner.setInlineWrites?.(on);
+  }
 }
 
 export function instrumentStorage(storage: RaftStorage): InstrumentedStorage {

@@ -34,6 +34,8 @@ export interface ServerConfig {
   readonly snapshotEntries?: number;
   /** How the WAL makes writes durable (FileStorage's `sync`; default dsync: one thread-pool trip per group). */
   readonly walSync?: 'dsync' | 'fdatasync';
+  /** FileStorage's `inlineWriteBytes`: while not the leader, WAL groups up to this size are written on the main thread. */
+  readonly walInlineBytes?: number;
   readonly retainEntries?: number;
   readonly limits?: Partial<KvLimits>;
   readonly logger?: Logger;
@@ -84,6 +86,7 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
       nodeId: config.id,
       clusterId,
       sync: config.walSync ?? 'dsync',
+      ...(config.walInlineBytes !== undefined ? { inlineWriteBytes: config.walInlineBytes } : {}),
     }));
   const sm = new KvStateMachine();
   const addresses = new Map<NodeId, string>();

@@ -88,6 +88,14 @@ test('unknown flags, missing values, bad numbers, extra or missing arguments: ex
     [['serve', '--id', 'n1', '--listen', 'nowhere'], /--listen must be host:port/],
     [['serve', '--id', 'n1', '--tick-ms', '0'], /--tick-ms must be an integer from 1/],
     [['serve', '--id', 'n1', '--wal-sync', 'fsync'], /--wal-sync must be dsync or fdatasync, not "fsync"/],
+    [
+      ['serve', '--id', 'n1', '--wal-inline-bytes', '4k'],
+      /--wal-inline-bytes must be an integer from 0 to 1048576, got "4k"/,
+    ],
+    [
+      ['serve', '--id', 'n1', '--wal-inline-bytes', '2097152'],
+      /--wal-inline-bytes must be an integer from 0 to 1048576/,
+    ],
     [['serve', '--id', 'n1', '--log-format', 'xml'], /--log-format must be json or pretty/],
     [['cluster', '--nodes', '12'], /--nodes must be an integer from 1 to 9/],
     [['cluster', 'extra'], /unexpected argument "extra"/],

@@ -228,3 +228,46 @@ test('a proposal forwarded to a leader that loses leadership settles without a d
     await c.stop();
   }
 });
+
+test('the storage is told to write inline while the node is not the leader, and to stop when it leads', async () => {
+  class HintedStorage extends MemoryStorage {
+    readonly hints: boolean[] = [];
+    setInlineWrites(on: boolean): void {
+      this.hints.push(on);
+    }
+  }
+  const net = new MemoryNetwork();
+  const ids = ['n1', 'n2', 'n3'];
+  const storages = new Map<string, HintedStorage>();
+  const nodes: KvNode[] = [];
+  try {
+    for (const id of ids) {
+      const storage = new HintedStorage();
+      storages.set(id, storage);
+      nodes.push(
+        await RaftNode.start({
+          id,
+          storage,
+          transport: net.transport(id),
+          stateMachine: new KvStateMachine(),
+          bootstrap: ids,
+          tickMs: 10,
+          seed: id.charCodeAt(1),
+        }),
+      );
+    }
+    const last = (id: string) => storages.get(id)!.hints.at(-1);
+    const l = await waitFor(() => nodes.find((n) => n.role === 'leader'));
+    await l.propose(put('a', '1'));
+    for (const n of nodes) {
+      assert.equal(storages.get(n.id)!.hints[0], true, `${n.id} starts as a follower`);
+      assert.equal(last(n.id), n.role !== 'leader', `${n.id} is ${n.role}`);
+    }
+    const to = nodes.find((n) => n !== l)!;
+    l.transferLeadership(to.id);
+    await waitFor(() => to.role === 'leader' && l.role !== 'leader');
+    await waitFor(() => last(to.id) === false && last(l.id) === true);
+  } finally {
+    await Promise.all(nodes.map((n) => n.stop()));
+  }
+});

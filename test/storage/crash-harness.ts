@@ -36,7 +36,7 @@ export interface CrashOptions {
   readonly maxRunMs?: number;
   readonly log?: (line: string) => void;
   /** FileStorage's sync mode in the child. */
-  readonly sync?: 'fdatasync' | 'dsync';
+  readonly sync?: 'fdatasync' | 'dsync' | 'dsync-inline';
 }
 
 export interface RoundResult {

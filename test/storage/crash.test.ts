@@ -9,10 +9,15 @@ import { tempDir } from './helpers.ts';
 const rounds = Number(process.env['RAFTKV_CRASH_ROUNDS'] ?? 12);
 const seed = Number(process.env['RAFTKV_CRASH_SEED'] ?? Date.now() % 1_000_000);
 
-test(`SIGKILL at random moments loses nothing acknowledged (2 x ${rounds} rounds, seed ${seed})`, async (t) => {
-  const dirs = await Promise.all([tempDir('raftkv-crash-'), tempDir('raftkv-crash-')]);
+test(`SIGKILL at random moments loses nothing acknowledged (3 x ${rounds} rounds, seed ${seed})`, async (t) => {
+  const dirs = await Promise.all([
+    tempDir('raftkv-crash-'),
+    tempDir('raftkv-crash-'),
+    tempDir('raftkv-crash-'),
+  ]);
   try {
-    // Two independent chains in parallel: twice the kills for the same wall time.
+    // Three independent chains in parallel (fdatasync; O_DSYNC through the thread pool; O_DSYNC
+    // written inline on the main thread, as a follower writes): more kills for the same wall time.
     // Every chain runs to its end before the directories go, even when one fails.
     const settled = await Promise.allSettled(
       dirs.map(({ dir }, i) =>
@@ -21,7 +26,7 @@ test(`SIGKILL at random moments loses nothing acknowledged (2 x ${rounds} rounds
           rounds,
           seed: seed + i,
           inflight: i === 0 ? 1 : 8,
-          sync: i === 0 ? 'fdatasync' : 'dsync',
+          sync: (['fdatasync', 'dsync', 'dsync-inline'] as const)[i]!,
         }),
       ),
     );
