@@ -500,3 +500,74 @@ describe('HTTP/2 engine', () => {
     }
   });
 });
+
+describe('HTTP/2 engine input', () => {
+  it('holds a frame that arrives one byte per read in about its own size, not a Buffer per read', async () => {
+    const { H2Session } = await import('../../src/grpc/h2/session.ts');
+    const { EventEmitter } = await import('node:events');
+    const v8 = await import('node:v8');
+    const vm = await import('node:vm');
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    class FakeSocket extends EventEmitter {
+      writableEnded = false;
+      writableLength = 0;
+      writableNeedDrain = false;
+      write(): boolean {
+        return true;
+      }
+      end(): void {
+        this.writableEnded = true;
+      }
+      destroy(): void {}
+      pause(): void {}
+      resume(): void {}
+    }
+    const opts = {
+      maxConcurrentStreams: 10,
+      streamWindow: 65535,
+      connectionWindow: 65535,
+      maxHeaderListSize: 65536,
+      onStream: () => {},
+    };
+    const head = Buffer.concat([
+      Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
+      frame(0xfa, 0, 0, Buffer.alloc(0)),
+    ]);
+    head.writeUIntBE(16384, head.length - 9, 3); // an unknown frame type announcing 16 KB
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    const sessions: unknown[] = [];
+    for (let c = 0; c < 20; c++) {
+      const sock = new FakeSocket();
+      sessions.push(new H2Session(sock as unknown as Socket, opts));
+      sock.emit('data', head);
+      // Each read its own ArrayBuffer, as a socket's are; the last byte never comes.
+      for (let i = 0; i < 16383; i++) sock.emit('data', Buffer.from(new ArrayBuffer(1)));
+    }
+    gc();
+    const grown = process.memoryUsage().heapUsed - before;
+    assert.equal(sessions.length, 20);
+    // 20 frames of 16 KB are 320 KB; a Buffer kept per read would be ~3 MB per connection.
+    assert.ok(grown < 8 * 1024 * 1024, `20 connections holding 16 KB each grew the heap by ${grown} bytes`);
+  });
+
+  it('refuses junk after a good start of the preface at once, not after 24 bytes', {
+    timeout: 10_000,
+  }, async () => {
+    const s = await startEcho();
+    try {
+      const sock = connect(s.port, '127.0.0.1');
+      await once(sock, 'connect');
+      sock.write('PRI * HTTP/2.0\r\n');
+      await new Promise((r) => setTimeout(r, 20));
+      const closed = once(sock, 'close');
+      sock.on('error', () => {});
+      sock.on('data', () => {});
+      sock.write('XXXX');
+      await closed; // without the piecewise check the server waits for 4 more bytes: this times out
+    } finally {
+      await s.server.close(100);
+    }
+  });
+});

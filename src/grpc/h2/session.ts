@@ -16,6 +16,9 @@
 // - Connection errors (malformed frames, HPACK failures, window overflows) send GOAWAY with the error code
 //   and destroy the socket; stream errors reset only that stream. Nothing the peer sends throws out.
 // - Header blocks are decoded in full even for streams that are refused, so the HPACK table stays in step.
+// - Input held between reads is bounded by one frame: a frame whose header is in is copied into a buffer of
+//   its announced size (at most 16 KiB + 9) as its bytes come, each byte once; only an unfinished frame
+//   header (< 9 bytes) or preface (< 24) is held as pieces.
 
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
@@ -251,6 +254,9 @@ export class H2Session extends EventEmitter {
   #heldBytes = 0;
   /** Bytes needed before parsing can go on: the rest of a frame header, or of the frame it announces. */
   #need = 0;
+  /** A frame whose header is in but whose payload is not: filled up to `#asmLen` of its length. */
+  #asm: Buffer | null = null;
+  #asmLen = 0;
   #lastStreamId = 0;
   #goawaySent = false;
   // peer settings
@@ -593,9 +599,28 @@ export class H2Session extends EventEmitter {
   #onData(chunk: Buffer): void {
     if (this.destroyed || this.socket.writableEnded) return;
     let buf = chunk;
-    if (this.#heldBytes > 0) {
-      // Join the pieces of an incomplete frame only once it is complete (or its header is): a large frame
-      // arriving in many small reads is copied once, not once per read.
+    const asm = this.#asm;
+    if (asm !== null) {
+      // A frame whose header we have: its bytes are copied into its own buffer as they come (one copy, and
+      // the memory held is the frame's size however many reads it takes).
+      const take = Math.min(chunk.length, asm.length - this.#asmLen);
+      chunk.copy(asm, this.#asmLen, 0, take);
+      this.#asmLen += take;
+      if (this.#asmLen < asm.length) return;
+      this.#asm = null;
+      this.#parse(asm);
+      if (take === chunk.length || this.destroyed || this.socket.writableEnded) return;
+      buf = chunk.subarray(take);
+    } else if (this.#heldBytes > 0) {
+      // the rest of a frame header (under 9 bytes) or of the preface (under 24): a few pieces at most
+      if (!this.#prefaceSeen) {
+        // A preface in pieces is checked piece by piece: junk after a good start is refused at once.
+        const n = Math.min(chunk.length, PREFACE.length - this.#heldBytes);
+        if (!PREFACE.subarray(this.#heldBytes, this.#heldBytes + n).equals(chunk.subarray(0, n))) {
+          this.#connectionError(H2Error.PROTOCOL_ERROR);
+          return;
+        }
+      }
       this.#held.push(chunk);
       this.#heldBytes += chunk.length;
       if (this.#heldBytes < this.#need) return;
@@ -603,6 +628,10 @@ export class H2Session extends EventEmitter {
       this.#held = [];
       this.#heldBytes = 0;
     }
+    this.#parse(buf);
+  }
+
+  #parse(buf: Buffer): void {
     try {
       let pos = 0;
       if (!this.#prefaceSeen) {
@@ -632,8 +661,15 @@ export class H2Session extends EventEmitter {
       }
       if (pos < end) {
         const rest = buf.subarray(pos);
-        const need = rest.length < 9 ? 9 : 9 + ((rest[0]! << 16) | (rest[1]! << 8) | rest[2]!);
-        this.#hold(rest, need);
+        if (rest.length < 9) {
+          this.#hold(rest, 9);
+        } else {
+          // header known (len checked above): a fresh buffer, since payload views are handed out
+          const asm = Buffer.allocUnsafe(9 + ((rest[0]! << 16) | (rest[1]! << 8) | rest[2]!));
+          rest.copy(asm, 0);
+          this.#asm = asm;
+          this.#asmLen = rest.length;
+        }
       }
     } catch (e) {
       if (e instanceof ConnectionError) {
