@@ -82,7 +82,7 @@ export const serveSpec: CommandSpec = {
     'wal-inline-bytes': {
       type: 'string',
       value: 'N',
-      help: 'while not the leader, write WAL groups of at most N bytes on the main thread, not the thread pool (dsync only; 0 = never)',
+      help: 'on a follower or an idle leader, write WAL groups of at most N bytes on the main thread, not the thread pool (dsync only; 0 = never)',
       default: String(DEFAULT_INLINE_WRITE_BYTES),
     },
     http: {

@@ -236,7 +236,6 @@ export class RaftNode<R> {
     this.applied = applied;
     this.lastSnapshotIndex = applied;
     this.soft = { role: raft.currentRole, leader: raft.leader };
-    this.storage.setInlineWrites?.(this.soft.role !== 'leader');
     const st = raft.status();
     this.savedHard = { term: st.term, vote: st.vote, commit: st.commit };
   }
@@ -587,6 +586,12 @@ export class RaftNode<R> {
       hs !== null && (hs.term !== this.savedHard.term || hs.vote !== this.savedHard.vote);
     if (rd.snapshot || rd.entries.length > 0 || voteOrTermChanged) {
       const t0 = performance.now();
+      // A write may block the event loop (inline, no thread hop) when nothing else waits on it: on a
+      // follower (its write is on the commit path and it serves no clients), or on a leader with a
+      // single client request pending. A busier leader's loop goes on serving while the pool writes.
+      this.storage.setInlineWrites?.(
+        this.soft.role !== 'leader' || this.proposals.size + this.reads.size + this.waitingReads.length <= 1,
+      );
       await this.storage.persist({ snapshot: rd.snapshot, entries: rd.entries, hardState: hs });
       if (hs) this.savedHard = hs;
       this.unsavedHard = null;
@@ -768,8 +773,6 @@ export class RaftNode<R> {
 
   private noteSoftState(s: SoftState): void {
     if (s.role === this.soft.role && s.leader === this.soft.leader) return;
-    // A leader's loop serves clients and sends to followers; anyone else's waits on its own log.
-    if (s.role !== this.soft.role) this.storage.setInlineWrites?.(s.role !== 'leader');
     const term = this.raft.currentTerm;
     if (s.role !== this.soft.role) {
       if (s.role === 'leader') this.log?.info({ term }, 'won the election: now leader');

@@ -41,10 +41,10 @@ export interface RaftStorage {
   stats(): StorageStats;
   close(): Promise<void>;
   /**
-   * Optional hint from the driver: `true` while nothing but this node's own log waits on its
-   * event loop (it is not the leader), so a small write may block that loop rather than pay a
-   * thread hop; `false` while it leads. It changes how, never whether or in what order, batches
-   * become durable.
+   * Optional hint from the driver, given before each persist: `true` when nothing but this write
+   * waits on the event loop (RaftNode: a follower, or a leader with one request pending), so a
+   * small write may block that loop rather than pay a thread hop; `false` when the loop has
+   * clients to serve. It changes how, never whether or in what order, batches become durable.
    */
   setInlineWrites?(on: boolean): void;
 }

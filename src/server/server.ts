@@ -34,7 +34,7 @@ export interface ServerConfig {
   readonly snapshotEntries?: number;
   /** How the WAL makes writes durable (FileStorage's `sync`; default dsync: one thread-pool trip per group). */
   readonly walSync?: 'dsync' | 'fdatasync';
-  /** FileStorage's `inlineWriteBytes`: while not the leader, WAL groups up to this size are written on the main thread. */
+  /** FileStorage's `inlineWriteBytes`: on a follower or an idle leader, WAL groups up to this size are written on the main thread. */
   readonly walInlineBytes?: number;
   readonly retainEntries?: number;
   readonly limits?: Partial<KvLimits>;

@@ -8,12 +8,12 @@
  * persist() calls in order (group commit). While one group is being synced the next one
  * accumulates, so the fsync rate, not the call rate, bounds throughput.
  *
- * Inline writes. While the node is not the leader (setInlineWrites(true)), a group of at most
- * `inlineWriteBytes` with `sync: 'dsync'` is written by a synchronous writev on the event loop's
- * thread, after one setImmediate so that what is queued for sockets (node:http2 sends in that
- * phase) leaves first. A thread-pool write costs two thread wake-ups on top of the write; on a
- * follower, whose write is on the leader's commit path and whose loop has nothing else to serve,
- * that hop is pure latency. Same bytes, same order, same durability either way.
+ * Inline writes. While setInlineWrites(true) is in force (RaftNode: on a follower, and on a leader
+ * with a single request pending), a group of at most `inlineWriteBytes` with `sync: 'dsync'` is written
+ * by a synchronous writev on the event loop's thread, after one setImmediate so that what is queued for
+ * sockets (node:http2 sends in that phase) leaves first. A thread-pool write costs two thread wake-ups
+ * on top of the write; when nothing else waits on the loop, that hop is pure latency and CPU. Same
+ * bytes, same order, same durability either way.
  *
  * Snapshots (persist({snapshot}) or compact()) are written to `<name>.tmp`, fsynced,
  * renamed and the directory fsynced before the WAL record that refers to them is written.

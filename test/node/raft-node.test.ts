@@ -229,7 +229,7 @@ test('a proposal forwarded to a leader that loses leadership settles without a d
   }
 });
 
-test('the storage is told to write inline while the node is not the leader, and to stop when it leads', async () => {
+test('writes may block the loop (inline) on followers and on a leader with one request pending, not on a busy leader', async () => {
   class HintedStorage extends MemoryStorage {
     readonly hints: boolean[] = [];
     setInlineWrites(on: boolean): void {
@@ -256,17 +256,32 @@ test('the storage is told to write inline while the node is not the leader, and 
         }),
       );
     }
-    const last = (id: string) => storages.get(id)!.hints.at(-1);
+    const hints = (n: KvNode) => storages.get(n.id)!.hints;
     const l = await waitFor(() => nodes.find((n) => n.role === 'leader'));
     await l.propose(put('a', '1'));
+    assert.equal(hints(l).at(-1), true, 'a leader with one request pending writes inline');
+    const mark = hints(l).length;
+    await Promise.all(Array.from({ length: 50 }, (_, i) => l.propose(put(`k${i}`, 'v'))));
+    assert.ok(
+      hints(l).slice(mark).includes(false),
+      'a leader with 50 requests pending writes through the pool',
+    );
     for (const n of nodes) {
-      assert.equal(storages.get(n.id)!.hints[0], true, `${n.id} starts as a follower`);
-      assert.equal(last(n.id), n.role !== 'leader', `${n.id} is ${n.role}`);
+      if (n !== l)
+        assert.ok(hints(n).length > 0 && hints(n).every((h) => h), `${n.id}: a follower always inline`);
     }
+    // After a transfer the old leader is a follower: inline whatever the load.
     const to = nodes.find((n) => n !== l)!;
     l.transferLeadership(to.id);
     await waitFor(() => to.role === 'leader' && l.role !== 'leader');
-    await waitFor(() => last(to.id) === false && last(l.id) === true);
+    const mark2 = hints(l).length;
+    await Promise.all(Array.from({ length: 50 }, (_, i) => to.propose(put(`j${i}`, 'v'))));
+    await waitFor(() => hints(l).length > mark2);
+    assert.ok(
+      hints(l)
+        .slice(mark2)
+        .every((h) => h),
+    );
   } finally {
     await Promise.all(nodes.map((n) => n.stop()));
   }
