@@ -163,8 +163,11 @@ describe('real processes', () => {
       acked.set(`ack/${i}`, `v${i}`);
     }
     const old = await leaderId();
+    // Writes go on until a new leader is known (at least 50 of them), so they straddle the kill
+    // however fast each one is.
+    let newLeader = false;
     const writer = (async () => {
-      for (let i = 30; i < 80; i++) {
+      for (let i = 30; i < 900 && (i < 80 || !newLeader); i++) {
         try {
           await client.put(`ack/${i}`, `v${i}`);
           acked.set(`ack/${i}`, `v${i}`);
@@ -177,8 +180,13 @@ describe('real processes', () => {
     const victim = nodes.get(old) as Proc;
     victim.child.kill('SIGKILL');
     await victim.exited;
+    // The survivors report the old leader until their election timeout: wait for the new one.
+    const now = await until('a new leader', async () => {
+      const st = await client.status({ timeoutMs: 1_000 });
+      return st.leader && st.leader !== old ? st.leader : undefined;
+    });
+    newLeader = true;
     await writer;
-    const now = await leaderId();
     assert.notEqual(now, old);
     const st = await cli('status', '--endpoints', [...addr.values()].join(','));
     assert.equal(st.code, 0, st.err);
