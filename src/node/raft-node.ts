@@ -586,11 +586,13 @@ export class RaftNode<R> {
       hs !== null && (hs.term !== this.savedHard.term || hs.vote !== this.savedHard.vote);
     if (rd.snapshot || rd.entries.length > 0 || voteOrTermChanged) {
       const t0 = performance.now();
-      // A write may block the event loop (inline, no thread hop) when nothing else waits on it: on a
-      // follower (its write is on the commit path and it serves no clients), or on a leader with a
-      // single client request pending. A busier leader's loop goes on serving while the pool writes.
+      // A write may block the event loop (inline, no thread hop) on a follower, whose write is on the
+      // leader's commit path, and on a leader with a single request in hand: one entry in this Ready
+      // (proposals forwarded by followers count there) and at most one local request pending. A busier
+      // leader's loop goes on serving while the thread pool writes.
       this.storage.setInlineWrites?.(
-        this.soft.role !== 'leader' || this.proposals.size + this.reads.size + this.waitingReads.length <= 1,
+        this.soft.role !== 'leader' ||
+          (rd.entries.length <= 1 && this.proposals.size + this.reads.size + this.waitingReads.length <= 1),
       );
       await this.storage.persist({ snapshot: rd.snapshot, entries: rd.entries, hardState: hs });
       if (hs) this.savedHard = hs;

@@ -41,10 +41,11 @@ export interface RaftStorage {
   stats(): StorageStats;
   close(): Promise<void>;
   /**
-   * Optional hint from the driver, given before each persist: `true` when nothing but this write
-   * waits on the event loop (RaftNode: a follower, or a leader with one request pending), so a
-   * small write may block that loop rather than pay a thread hop; `false` when the loop has
-   * clients to serve. It changes how, never whether or in what order, batches become durable.
+   * Optional hint from the driver, given before each persist: `true` when a small write may block
+   * the event loop rather than pay a thread hop (RaftNode: on a follower, whose write is on the
+   * leader's commit path, and on a leader with a single request in hand); `false` when a busy
+   * leader's loop has clients to serve meanwhile. It changes how, never whether or in what order,
+   * batches become durable.
    */
   setInlineWrites?(on: boolean): void;
 }

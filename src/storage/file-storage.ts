@@ -9,10 +9,11 @@
  * accumulates, so the fsync rate, not the call rate, bounds throughput.
  *
  * Inline writes. While setInlineWrites(true) is in force (RaftNode: on a follower, and on a leader
- * with a single request pending), a group of at most `inlineWriteBytes` with `sync: 'dsync'` is written
+ * with a single request in hand), a group of at most `inlineWriteBytes` with `sync: 'dsync'` is written
  * by a synchronous writev on the event loop's thread, after one setImmediate so that what is queued for
  * sockets (node:http2 sends in that phase) leaves first. A thread-pool write costs two thread wake-ups
- * on top of the write; when nothing else waits on the loop, that hop is pure latency and CPU. Same
+ * on top of the write; on a follower (whose write is on the commit path) or an idle leader that hop is
+ * mostly latency and CPU, while a busy leader's loop must go on serving. Same
  * bytes, same order, same durability either way.
  *
  * Snapshots (persist({snapshot}) or compact()) are written to `<name>.tmp`, fsynced,
@@ -61,7 +62,10 @@ export interface StorageIO {
   open(path: string, flags: string | number): Promise<FileHandle>;
   writev(fh: FileHandle, buffers: readonly Buffer[], position: number): Promise<number>;
   datasync(fh: FileHandle): Promise<void>;
-  /** The same write as `writev`, on the calling thread (inline writes). Without it every write goes to the pool. */
+  /**
+   * The same write as `writev`, on the calling thread (inline writes). Without it, or when `writev` is
+   * replaced but this is the default one, every write goes to the pool.
+   */
   writevSync?(fh: FileHandle, buffers: readonly Buffer[], position: number): number;
 }
 
@@ -188,7 +192,11 @@ export class FileStorage implements RaftStorage {
     private readonly unlock: () => Promise<void>,
     inlineBytes: number,
   ) {
-    this.inlineBytes = syncMode === 'dsync' && io.writevSync !== undefined ? inlineBytes : 0;
+    // An io that replaces writev (fault injection, tracing) but inherits the default writevSync would
+    // be bypassed by inline writes: those go inline only with a writevSync of their own.
+    const sync = io.writevSync;
+    const twin = sync !== undefined && (sync !== defaultIO.writevSync || io.writev === defaultIO.writev);
+    this.inlineBytes = syncMode === 'dsync' && twin ? inlineBytes : 0;
     this.view = new LogView(state);
     this.segments = segments;
     this.segSize = segSize;

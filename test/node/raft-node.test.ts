@@ -286,3 +286,54 @@ test('writes may block the loop (inline) on followers and on a leader with one r
     await Promise.all(nodes.map((n) => n.stop()));
   }
 });
+
+test('a leader whose load arrives forwarded from followers writes through the pool', async () => {
+  class HintedStorage extends MemoryStorage {
+    readonly persists: { on: boolean; entries: number }[] = [];
+    private on = false;
+    setInlineWrites(on: boolean): void {
+      this.on = on;
+    }
+    override persist(b: Parameters<MemoryStorage['persist']>[0]) {
+      this.persists.push({ on: this.on, entries: b.entries.length });
+      return super.persist(b);
+    }
+  }
+  const net = new MemoryNetwork();
+  const ids = ['n1', 'n2', 'n3'];
+  const st = new Map<string, HintedStorage>();
+  const nodes: KvNode[] = [];
+  try {
+    for (const id of ids) {
+      const storage = new HintedStorage();
+      st.set(id, storage);
+      nodes.push(
+        await RaftNode.start({
+          id,
+          storage,
+          transport: net.transport(id),
+          stateMachine: new KvStateMachine(),
+          bootstrap: ids,
+          tickMs: 10,
+          seed: id.charCodeAt(1),
+        }),
+      );
+    }
+    const l = await waitFor(() => nodes.find((n) => n.role === 'leader'));
+    const f = nodes.find((n) => n !== l)!;
+    await waitFor(() => f.leader === l.id);
+    const mark = st.get(l.id)!.persists.length;
+    await Promise.all(Array.from({ length: 50 }, (_, i) => f.propose(put(`k${i}`, 'v'))));
+    const big = st
+      .get(l.id)!
+      .persists.slice(mark)
+      .filter((p) => p.entries > 1);
+    assert.ok(big.length > 0, 'the forwarded proposals were written in groups');
+    assert.ok(
+      big.every((p) => !p.on),
+      `groups of forwarded entries go to the pool: ${JSON.stringify(big)}`,
+    );
+  } finally {
+    await Promise.all(nodes.map((n) => n.stop()));
+  }
+});

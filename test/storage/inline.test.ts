@@ -126,3 +126,24 @@ test('a failing inline write fails the storage like a failing pool write; what w
     assert.deepEqual(describe(again.initialState()), expected);
     await again.close();
   }));
+
+test('an io that replaces writev but inherits the default writevSync is not bypassed by inline writes', () =>
+  withDir(async (dir) => {
+    let fail = false;
+    const io: StorageIO = {
+      ...defaultIO,
+      writev: async (fh, b, p) => {
+        if (fail) throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' });
+        return defaultIO.writev(fh, b, p);
+      },
+    };
+    const s = await FileStorage.open(dir, { ...ID, io, sync: 'dsync' });
+    s.setInlineWrites(true);
+    fail = true;
+    await assert.rejects(
+      s.persist({ snapshot: null, entries: [ent(1, 1)], hardState: hs(1, 0) }),
+      StorageIOError,
+    );
+    assert.equal(s.stats().inlineGroups, 0);
+    await s.close().catch(() => undefined);
+  }));
