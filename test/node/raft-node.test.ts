@@ -229,17 +229,35 @@ test('a proposal forwarded to a leader that loses leadership settles without a d
   }
 });
 
-test('writes may block the loop (inline) on followers and on a leader with one request pending, not on a busy leader', async () => {
-  class HintedStorage extends MemoryStorage {
-    readonly hints: boolean[] = [];
-    setInlineWrites(on: boolean): void {
-      this.hints.push(on);
-    }
+/**
+ * A storage that records the inline-write hints: each call (`hints`) and the hint in force at each
+ * persist (`persists`).
+ */
+class HintedStorage extends MemoryStorage {
+  readonly hints: boolean[] = [];
+  readonly persists: { on: boolean; entries: number }[] = [];
+  private on = false;
+  setInlineWrites(on: boolean): void {
+    this.hints.push(on);
+    this.on = on;
   }
+  override persist(b: Parameters<MemoryStorage['persist']>[0]) {
+    this.persists.push({ on: this.on, entries: b.entries.length });
+    return super.persist(b);
+  }
+}
+
+/** Three RaftNodes on HintedStorage; stop them with `stop()`. */
+async function startHinted(): Promise<{
+  nodes: KvNode[];
+  storage: (n: KvNode) => HintedStorage;
+  stop(): Promise<void>;
+}> {
   const net = new MemoryNetwork();
   const ids = ['n1', 'n2', 'n3'];
   const storages = new Map<string, HintedStorage>();
   const nodes: KvNode[] = [];
+  const stop = () => Promise.all(nodes.map((n) => n.stop())).then(() => undefined);
   try {
     for (const id of ids) {
       const storage = new HintedStorage();
@@ -256,7 +274,17 @@ test('writes may block the loop (inline) on followers and on a leader with one r
         }),
       );
     }
-    const hints = (n: KvNode) => storages.get(n.id)!.hints;
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { nodes, storage: (n) => storages.get(n.id)!, stop };
+}
+
+test('writes may block the loop (inline) on followers and on a leader with one request pending, not on a busy leader', async () => {
+  const { nodes, storage, stop } = await startHinted();
+  try {
+    const hints = (n: KvNode) => storage(n).hints;
     const l = await waitFor(() => nodes.find((n) => n.role === 'leader'));
     await l.propose(put('a', '1'));
     assert.equal(hints(l).at(-1), true, 'a leader with one request pending writes inline');
@@ -283,49 +311,19 @@ test('writes may block the loop (inline) on followers and on a leader with one r
         .every((h) => h),
     );
   } finally {
-    await Promise.all(nodes.map((n) => n.stop()));
+    await stop();
   }
 });
 
 test('a leader whose load arrives forwarded from followers writes through the pool', async () => {
-  class HintedStorage extends MemoryStorage {
-    readonly persists: { on: boolean; entries: number }[] = [];
-    private on = false;
-    setInlineWrites(on: boolean): void {
-      this.on = on;
-    }
-    override persist(b: Parameters<MemoryStorage['persist']>[0]) {
-      this.persists.push({ on: this.on, entries: b.entries.length });
-      return super.persist(b);
-    }
-  }
-  const net = new MemoryNetwork();
-  const ids = ['n1', 'n2', 'n3'];
-  const st = new Map<string, HintedStorage>();
-  const nodes: KvNode[] = [];
+  const { nodes, storage, stop } = await startHinted();
   try {
-    for (const id of ids) {
-      const storage = new HintedStorage();
-      st.set(id, storage);
-      nodes.push(
-        await RaftNode.start({
-          id,
-          storage,
-          transport: net.transport(id),
-          stateMachine: new KvStateMachine(),
-          bootstrap: ids,
-          tickMs: 10,
-          seed: id.charCodeAt(1),
-        }),
-      );
-    }
     const l = await waitFor(() => nodes.find((n) => n.role === 'leader'));
     const f = nodes.find((n) => n !== l)!;
     await waitFor(() => f.leader === l.id);
-    const mark = st.get(l.id)!.persists.length;
+    const mark = storage(l).persists.length;
     await Promise.all(Array.from({ length: 50 }, (_, i) => f.propose(put(`k${i}`, 'v'))));
-    const big = st
-      .get(l.id)!
+    const big = storage(l)
       .persists.slice(mark)
       .filter((p) => p.entries > 1);
     assert.ok(big.length > 0, 'the forwarded proposals were written in groups');
@@ -334,6 +332,6 @@ test('a leader whose load arrives forwarded from followers writes through the po
       `groups of forwarded entries go to the pool: ${JSON.stringify(big)}`,
     );
   } finally {
-    await Promise.all(nodes.map((n) => n.stop()));
+    await stop();
   }
 });

@@ -56,6 +56,21 @@ export async function tempDir(
   return { dir, dispose: () => rm(dir, { recursive: true, force: true }) };
 }
 
+/** Runs `body` with a fresh temporary directory, removed afterwards whatever happens. */
+export async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
+  const { dir, dispose } = await tempDir();
+  try {
+    await body(dir);
+  } finally {
+    await dispose();
+  }
+}
+
+/** The identity FileStorage tests open their directories with. */
+export const ID = { nodeId: 'n1', clusterId: 'c1' } as const;
+/** A persist batch with nothing in it, to spread over. */
+export const NO_BATCH = { snapshot: null, entries: [], hardState: null } as const;
+
 /** A small seeded PRNG (mulberry32), so a failing seed replays exactly. */
 export function rng(seed: number): () => number {
   let a = seed >>> 0;

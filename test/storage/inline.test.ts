@@ -7,19 +7,7 @@ import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
 import { StorageFailedError, StorageIOError, StorageUsageError } from '../../src/storage/errors.ts';
 import { defaultIO, FileStorage, type StorageIO } from '../../src/storage/file-storage.ts';
-import { describe, ent, ents, hs, snap, tempDir } from './helpers.ts';
-
-const ID = { nodeId: 'n1', clusterId: 'c1' } as const;
-const NO_BATCH = { snapshot: null, entries: [], hardState: null } as const;
-
-async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
-  const { dir, dispose } = await tempDir();
-  try {
-    await body(dir);
-  } finally {
-    await dispose();
-  }
-}
+import { describe, ent, ents, hs, ID, NO_BATCH, snap, withDir } from './helpers.ts';
 
 /** An io that counts how each write was made. */
 function countingIO(): { io: StorageIO; counts: { pool: number; inline: number } } {

@@ -25,19 +25,7 @@ import {
 } from '../../src/storage/errors.ts';
 import { defaultIO, FileStorage, type StorageIO } from '../../src/storage/file-storage.ts';
 import { inspect } from '../../src/storage/inspect.ts';
-import { describe, ent, ents, hs, snap, tempDir } from './helpers.ts';
-
-const ID = { nodeId: 'n1', clusterId: 'c1' } as const;
-const NO_BATCH = { snapshot: null, entries: [], hardState: null } as const;
-
-async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
-  const { dir, dispose } = await tempDir();
-  try {
-    await body(dir);
-  } finally {
-    await dispose();
-  }
-}
+import { describe, ent, ents, hs, ID, NO_BATCH, snap, withDir } from './helpers.ts';
 
 async function segmentFiles(dir: string): Promise<string[]> {
   return (await readdir(dir)).filter((n) => n.startsWith('wal-')).sort();
