@@ -17,8 +17,8 @@ import { parseArgs } from 'node:util';
 import {
   buildDist,
   grpcloadPath,
+  loadLeader,
   machineLines,
-  runGrpcload,
   saveResults,
   startLocalCluster,
 } from '../src/bench/cluster.ts';
@@ -34,7 +34,7 @@ const { values: a } = parseArgs({
     out: { type: 'string' },
   },
 });
-const OP = a.op;
+const OP = a.op as 'put' | 'get';
 const CLIENTS = Number(a.clients);
 const DURATION = Number(a.duration);
 const TOP = Number(a.top);
@@ -67,32 +67,12 @@ async function main(): Promise<void> {
   let ops = 0;
   let opsPerSec = 0;
   try {
-    const base = ['--target', 'raftkv', '--endpoints', c.leader, '--conns', '1', '--value-size', '256'];
-    if (OP === 'get') {
-      await runGrpcload(grpcload, [
-        ...base,
-        '--op',
-        'put',
-        '--prefill',
-        '--clients',
-        '64',
-        '--duration',
-        '1',
-      ]);
-    }
-    const load = runGrpcload(grpcload, [
-      ...base,
-      '--op',
-      OP,
-      '--clients',
-      String(CLIENTS),
-      '--duration',
-      String(DURATION),
-      '--warmup',
-      String(WARMUP),
-      '--keys',
-      '10000',
-    ]);
+    const { load } = await loadLeader(grpcload, c.leader, {
+      op: OP,
+      clients: CLIENTS,
+      duration: DURATION,
+      warmup: WARMUP,
+    });
     await new Promise((r) => setTimeout(r, WARMUP * 1000));
     for (const n of sampled) process.kill(n.pid, 'SIGUSR2');
     const j = await load;

@@ -19,8 +19,8 @@ import {
   cpuSecondsOf,
   type GrpcloadResult,
   grpcloadPath,
+  loadLeader,
   machineLines,
-  runGrpcload,
   saveResults,
   startLocalCluster,
 } from '../src/bench/cluster.ts';
@@ -74,32 +74,12 @@ async function profileRun(op: 'put' | 'get', grpcload: string, profDir: string):
   let cpu1: (readonly [number, number])[] = [];
   let window: { fromUs: number; toUs: number };
   try {
-    const base = ['--target', 'raftkv', '--endpoints', c.leader, '--conns', '1', '--value-size', '256'];
-    if (op === 'get') {
-      await runGrpcload(grpcload, [
-        ...base,
-        '--op',
-        'put',
-        '--prefill',
-        '--clients',
-        '64',
-        '--duration',
-        '1',
-      ]);
-    }
-    const load = runGrpcload(grpcload, [
-      ...base,
-      '--op',
+    const { load } = await loadLeader(grpcload, c.leader, {
       op,
-      '--clients',
-      String(CLIENTS),
-      '--duration',
-      String(DURATION),
-      '--warmup',
-      String(WARMUP),
-      '--keys',
-      '10000',
-    ]);
+      clients: CLIENTS,
+      duration: DURATION,
+      warmup: WARMUP,
+    });
     // The measured window: from the end of grpcload's warm-up to its exit.
     await new Promise((r) => setTimeout(r, WARMUP * 1000));
     const from = nowUs();

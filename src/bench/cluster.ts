@@ -125,6 +125,36 @@ export async function runGrpcload(grpcload: string, args: readonly string[]): Pr
   return JSON.parse(out.trim().split('\n').pop() ?? '{}') as GrpcloadResult;
 }
 
+/**
+ * The profiles' load on a cluster's leader: 256 B values over 10,000 keys, one connection,
+ * `warmup` seconds not counted; a get load first puts every key once (prefill). Resolves when
+ * grpcload exits; the caller times its measured window from `warmup` seconds after the call.
+ */
+export async function loadLeader(
+  grpcload: string,
+  leader: string,
+  o: { op: 'put' | 'get'; clients: number; duration: number; warmup: number },
+): Promise<{ load: Promise<GrpcloadResult> }> {
+  const base = ['--target', 'raftkv', '--endpoints', leader, '--conns', '1', '--value-size', '256'];
+  if (o.op === 'get') {
+    await runGrpcload(grpcload, [...base, '--op', 'put', '--prefill', '--clients', '64', '--duration', '1']);
+  }
+  const load = runGrpcload(grpcload, [
+    ...base,
+    '--op',
+    o.op,
+    '--clients',
+    String(o.clients),
+    '--duration',
+    String(o.duration),
+    '--warmup',
+    String(o.warmup),
+    '--keys',
+    '10000',
+  ]);
+  return { load };
+}
+
 export interface GrpcloadResult {
   readonly ops: number;
   readonly ops_per_sec: number;
