@@ -231,7 +231,10 @@ export class Raft {
   private awaitingCommit: { ctx: number; from: NodeId }[] = [];
   private readonly remoteReads = new Map<NodeId, { ctxs: number[]; index: number }[]>();
   private needReadRound = false;
-  /** Heartbeat rounds up to this one cannot support a lease (a transfer was started after them). */
+  /**
+   * Heartbeat rounds up to this one cannot support a lease. Infinity once TimeoutNow was sent
+   * in this term (a late TimeoutNow lets its target win despite leases); reset by becomeLeader.
+   */
   private leaseFence = 0;
   /**
    * With lease reads, a restarted node may have been in a leader's lease when it stopped:
@@ -1188,9 +1191,10 @@ export class Raft {
   }
 
   private sendTimeoutNow(to: NodeId): void {
-    // The target may win at once, ignoring leases: acknowledgements of heartbeats sent
-    // before this point no longer prove that our lease holds.
-    this.leaseFence = this.hbSeq;
+    // The target may win at once, ignoring leases, whenever this message arrives: even after
+    // the transfer is given up and later heartbeats are acknowledged. So no acknowledgement
+    // proves our lease for the rest of this term: lease reads fall back to ReadIndex rounds.
+    this.leaseFence = Number.POSITIVE_INFINITY;
     this.eager.push({ type: MessageType.TimeoutNow, from: this.id, to, term: this.term });
   }
 

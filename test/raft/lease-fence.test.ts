@@ -1,0 +1,152 @@
+// Lease reads and leadership transfer (§6.4, §3.10): once a leader has sent TimeoutNow in
+// term t, the target may win an election at once, and the third voter grants despite its
+// lease. So no read in term t may be served from the lease after that point, even if the
+// transfer is given up and new heartbeats seem to renew the lease.
+// Driven on the pure core with a hand-routed network, so a message can be held back.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { bootstrapState, Raft } from '../../src/raft/raft.ts';
+import { SeededRng } from '../../src/raft/rng.ts';
+import { type Message, MessageType, type NodeId, type ReadState } from '../../src/raft/types.ts';
+
+const IDS = ['a', 'b', 'c'] as const;
+
+class Net {
+  readonly nodes = new Map<NodeId, Raft>();
+  readonly readStates = new Map<NodeId, ReadState[]>();
+  /** Links that drop messages, as "from>to". */
+  readonly cut = new Set<string>();
+  /** Messages held back by `hold`, delivered later by hand. */
+  readonly held: Message[] = [];
+  hold: (m: Message) => boolean = () => false;
+
+  constructor(seed: number) {
+    for (const [i, id] of IDS.entries()) {
+      this.nodes.set(
+        id,
+        new Raft(
+          {
+            id,
+            rng: new SeededRng(seed + i),
+            electionTick: 10,
+            heartbeatTick: 1,
+            readOnly: 'lease',
+            checkQuorum: true,
+            preVote: true,
+          },
+          bootstrapState([...IDS]),
+        ),
+      );
+      this.readStates.set(id, []);
+    }
+  }
+
+  node(id: NodeId): Raft {
+    const r = this.nodes.get(id);
+    assert.ok(r);
+    return r;
+  }
+
+  /** Run every Ready (storage is instant) and deliver messages until the network is quiet. */
+  pump(): void {
+    for (let round = 0; round < 1000; round++) {
+      const out: Message[] = [];
+      for (const [id, r] of this.nodes) {
+        while (r.hasReady()) {
+          const rd = r.ready();
+          out.push(...rd.eagerMessages, ...rd.messages);
+          this.readStates.get(id)?.push(...rd.readStates);
+          r.advance(rd);
+        }
+      }
+      if (out.length === 0) return;
+      for (const m of out) {
+        if (this.cut.has(`${m.from}>${m.to}`)) continue;
+        if (this.hold(m)) {
+          this.held.push(m);
+          continue;
+        }
+        this.nodes.get(m.to)?.step(m);
+      }
+    }
+    assert.fail('network did not quiesce');
+  }
+
+  tick(ids: readonly NodeId[] = IDS, n = 1): void {
+    for (let i = 0; i < n; i++) {
+      for (const id of ids) this.node(id).tick();
+      this.pump();
+    }
+  }
+
+  isolate(id: NodeId): void {
+    for (const o of IDS) {
+      if (o === id) continue;
+      this.cut.add(`${id}>${o}`);
+      this.cut.add(`${o}>${id}`);
+    }
+  }
+}
+
+function electA(net: Net): void {
+  // Every node honours a startup lease for electionTick ticks; after that only a ticks,
+  // so a times out first and wins.
+  net.tick(IDS, 10);
+  for (let i = 0; i < 40 && net.node('a').currentRole !== 'leader'; i++) net.tick(['a']);
+  assert.equal(net.node('a').currentRole, 'leader');
+  net.tick(IDS, 2);
+}
+
+test('a lease read is served at once while the lease holds (the control case)', () => {
+  const net = new Net(11);
+  electA(net);
+  const a = net.node('a');
+  const before = net.readStates.get('a')?.length ?? 0;
+  a.readIndex(1);
+  // No network round: the Ready alone carries the read state.
+  const rd = a.ready();
+  a.advance(rd);
+  assert.equal(rd.readStates.length, 1, 'served from the lease');
+  assert.equal(net.readStates.get('a')?.length, before);
+});
+
+test('a late TimeoutNow: no lease read in the term once TimeoutNow was sent in it', () => {
+  const net = new Net(12);
+  electA(net);
+  const a = net.node('a');
+  const term = a.currentTerm;
+  // Hold back the TimeoutNow a sends to b for the transfer.
+  net.hold = (m) => m.type === MessageType.TimeoutNow;
+  assert.deepEqual(a.transferLeadership('b'), { ok: true });
+  net.pump();
+  assert.equal(net.held.length, 1, 'TimeoutNow held back');
+  net.hold = () => false;
+  // a gives up the transfer after electionTick, and its heartbeats are acknowledged again.
+  net.tick(IDS, 25);
+  assert.equal(a.currentRole, 'leader');
+  assert.equal(a.currentTerm, term);
+  // The held TimeoutNow arrives: b campaigns with transfer=true; c grants despite its lease.
+  // a is cut off from both at the same moment, and hears nothing of it.
+  net.isolate('a');
+  const tn = net.held.shift();
+  assert.ok(tn);
+  net.node('b').step(tn);
+  net.pump();
+  assert.equal(net.node('b').currentRole, 'leader', 'the target won at once');
+  assert.ok(net.node('b').currentTerm > term);
+  // b commits a write that a cannot know of.
+  const out = net.node('b').propose(new TextEncoder().encode('x=2'));
+  assert.equal(out.kind, 'appended');
+  net.pump();
+  assert.ok(net.node('b').commitIndex >= (out.kind === 'appended' ? out.index : 0));
+  // a, still leader of term t in its own eyes, must not answer a read from its lease.
+  a.readIndex(42);
+  net.pump();
+  net.tick(['a'], 1);
+  const served = net.readStates.get('a')?.filter((r) => r.ctx === 42) ?? [];
+  assert.deepEqual(
+    served,
+    [],
+    `a served a read at index ${served[0]?.index} after b committed in a newer term`,
+  );
+});
