@@ -126,6 +126,12 @@ const ENVELOPE_VERSION = 1;
  * Entries proposed through a RaftNode carry an envelope naming their origin node and a
  * proposal number, so the node that proposed can recognise its entry when it is applied,
  * whichever node was leader. Layout: [version=1][origin length][origin utf8][u32 hi][u32 lo][payload].
+ *
+ * Proposal numbers (and read contexts) are unique across runs of a node, not only within
+ * one: each start draws a random 52-bit (read contexts: 50-bit) starting point and counts
+ * up from it. An entry this node proposed in an earlier run, applied after a restart, or a
+ * read answered for an earlier run, then matches nothing pending (two runs collide only if
+ * the ranges they use overlap: about (n1 + n2) / 2^52 for runs of n1 and n2 proposals).
  */
 const te = new TextEncoder();
 
@@ -168,6 +174,16 @@ function ownSeq(data: Uint8Array, origin: Uint8Array): number {
   return hi * 0x100000000 + lo;
 }
 
+/** A random start for a run's proposal numbers: below 2^52, so 2^52 proposals fit under 2^53. */
+export function randomProposalStart(): number {
+  return randomInt(0x100000) * 0x100000000 + randomInt(0x100000000);
+}
+
+/** A random start for a run's read contexts: below 2^50 (the peer codec carries up to 2^51). */
+export function randomReadStart(): number {
+  return randomInt(0x40000) * 0x100000000 + randomInt(0x100000000);
+}
+
 export class RaftNode<R> {
   readonly id: NodeId;
   private readonly raft: Raft;
@@ -179,6 +195,8 @@ export class RaftNode<R> {
   private readonly snapshotEntries: number;
   private readonly retainEntries: number;
   private readonly slowFsyncMs: number;
+  /** Most ticks delivered at once after a stall: enough for every election timeout to fire. */
+  private readonly maxCatchUp: number;
   private readonly opts: RaftNodeOptions<R>;
   private readonly originBytes: Uint8Array;
 
@@ -191,11 +209,13 @@ export class RaftNode<R> {
   private idle: Promise<void> = Promise.resolve();
   private fatal: Error | null = null;
 
-  private seq = 0;
+  /** Last proposal number used: starts at a random point per run (see the envelope). */
+  private seq = randomProposalStart();
   private readonly proposals = new Map<number, PendingProposal<R>>();
   /** Log index -> seq of the pending proposal appended there by this node as leader. */
   private readonly proposalAt = new Map<number, number>();
-  private readCtx = 0;
+  /** Last read context used: starts at a random point per run, like `seq`. */
+  private readCtx = randomReadStart();
   private readonly reads = new Map<number, PendingRead>();
   private readonly confWaiters = new Map<
     number,
@@ -231,6 +251,7 @@ export class RaftNode<R> {
     this.snapshotEntries = opts.snapshotEntries ?? 100_000;
     this.retainEntries = opts.retainEntries ?? 1_000;
     this.slowFsyncMs = opts.slowFsyncMs ?? 100;
+    this.maxCatchUp = Math.max(50, 4 * (opts.raft?.electionTick ?? 10));
     this.originBytes = te.encode(opts.id);
     if (this.originBytes.length > 255) throw new RangeError('node id longer than 255 bytes');
     this.applied = applied;
@@ -298,6 +319,7 @@ export class RaftNode<R> {
     if (this.stopped) return Promise.reject(new RaftNodeStoppedError(this.id));
     if (this.fatal) return Promise.reject(this.fatal);
     if (typeof until === 'object' && until.aborted) return Promise.reject(new TimeoutError('proposal'));
+    this.catchUpTicks();
     const seq = ++this.seq;
     const out = this.raft.propose(wrapProposal(this.originBytes, seq, data));
     if (out.kind === 'rejected') {
@@ -348,6 +370,7 @@ export class RaftNode<R> {
   read(until?: Until): Promise<number> {
     if (this.stopped) return Promise.reject(new RaftNodeStoppedError(this.id));
     if (typeof until === 'object' && until.aborted) return Promise.reject(new TimeoutError('read'));
+    this.catchUpTicks();
     const ctx = ++this.readCtx;
     this.raft.readIndex(ctx);
     this.schedule();
@@ -416,6 +439,7 @@ export class RaftNode<R> {
         ? AbortSignal.timeout(Math.min(2 ** 31 - 1, Math.max(0, Math.ceil(until - Date.now()))))
         : until;
     if (this.stopped) return Promise.reject(new RaftNodeStoppedError(this.id));
+    this.catchUpTicks();
     const out = this.raft.proposeConfChange(cc);
     if (out.kind === 'rejected') {
       if (out.reason === 'not-leader') return Promise.reject(new NotLeaderError(this.raft.leader));
@@ -438,6 +462,7 @@ export class RaftNode<R> {
   }
 
   transferLeadership(to: NodeId): void {
+    this.catchUpTicks();
     if (this.raft.currentRole !== 'leader') throw new NotLeaderError(this.raft.leader);
     const r = this.raft.transferLeadership(to);
     if (!r.ok) throw new RejectedError('transfer', r.message);
@@ -488,32 +513,34 @@ export class RaftNode<R> {
 
   private onTimer(): void {
     if (this.stopped) return;
-    // Deliver every tick that elapsed (after a pause, a GC stall or SIGSTOP), capped.
-    const now = performance.now();
-    let n = Math.floor((now - this.lastTickAt) / this.tickMs);
-    if (n < 1) return;
-    this.lastTickAt += n * this.tickMs;
-    if (n > 50) n = 50;
+    if (this.catchUpTicks() === 0) return;
     if (this.proposals.size > 0 || this.reads.size > 0 || this.waitingReads.length > 0) {
       this.expireDeadlines(Date.now());
     }
-    if (n === 1) {
-      this.raft.tick();
-      this.schedule();
-      return;
-    }
-    // After a stall, first let this loop iteration read what peers sent meanwhile (the
-    // poll phase runs before setImmediate callbacks): a leader that catches up its ticks
-    // before reading its followers' replies would step down by CheckQuorum for nothing.
-    setImmediate(() => {
-      if (this.stopped) return;
-      for (let i = 0; i < n; i++) this.raft.tick();
-      this.schedule();
-    });
+    this.schedule();
+  }
+
+  /**
+   * Deliver to the core every tick that elapsed since the last one, before anything else is
+   * handled: after a stall (SIGSTOP, a long GC, a blocking write) the messages and calls read
+   * in the same loop turn must meet a core that knows how much time passed, or a leader would
+   * serve reads from a lease that expired while it stood still (§6.4). Ticks beyond
+   * `maxCatchUp` (several election timeouts, so every timeout fires) are dropped. Costs one
+   * clock read per call when no tick is due. Returns the number of ticks delivered.
+   */
+  private catchUpTicks(): number {
+    const elapsed = performance.now() - this.lastTickAt;
+    if (elapsed < this.tickMs) return 0;
+    let n = Math.floor(elapsed / this.tickMs);
+    this.lastTickAt += n * this.tickMs;
+    if (n > this.maxCatchUp) n = this.maxCatchUp;
+    for (let i = 0; i < n; i++) this.raft.tick();
+    return n;
   }
 
   private onMessages(batch: readonly Message[]): void {
     if (this.stopped) return;
+    this.catchUpTicks();
     for (const m of batch) this.raft.step(m);
     this.schedule();
   }

@@ -11,6 +11,11 @@ export class MemoryNetwork {
   private readonly cut = new Set<string>();
   /** Messages delivered so far (for tests). */
   delivered = 0;
+  /**
+   * Tests: called for every message about to leave; false drops it (a test may keep it and
+   * hand it over later with {@link deliverTo}, to reorder or delay it at will).
+   */
+  filter: ((m: Message) => boolean) | null = null;
 
   transport(id: NodeId): MemoryTransport {
     const t = new MemoryTransport(id, this);
@@ -38,6 +43,7 @@ export class MemoryNetwork {
   route(from: NodeId, batch: readonly Message[]): NodeId[] {
     const byPeer = new Map<NodeId, Message[]>();
     for (const m of batch) {
+      if (this.filter !== null && !this.filter(m)) continue;
       let list = byPeer.get(m.to);
       if (!list) {
         list = [];
@@ -60,6 +66,15 @@ export class MemoryNetwork {
       });
     }
     return unreachable;
+  }
+
+  /** Tests: deliver `batch` to `to` now, bypassing links and the filter (false when `to` is gone). */
+  deliverTo(to: NodeId, batch: readonly Message[]): boolean {
+    const dst = this.endpoints.get(to);
+    if (!dst || dst.closed) return false;
+    this.delivered += batch.length;
+    dst.deliver(batch);
+    return true;
   }
 
   /** @internal */
