@@ -233,6 +233,11 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
   }
 
   let server: RaftKvServer;
+  // A storage failure before the stop logic below exists is kept and handled there.
+  let fatalEarly: Error | null = null;
+  let onFatal = (err: Error): void => {
+    fatalEarly ??= err;
+  };
   let http: HttpServerHandle | undefined;
   try {
     // With the HTTP side on, open the storage here so its latency shows in /metrics.
@@ -260,6 +265,7 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
       walSync,
       walInlineBytes,
       logger,
+      onFatal: (err) => onFatal(err),
       ...(joinAddr !== undefined ? { joining: true } : {}),
       grpcOptions: PEER_SERVER_OPTIONS,
       transport: peerTransport({ peers: peers ?? new Map(), ...(tls ? { tls } : {}), logger: root }),
@@ -285,7 +291,7 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
 
   let stopping = false;
   const done = new Promise<number>((resolve) => {
-    const stop = (signal: string) => {
+    const stop = (signal: string, code = 0) => {
       if (stopping) return;
       stopping = true;
       logger.info({ signal }, 'shutting down');
@@ -295,13 +301,23 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
       (http ? http.close() : Promise.resolve())
         .then(() => server.close())
         .then(
-          () => resolve(0),
+          () => resolve(code),
           (err: unknown) => {
             logger.error({ err }, 'shutdown failed');
             resolve(1);
           },
         );
     };
+    // Fail-stop: a failed write or fsync ends the process with a non-zero exit.
+    onFatal = (err) => {
+      logger.error(
+        { err: err.message, name: err.name, dataDir },
+        'fatal storage failure: stopping this node',
+      );
+      io.err(`raftkv serve: fatal: ${err.name}: ${err.message}\n`);
+      stop('fatal', 1);
+    };
+    if (fatalEarly) onFatal(fatalEarly);
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGTERM', () => stop('SIGTERM'));
   });

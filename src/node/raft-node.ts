@@ -88,6 +88,13 @@ export interface RaftNodeOptions<R> {
   readonly onSoftState?: (s: SoftState, term: number) => void;
   /** An fsync slower than this (ms) is logged. Default 100. */
   readonly slowFsyncMs?: number;
+  /**
+   * Called once when the node stops for good on a storage or state-machine failure (a failed
+   * write or fsync: what was acknowledged is durable, but nothing more can be). The node then
+   * fails every call at once; a server should exit (fail-stop), as `raftkv serve` does: a
+   * process that keeps serving frozen state is worse than one that is down.
+   */
+  readonly onFatal?: (err: Error) => void;
 }
 
 export interface Applied<R> {
@@ -369,6 +376,7 @@ export class RaftNode<R> {
    */
   read(until?: Until): Promise<number> {
     if (this.stopped) return Promise.reject(new RaftNodeStoppedError(this.id));
+    if (this.fatal) return Promise.reject(this.fatal);
     if (typeof until === 'object' && until.aborted) return Promise.reject(new TimeoutError('read'));
     this.catchUpTicks();
     const ctx = ++this.readCtx;
@@ -439,6 +447,7 @@ export class RaftNode<R> {
         ? AbortSignal.timeout(Math.min(2 ** 31 - 1, Math.max(0, Math.ceil(until - Date.now()))))
         : until;
     if (this.stopped) return Promise.reject(new RaftNodeStoppedError(this.id));
+    if (this.fatal) return Promise.reject(this.fatal);
     this.catchUpTicks();
     const out = this.raft.proposeConfChange(cc);
     if (out.kind === 'rejected') {
@@ -462,6 +471,7 @@ export class RaftNode<R> {
   }
 
   transferLeadership(to: NodeId): void {
+    if (this.fatal) throw this.fatal;
     this.catchUpTicks();
     if (this.raft.currentRole !== 'leader') throw new NotLeaderError(this.raft.leader);
     const r = this.raft.transferLeadership(to);
@@ -483,6 +493,11 @@ export class RaftNode<R> {
 
   get appliedIndex(): number {
     return this.applied;
+  }
+
+  /** The storage or state-machine failure that stopped this node for good, or null. */
+  get failure(): Error | null {
+    return this.fatal;
   }
 
   /** Stop: no new work, fail what is pending, finish the current write, close storage and transport. */
@@ -586,9 +601,16 @@ export class RaftNode<R> {
         if (this.stopped) break;
       }
     } catch (err) {
-      this.fatal = err instanceof Error ? err : new Error(String(err));
-      this.log?.error({ err: this.fatal.message }, 'raft node stopped by a storage or state machine failure');
-      this.failAll(this.fatal);
+      const fatal = err instanceof Error ? err : new Error(String(err));
+      this.fatal = fatal;
+      if (this.timer) clearInterval(this.timer);
+      this.timer = null;
+      this.log?.error(
+        { err: fatal.message, name: fatal.name },
+        'raft node stopped by a storage or state machine failure',
+      );
+      this.failAll(fatal);
+      this.opts.onFatal?.(fatal);
     } finally {
       this.driving = false;
     }

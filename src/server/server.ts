@@ -39,6 +39,8 @@ export interface ServerConfig {
   readonly retainEntries?: number;
   readonly limits?: Partial<KvLimits>;
   readonly logger?: Logger;
+  /** Called once if the node stops for good on a storage failure (see RaftNodeOptions.onFatal). */
+  readonly onFatal?: (err: Error) => void;
   /** Do not bootstrap an empty data directory: wait to be added by an existing cluster. */
   readonly joining?: boolean;
   /** Options of the gRPC server (the peer transport may need larger messages and windows). */
@@ -110,6 +112,7 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
       ...(config.retainEntries !== undefined ? { retainEntries: config.retainEntries } : {}),
       ...(log ? { logger: log } : {}),
       ...(config.seed !== undefined ? { seed: config.seed } : {}),
+      ...(config.onFatal ? { onFatal: config.onFatal } : {}),
       onConfChange: (cc) => {
         if (cc.type === ConfChangeType.Remove) {
           sm.members.delete(cc.node);
