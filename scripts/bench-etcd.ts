@@ -1,6 +1,6 @@
 /**
  * raftkv next to a 3-member etcd on this machine, measured the same way
- * (../shared/bench/README.md): the C++ closed-loop load generator grpcload, 256-byte
+ * (bench/tools): the C++ closed-loop load generator grpcload, 256-byte
  * values over 10,000 keys, one connection, writes and linearizable reads sent to the
  * leader. Each row runs etcd, then raftkv, each on a fresh cluster with the other one
  * stopped, `--reps` times alternated; server CPU is summed over the 3 members from /proc.
@@ -14,7 +14,7 @@
  *   RAFTKV_BENCH_NOBUILD=1 uses dist/ as it is instead of building it first.
  *
  * Needs: etcd (apt-get install etcd-server etcd-client, done here when root), grpcload
- * (../shared/bench/bin/grpcload or built by scripts/build-grpcload.sh), a built raftkv
+ * (bench/bin/grpcload, built from bench/tools by scripts/build-grpcload.sh, done here), a built raftkv
  * (npm run build, done here).
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -26,7 +26,7 @@ import { buildDist, cpuSecondsOfAll, grpcloadPath, startLocalCluster } from '../
 import { measurePutFloor, type PutFloor } from '../src/bench/floor.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const shared = resolve(root, '../shared/bench');
+const tools = resolve(root, 'bench/tools');
 
 const args = process.argv.slice(2);
 function opt(name: string, def: string): string {
@@ -74,7 +74,7 @@ interface Cluster {
 async function startEtcd(): Promise<Cluster> {
   const dir = mkdtempSync(join(tmpdir(), 'etcd-bench-'));
   const env = { ...process.env, ETCD_BENCH_DIR: dir };
-  const script = join(shared, 'etcd-cluster.sh');
+  const script = join(tools, 'etcd-cluster.sh');
   sh('bash', [script, 'start'], env);
   const leader = sh('bash', [script, 'leader'], env).trim();
   const pids = ['m1', 'm2', 'm3'].map((m) => Number(readFileSync(join(dir, `${m}.pid`), 'utf8')));

@@ -1,9 +1,9 @@
 // npm run bench:grpc — server CPU per call of this repo's lean gRPC layer against @grpc/grpc-js, in one run.
 //
 // Unary: the same raft.KeyValueService Put/Get (a Map, no Raft) on each stack (scripts/bench-grpc-server.ts),
-// loaded by grpcload (C++ grpc++, ../shared/bench/grpcload.cc) with put at 1, 16 and 64 clients and get at 64,
+// loaded by grpcload (C++ grpc++, bench/tools/grpcload.cc) with put at 1, 16 and 64 clients and get at 64,
 // one connection, 256 B values. Server CPU is read from /proc/PID/stat (utime+stime) after grpcload's warm-up
-// and when it exits; µs/call = server CPU / calls (the method of ../shared/bench/stacks/run-stacks.sh).
+// and when it exits; µs/call = server CPU / calls.
 // Stream: one bidi /raft.PeerBench/Stream, 1 KB and 32 KB Batch messages pipelined 64 deep by a raw node:http2
 // sender (scripts/bench-grpc-sender.ts, the same for both stacks); the server acks each one; server µs/message.
 // By default the server is pinned to core 1 and the load to core 0 (`--no-pin` lets both float).
@@ -15,12 +15,12 @@
 // `--paired` runs both stacks at the same time instead of one after the other (see runPaired).
 // Usage: npm run bench:grpc -- [--duration 5] [--warmup 1] [--reps 1] [--no-pin] [--no-save] [--only unary|stream]
 //        [--tsx] [--paired] [--table saved.jsonl]
-// grpcload: $GRPCLOAD, ../shared/bench/bin/grpcload, or built from ../shared/bench/grpcload.cc into
-// $TMPDIR/raftkv-bench-bin (needs g++ and libgrpc++-dev; see scripts/build-grpcload.sh).
+// grpcload: $GRPCLOAD, or built from bench/tools/grpcload.cc into
+// bench/bin/grpcload (needs g++ and libgrpc++-dev; see scripts/build-grpcload.sh).
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -52,11 +52,7 @@ const PAIRED_STACKS = ['lean', 'grpcjs'] as const;
 const TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
 
 export function findGrpcload(): string | undefined {
-  const candidates = [
-    process.env['GRPCLOAD'],
-    resolve(REPO, '../shared/bench/bin/grpcload'),
-    join(tmpdir(), 'raftkv-bench-bin/grpcload'),
-  ];
+  const candidates = [process.env['GRPCLOAD'], resolve(REPO, 'bench/bin/grpcload')];
   return candidates.find((p): p is string => p !== undefined && p !== '' && existsSync(p));
 }
 

@@ -36,7 +36,7 @@ const pct = (sorted: Float64Array, q: number): number =>
   sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? 0;
 const round = (x: number, d = 0): number => Math.round(x * 10 ** d) / 10 ** d;
 
-/** The floor: append `size` bytes and fdatasync, in a loop (like /work/shared/bench/fsyncbench.mjs). */
+/** The floor: append `size` bytes and fdatasync, in a loop. */
 function rawFdatasync(dir: string): Row {
   const file = join(dir, `raw-${process.pid}.log`);
   const fd = openSync(file, 'a');

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds grpcload (the C++ gRPC load generator of ../shared/bench) into ${TMPDIR:-/tmp}/raftkv-bench-bin, for when
-# ../shared/bench/bin/grpcload is not built and ../shared is read-only. Needs g++, pkg-config and libgrpc++-dev
-# (installed with apt-get when missing and run as root). Idempotent: rebuilds only when the source is newer.
+# Builds grpcload (bench/tools/grpcload.cc, the C++ gRPC load generator of the etcd comparison) into bench/bin/
+# (git-ignored). Needs g++, pkg-config and libgrpc++-dev (installed with apt-get when missing and run as root).
+# Idempotent: rebuilds only when the source is newer. Prints the binary's path on its last line.
 set -euo pipefail
-SRC=${BENCH_SRC:-$(cd "$(dirname "$0")/.." && pwd)/../shared/bench}
-OUT=${TMPDIR:-/tmp}/raftkv-bench-bin
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SRC=${BENCH_SRC:-$ROOT/bench/tools}
+OUT=${BENCH_BIN:-$ROOT/bench/bin}
 [[ -f $SRC/grpcload.cc ]] || { echo "build-grpcload: no $SRC/grpcload.cc" >&2; exit 1; }
 missing=()
 for p in g++ pkg-config libgrpc++-dev; do

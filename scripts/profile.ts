@@ -1,7 +1,7 @@
 // npm run profile — where a put's (and a linearizable get's) CPU goes in a 3-node raftkv cluster.
 //
 // For each workload (put c64, then get c64 after a prefill) it starts a fresh cluster with
-// `node --cpu-prof` on every member, loads the leader with grpcload (../shared/bench) and stops the
+// `node --cpu-prof` on every member, loads the leader with grpcload (bench/tools) and stops the
 // nodes with SIGTERM so the profiles are written. Only samples taken while grpcload measured (after
 // its warm-up) count. It prints the top self-time functions of the leader and of one follower, and a
 // CPU table in µs per operation by category (src/bench/put-profile.ts), and writes

@@ -198,12 +198,10 @@ export function rssOf(pid: number): number {
   }
 }
 
-/** The grpcload binary of ../shared/bench, or one built by scripts/build-grpcload.sh. */
+/** $GRPCLOAD, or bench/bin/grpcload built (when missing or stale) from bench/tools by scripts/build-grpcload.sh. */
 export function grpcloadPath(root: string): string {
   const env = process.env['GRPCLOAD'];
   if (env !== undefined && env !== '') return env;
-  const p = join(root, '../shared/bench/bin/grpcload');
-  if (existsSync(p)) return p;
   return execFileSync('bash', [join(root, 'scripts/build-grpcload.sh')], { encoding: 'utf8' })
     .trim()
     .split('\n')

@@ -6,7 +6,7 @@
 // Invariants: every measurement runs in a fresh temporary directory or child process that is
 // removed or killed before the function returns, even when it throws; the durable write is done
 // the way the WAL does it by default (an O_DSYNC write of an entry-sized record inside a segment
-// preallocated as a sparse file), and the plain append + fdatasync of ../shared/bench/fsyncbench.mjs
+// preallocated as a sparse file), and a plain append + fdatasync loop
 // is measured beside it; the floor takes the cheaper of the two.
 
 import { spawn } from 'node:child_process';

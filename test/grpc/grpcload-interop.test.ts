@@ -1,24 +1,21 @@
-// Interop with grpcload, the C++ grpc++ load generator of ../shared/bench (GenericStub, hand-encoded requests):
+// Interop with grpcload, the C++ grpc++ load generator of bench/tools (GenericStub, hand-encoded requests):
 // raft.KeyValueService Put/Get on the lean layer, many calls in flight on one connection, no errors.
-// grpcload comes from $GRPCLOAD, ../shared/bench/bin/grpcload or scripts/build-grpcload.sh's temp dir; when none
+// grpcload comes from $GRPCLOAD or bench/bin/grpcload (scripts/build-grpcload.sh, run by .ci/run); when none
 // is built the test skips with a visible message (build it with scripts/build-grpcload.sh).
 
 import * as assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { createGrpcServer, loadProtoFiles, serviceDefinition } from '../../src/grpc/index.ts';
 import { KVBENCH_PROTO, memoryLogger, waitIdle } from './helpers.ts';
 
 const REPO = resolve(fileURLToPath(new URL('../..', import.meta.url)));
-const GRPCLOAD = [
-  process.env['GRPCLOAD'],
-  resolve(REPO, '../shared/bench/bin/grpcload'),
-  join(tmpdir(), 'raftkv-bench-bin/grpcload'),
-].find((p): p is string => p !== undefined && p !== '' && existsSync(p));
+const GRPCLOAD = [process.env['GRPCLOAD'], resolve(REPO, 'bench/bin/grpcload')].find(
+  (p): p is string => p !== undefined && p !== '' && existsSync(p),
+);
 const skip =
   GRPCLOAD === undefined ? 'SKIPPED: grpcload is not built (run scripts/build-grpcload.sh)' : false;
 if (skip) console.log(`# grpcload-interop: ${skip}`);
