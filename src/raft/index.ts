@@ -1,5 +1,7 @@
 /**
- * Public surface of the pure Raft core. Everything here is deterministic and free of I/O.
+ * Public surface of the pure Raft core (`raftkv/raft`). Everything here is deterministic and
+ * free of I/O, and this entry point loads no dependency at all (a test checks it on the
+ * packed tarball with the runtime dependencies removed).
  */
 
 export {
@@ -11,7 +13,6 @@ export {
 } from './confchange.ts';
 export { LogSafetyError } from './log.ts';
 export { ProgressState } from './progress.ts';
-export { committedValue, majority, VoteResult, voteResult } from './quorum.ts';
 export type { ProgressStatus, ProposeOutcome, RaftConfig, RaftStatus } from './raft.ts';
 export {
   bootstrapState,

@@ -1,4 +1,5 @@
-export { crc32c } from './crc32c.ts';
+// Public API of the storage layer (`raftkv/storage`): FileStorage (the WAL and snapshots on
+// disk), MemoryStorage (the reference implementation), inspect, and the typed storage errors.
 export * from './errors.ts';
 export {
   defaultIO,

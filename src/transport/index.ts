@@ -1,6 +1,6 @@
-// Public API of the peer transport: the boundary interface, the in-memory network for tests, the
-// gRPC peer transport for real clusters, and the batch codec they put on the wire.
-export { CODEC_VERSION, CodecError, decodeBatch, encodeBatch } from './codec.ts';
+// Public API of the peer transport (`raftkv/transport`): the boundary interface, the in-memory
+// network for tests, and the gRPC peer transport for real clusters. The batch codec is internal.
+export { CodecError } from './codec.ts';
 export {
   GrpcTransport,
   type GrpcTransportOptions,

@@ -1,0 +1,15 @@
+// Public API of the KV server (`raftkv/server`): the server assembly (storage, RaftNode, peer
+// transport and the gRPC KeyValueService on one call), its HTTP status/metrics/dashboard
+// endpoint, and the KV state machine it replicates, for applications that embed a raftkv node.
+export {
+  decodeRequest,
+  encodeRequest,
+  type KvCommand,
+  KvDecodeError,
+  type KvRequest,
+  type KvResult,
+  KvStateMachine,
+  type KvValue,
+} from '../kv/state-machine.ts';
+export { type HttpServerHandle, type HttpServerOptions, startHttpServer } from './http.ts';
+export { type RaftKvServer, type ServerConfig, ServerConfigError, startServer } from './server.ts';
