@@ -5,7 +5,7 @@
  * leader. Each row runs etcd, then raftkv, each on a fresh cluster with the other one
  * stopped, `--reps` times alternated; server CPU is summed over the 3 members from /proc.
  * Before the rows and after them, with nothing else running, it measures the floor of a put
- * at 1 client (src/bench/floor.ts: two durable writes plus two loopback round trips) and
+ * at 1 client (bench/lib/floor.ts: two durable writes plus two loopback round trips) and
  * reports the c1 p50s next to it.
  *
  *   npm run bench:etcd -- [--duration 10] [--reps 1] [--rows put:1,put:16,put:64,put:256,get:64]
@@ -22,8 +22,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildDist, cpuSecondsOfAll, grpcloadPath, startLocalCluster } from '../src/bench/cluster.ts';
-import { measurePutFloor, type PutFloor } from '../src/bench/floor.ts';
+import { buildDist, cpuSecondsOfAll, grpcloadPath, startLocalCluster } from '../bench/lib/cluster.ts';
+import { measurePutFloor, type PutFloor } from '../bench/lib/floor.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const tools = resolve(root, 'bench/tools');

@@ -18,8 +18,8 @@ import {
   runGrpcload,
   saveResults,
   startLocalCluster,
-} from '../src/bench/cluster.ts';
-import { linearSlope, metricValue } from '../src/bench/stats.ts';
+} from '../bench/lib/cluster.ts';
+import { linearSlope, metricValue } from '../bench/lib/stats.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const { values: a } = parseArgs({

@@ -15,7 +15,7 @@ import {
   runGrpcload,
   saveResults,
   startLocalCluster,
-} from '../src/bench/cluster.ts';
+} from '../bench/lib/cluster.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const { values: a } = parseArgs({

@@ -2,7 +2,7 @@
 // leader and on a follower of a 3-node raftkv cluster. Allocation is what the young-generation GC
 // works for, and its pauses are what the p99 at 64 clients is made of.
 //
-// It starts a fresh cluster with src/bench/alloc-sampler.ts preloaded in every member, loads the
+// It starts a fresh cluster with bench/lib/alloc-sampler.ts preloaded in every member, loads the
 // leader with grpcload, samples allocations (V8's sampling heap profiler, counting objects that GCs
 // collect too) from the end of grpcload's warm-up to its exit, and prints bytes per operation by
 // function and by source file. Results: bench/results/alloc-<time>/{table.md,summary.json}.
@@ -21,8 +21,8 @@ import {
   machineLines,
   saveResults,
   startLocalCluster,
-} from '../src/bench/cluster.ts';
-import { type AllocSummary, type HeapProfile, summarizeHeapProfile } from '../src/bench/heap-profile.ts';
+} from '../bench/lib/cluster.ts';
+import { type AllocSummary, type HeapProfile, summarizeHeapProfile } from '../bench/lib/heap-profile.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const { values: a } = parseArgs({
@@ -59,7 +59,7 @@ async function main(): Promise<void> {
   process.env['RAFTKV_ALLOC_DIR'] = dir;
   const c = await startLocalCluster({
     root,
-    nodeArgs: ['--import', join(root, 'dist/src/bench/alloc-sampler.js')],
+    nodeArgs: ['--import', 'tsx', '--import', join(root, 'bench/lib/alloc-sampler.ts')],
   });
   const leader = c.nodes.find((n) => n.id === c.leaderId)!;
   const follower = c.nodes.find((n) => n.id !== c.leaderId)!;

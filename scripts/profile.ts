@@ -4,7 +4,7 @@
 // `node --cpu-prof` on every member, loads the leader with grpcload (bench/tools) and stops the
 // nodes with SIGTERM so the profiles are written. Only samples taken while grpcload measured (after
 // its warm-up) count. It prints the top self-time functions of the leader and of one follower, and a
-// CPU table in µs per operation by category (src/bench/put-profile.ts), and writes
+// CPU table in µs per operation by category (bench/lib/put-profile.ts), and writes
 // bench/results/profile-<time>/{table.md,summary.json}. Raw profiles stay in a temp dir (printed).
 //
 // Usage: npm run profile -- [--duration 10] [--clients 64] [--top 20] [--out DIR] [--keep]
@@ -23,9 +23,9 @@ import {
   machineLines,
   saveResults,
   startLocalCluster,
-} from '../src/bench/cluster.ts';
-import { type ProfileSummary, summarizeProfile } from '../src/bench/cpuprofile.ts';
-import { classifyPutSample, PUT_CATEGORIES } from '../src/bench/put-profile.ts';
+} from '../bench/lib/cluster.ts';
+import { type ProfileSummary, summarizeProfile } from '../bench/lib/cpuprofile.ts';
+import { classifyPutSample, PUT_CATEGORIES } from '../bench/lib/put-profile.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const { values: a } = parseArgs({

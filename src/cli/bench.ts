@@ -1,12 +1,12 @@
 /**
- * `raftkv bench`: closed-loop load against a running cluster (src/bench/kv-bench.ts),
+ * `raftkv bench`: closed-loop load against a running cluster (src/cli/kv-bench.ts),
  * with a progress line while it runs and throughput and latency percentiles at the end.
  */
 import * as grpc from '@grpc/grpc-js';
-import { runBench } from '../bench/kv-bench.ts';
 import { bool, type CommandSpec, hostPort, int, type Parsed, str } from './args.ts';
 import { CLIENT_GLOBALS, DEFAULT_ENDPOINTS, type Io, renderTable } from './commands.ts';
 import { UsageError } from './errors.ts';
+import { runBench } from './kv-bench.ts';
 
 export const benchSpec: CommandSpec = {
   name: 'bench',

@@ -11,7 +11,7 @@
 
 import type { ServerStreamCall } from './call.ts';
 import { parseProto, serviceDefinition } from './proto.ts';
-import type { GrpcServer } from './server.ts';
+import type { ServiceRegistry } from './registry.ts';
 import { GrpcError, Status } from './status.ts';
 
 export const HEALTH_PROTO = `syntax = "proto3";
@@ -108,7 +108,7 @@ export class HealthService {
 }
 
 /** Adds grpc.health.v1.Health to a server and returns its status table. */
-export function addHealthService(server: GrpcServer): HealthService {
+export function addHealthService(server: ServiceRegistry): HealthService {
   const health = new HealthService();
   const def = serviceDefinition(
     parseProto(HEALTH_PROTO, 'grpc/health/v1/health.proto'),

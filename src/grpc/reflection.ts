@@ -14,7 +14,7 @@ import protobuf from 'protobufjs';
 import descriptor from 'protobufjs/ext/descriptor.js';
 import type { ServerStreamCall } from './call.ts';
 import { parseProto, type ServiceDefinition, serviceDefinition } from './proto.ts';
-import type { GrpcServer } from './server.ts';
+import type { ServiceRegistry } from './registry.ts';
 import { Status } from './status.ts';
 
 const reflectionProto = (pkg: string): string => `syntax = "proto3";
@@ -310,7 +310,7 @@ function answer(index: DescriptorIndex, req: ReflectionRequest): ReflectionRespo
 }
 
 /** Adds grpc.reflection.v1 and v1alpha ServerReflection to a server; they describe every service it serves. */
-export function addReflectionServices(server: GrpcServer): void {
+export function addReflectionServices(server: ServiceRegistry): void {
   let index: DescriptorIndex | null = null;
   let indexedCount = -1;
   const current = (): DescriptorIndex => {

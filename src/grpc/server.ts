@@ -33,6 +33,7 @@ import { H2Session, type IncomingHeaders } from './h2/session.ts';
 import { addHealthService, type HealthService } from './health.ts';
 import type { ServiceDefinition } from './proto.ts';
 import { addReflectionServices } from './reflection.ts';
+import type { ServiceRegistry } from './registry.ts';
 import { Status } from './status.ts';
 
 export interface TlsOptions {
@@ -87,20 +88,13 @@ export interface GrpcServerStats {
   readonly timers: number;
 }
 
-export interface GrpcServer {
-  /**
-   * Serves a service. `handlers` maps each method name (as in the .proto) to its handler; a method without a
-   * handler answers UNIMPLEMENTED. Throws on a handler name the service does not have, or a service added twice.
-   */
-  addService(service: ServiceDefinition, handlers: Readonly<Record<string, Handler>>): void;
+export interface GrpcServer extends ServiceRegistry {
   /** Starts listening; resolves to the bound port (pass port 0 for a free one). */
   listen(host?: string, port?: number): Promise<number>;
   /** Graceful shutdown (see the invariants above). */
   close(graceMs?: number): Promise<void>;
   /** Health statuses, per service and overall (""); undefined when health is disabled. */
   readonly health: HealthService | undefined;
-  /** Services added so far (including health and reflection). */
-  readonly services: readonly ServiceDefinition[];
   stats(): GrpcServerStats;
 }
 

@@ -1,8 +1,8 @@
 // The profile summarizer and the put classifier behind `npm run profile`, on a small synthetic profile.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { type CallFrame, type CpuProfile, summarize } from '../../src/bench/cpuprofile.ts';
-import { classifyPutSample, PUT_CATEGORIES } from '../../src/bench/put-profile.ts';
+import { type CallFrame, type CpuProfile, summarize } from '../../bench/lib/cpuprofile.ts';
+import { classifyPutSample, PUT_CATEGORIES } from '../../bench/lib/put-profile.ts';
 
 const f = (functionName: string, url = ''): CallFrame => ({ functionName, url, lineNumber: 0 });
 

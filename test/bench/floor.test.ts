@@ -9,7 +9,7 @@ import {
   measureLoopbackRtt,
   measurePutFloor,
   percentiles,
-} from '../../src/bench/floor.ts';
+} from '../../bench/lib/floor.ts';
 
 describe('put floor', () => {
   it('percentiles picks the samples at p50 and p99, and refuses no samples', () => {

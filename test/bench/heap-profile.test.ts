@@ -1,7 +1,7 @@
 // The heap-profile summary of npm run profile:alloc, on a hand-made profile.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { type HeapProfileNode, summarizeHeapProfile } from '../../src/bench/heap-profile.ts';
+import { type HeapProfileNode, summarizeHeapProfile } from '../../bench/lib/heap-profile.ts';
 
 const node = (
   functionName: string,

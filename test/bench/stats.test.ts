@@ -1,7 +1,7 @@
 // Pure helpers of the benchmark scripts.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { linearSlope, metricValue } from '../../src/bench/stats.ts';
+import { linearSlope, metricValue } from '../../bench/lib/stats.ts';
 
 describe('bench stats', () => {
   it('linearSlope fits a line, and is NaN without two distinct x', () => {

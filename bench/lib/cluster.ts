@@ -9,7 +9,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { freePort } from '../cli/free-port.ts';
+import { freePort } from '../../src/cli/free-port.ts';
 
 export interface LocalCluster {
   /** host:port of the leader's API. */
