@@ -539,9 +539,11 @@ export class RaftNode<R> {
    * Deliver to the core every tick that elapsed since the last one, before anything else is
    * handled: after a stall (SIGSTOP, a long GC, a blocking write) the messages and calls read
    * in the same loop turn must meet a core that knows how much time passed, or a leader would
-   * serve reads from a lease that expired while it stood still (§6.4). Ticks beyond
-   * `maxCatchUp` (several election timeouts, so every timeout fires) are dropped. Costs one
-   * clock read per call when no tick is due. Returns the number of ticks delivered.
+   * serve reads from a lease that expired while it stood still (§6.4). Raft.catchUp moves every
+   * timer at once but leaves the decisions that need news from peers (campaigning, CheckQuorum
+   * past its first check) to the messages read next, so a stall alone deposes no healthy leader.
+   * Ticks beyond `maxCatchUp` (several election timeouts) are dropped. Costs one clock read per
+   * call when no tick is due. Returns the number of ticks delivered.
    */
   private catchUpTicks(): number {
     const elapsed = performance.now() - this.lastTickAt;
@@ -549,7 +551,7 @@ export class RaftNode<R> {
     let n = Math.floor(elapsed / this.tickMs);
     this.lastTickAt += n * this.tickMs;
     if (n > this.maxCatchUp) n = this.maxCatchUp;
-    for (let i = 0; i < n; i++) this.raft.tick();
+    this.raft.catchUp(n);
     return n;
   }
 

@@ -236,6 +236,10 @@ export class Raft {
    * in this term (a late TimeoutNow lets its target win despite leases); reset by becomeLeader.
    */
   private leaseFence = 0;
+  /** Inside catchUp(): one quorum check and one heartbeat round for the whole stall. */
+  private catchingUp = false;
+  private quorumCheckedInCatchUp = false;
+  private heartbeatDue = false;
   /**
    * With lease reads, a restarted node may have been in a leader's lease when it stopped:
    * it honours that lease for electionTick ticks after starting.
@@ -332,6 +336,44 @@ export class Raft {
   tick(): void {
     if (this.role === Role.Leader) this.tickLeader();
     else this.tickElection();
+  }
+
+  /**
+   * Advance logical time by `n` ticks at once, for a driver resuming from a stall (SIGSTOP, a
+   * long GC pause, a blocking write): it must tell the core how much time passed before it
+   * handles the messages and calls that queued meanwhile, or a lease that expired while the
+   * leader stood still would serve reads (§6.4). Every timer moves by `n` ticks (the lease,
+   * election, transfer and snapshot timeouts), but the decisions that depend on hearing from
+   * others wait for what queued: a follower or candidate does not campaign here (it does at its
+   * next tick if its leader is still silent), and a leader checks its quorum at most once (over
+   * what it heard before the stall) and sends one heartbeat round, at the end.
+   */
+  catchUp(n: number): void {
+    if (n <= 1) {
+      if (n === 1) this.tick();
+      return;
+    }
+    let left = n;
+    if (this.role === Role.Leader) {
+      this.catchingUp = true;
+      this.quorumCheckedInCatchUp = false;
+      this.heartbeatDue = false;
+      try {
+        while (left > 0 && this.role === Role.Leader) {
+          this.tickLeader();
+          left--;
+        }
+      } finally {
+        this.catchingUp = false;
+      }
+      if (this.role === Role.Leader && this.heartbeatDue) this.broadcastHeartbeat();
+      this.heartbeatDue = false;
+    }
+    if (left > 0) {
+      // Not leader (any more): time passes, the campaign waits for the next tick.
+      this.electionElapsed += left;
+      if (this.electionElapsed >= this.electionTick) this.startupLease = false;
+    }
   }
 
   /** Feed one message from a peer. Messages not addressed to this node are ignored. */
@@ -764,7 +806,8 @@ export class Raft {
     this.leaderTicks++;
     if (this.electionElapsed >= this.electionTick) {
       this.electionElapsed = 0;
-      if (this.checkQuorum) {
+      if (this.checkQuorum && !(this.catchingUp && this.quorumCheckedInCatchUp)) {
+        if (this.catchingUp) this.quorumCheckedInCatchUp = true;
         if (!this.quorumActive()) {
           this.becomeFollower(this.term, NONE);
           return;
@@ -784,7 +827,8 @@ export class Raft {
     }
     if (this.heartbeatElapsed >= this.heartbeatTick) {
       this.heartbeatElapsed = 0;
-      this.broadcastHeartbeat();
+      if (this.catchingUp) this.heartbeatDue = true;
+      else this.broadcastHeartbeat();
     }
   }
 

@@ -7,6 +7,7 @@ import { RaftKvClient, RaftKvClosedError, RaftKvError, RaftKvTimeoutError } from
 import { type RaftKvServer, startServer } from '../../src/server/server.ts';
 import { MemoryStorage } from '../../src/storage/memory-storage.ts';
 import { MemoryNetwork } from '../../src/transport/memory.ts';
+import { waitFor } from '../support/wait.ts';
 
 const net = new MemoryNetwork();
 const ids = ['n1', 'n2', 'n3'];
@@ -18,16 +19,6 @@ function client(opts: Partial<ConstructorParameters<typeof RaftKvClient>[0]> = {
   const c = new RaftKvClient({ endpoints, timeoutMs: 5_000, ...opts });
   clients.push(c);
   return c;
-}
-
-async function waitFor<T>(what: string, f: () => T | undefined, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 const leader = () => [...servers.values()].find((s) => s.node.role === 'leader');

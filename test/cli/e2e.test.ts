@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { freePort } from '../../src/cli/free-port.ts';
 import { RaftKvClient, RaftKvError } from '../../src/client/index.ts';
+import { type Settled, waitFor } from '../support/wait.ts';
 
 const ENTRY = ['--import', 'tsx', 'src/cli/main.ts'];
 const ids = ['n1', 'n2', 'n3'];
@@ -55,20 +56,11 @@ async function cli(...args: string[]): Promise<{ code: number | null; out: strin
   return { code, out, err };
 }
 
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const until = <T>(
+  what: string,
+  f: () => Promise<T | undefined>,
+  ms = 20_000,
+): Promise<Settled<T | undefined>> => waitFor(what, f, { timeoutMs: ms, everyMs: 100, retryErrors: true });
 
 describe('real processes', () => {
   let dir = '';

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Deadlines, type Expirable } from '../../src/grpc/deadlines.ts';
+import { waitFor } from '../support/wait.ts';
 
 class FakeCall implements Expirable {
   expiredAt: number | null = null;
@@ -12,13 +13,7 @@ class FakeCall implements Expirable {
   }
 }
 
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) throw new Error('condition not met in time');
-    await sleep(5);
-  }
-}
+const until = (cond: () => boolean, ms = 5000): Promise<true> => waitFor('the condition', () => cond(), ms);
 
 describe('Deadlines', () => {
   it('expires each call no earlier than its deadline, also when a later arrival is due sooner', async () => {

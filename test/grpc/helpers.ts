@@ -18,6 +18,7 @@ import {
   type StatusCode,
   serviceDefinition,
 } from '../../src/grpc/index.ts';
+import { waitFor as waitUntil } from '../support/wait.ts';
 
 export const ECHO_PROTO = fileURLToPath(new URL('./fixtures/echo.proto', import.meta.url));
 export const KVBENCH_PROTO = fileURLToPath(new URL('./fixtures/kvbench.proto', import.meta.url));
@@ -214,12 +215,9 @@ export function unary(
   });
 }
 
+/** test/support/wait.ts's waitFor with this file's argument order (condition first). */
 export async function waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
+  await waitUntil(what, cond, { timeoutMs, everyMs: 10 });
 }
 
 /** Waits until the server has no live calls and no deadline timers. */

@@ -11,6 +11,7 @@ import { ConfChangeType, type DurableState, type Snapshot } from '../../src/raft
 import { StorageIOError } from '../../src/storage/errors.ts';
 import { MemoryStorage } from '../../src/storage/memory-storage.ts';
 import { MemoryNetwork } from '../../src/transport/memory.ts';
+import { waitFor } from '../support/wait.ts';
 
 /** MemoryStorage whose writes fail, as a disk does, once `failing` is set. */
 class FailingStorage implements RaftStorage {
@@ -41,16 +42,6 @@ class FailingStorage implements RaftStorage {
 
 const put = (key: string, value: string) =>
   encodeRequest({ client: 0, seq: 0, cmd: { kind: 'put', key, value } });
-
-async function waitFor<T>(what: string, f: () => T | null | undefined | false, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 test('a failed write stops the node: reported once, and every later call fails at once with it', async () => {
   const storage = new FailingStorage();

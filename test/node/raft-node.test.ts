@@ -8,6 +8,7 @@ import { RaftNode } from '../../src/node/raft-node.ts';
 import { ConfChangeType } from '../../src/raft/types.ts';
 import { MemoryStorage } from '../../src/storage/memory-storage.ts';
 import { MemoryNetwork } from '../../src/transport/memory.ts';
+import { waitFor as waitUntil } from '../support/wait.ts';
 
 type KvNode = RaftNode<KvResult | null>;
 
@@ -58,15 +59,7 @@ async function startNode(c: Cluster, id: string, ids: string[], snapshotEntries 
   return node;
 }
 
-async function waitFor<T>(f: () => T | null | undefined | false, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+const waitFor = <T>(f: () => T | null | undefined | false, ms = 10_000) => waitUntil('the condition', f, ms);
 
 function leaderOf(c: Cluster): KvNode | null {
   for (const n of c.nodes.values()) if (n.role === 'leader') return n;

@@ -10,6 +10,7 @@ import { RaftNode } from '../../src/node/raft-node.ts';
 import { type Message, MessageType, type NodeId } from '../../src/raft/types.ts';
 import { MemoryStorage } from '../../src/storage/memory-storage.ts';
 import { MemoryNetwork } from '../../src/transport/memory.ts';
+import { waitFor } from '../support/wait.ts';
 
 type KvNode = RaftNode<KvResult | null>;
 const IDS = ['n1', 'n2', 'n3'];
@@ -79,16 +80,6 @@ class Cluster {
       } else i++;
     }
     return k;
-  }
-}
-
-async function waitFor<T>(what: string, f: () => T | null | undefined | false, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
   }
 }
 

@@ -88,36 +88,42 @@ class Net {
   }
 }
 
-function electA(net: Net): void {
-  // Every node honours a startup lease for electionTick ticks; after that only a ticks,
-  // so a times out first and wins.
-  net.tick(IDS, 10);
-  for (let i = 0; i < 40 && net.node('a').currentRole !== 'leader'; i++) net.tick(['a']);
-  assert.equal(net.node('a').currentRole, 'leader');
-  net.tick(IDS, 2);
+/** Elects a leader (whichever times out first) and lets every node learn it. */
+function elect(net: Net): { L: NodeId; F: NodeId; G: NodeId } {
+  for (let i = 0; i < 100; i++) {
+    const leaders = IDS.filter((id) => net.node(id).currentRole === 'leader');
+    if (leaders.length === 1 && IDS.every((id) => net.node(id).leader === leaders[0])) {
+      net.tick(IDS, 2);
+      const [F, G] = IDS.filter((id) => id !== leaders[0]) as [NodeId, NodeId];
+      return { L: leaders[0] as NodeId, F, G };
+    }
+    net.tick();
+  }
+  return assert.fail('no leader elected');
 }
 
 test('a lease read is served at once while the lease holds (the control case)', () => {
   const net = new Net(11);
-  electA(net);
-  const a = net.node('a');
-  const before = net.readStates.get('a')?.length ?? 0;
+  const { L } = elect(net);
+  const a = net.node(L);
+  const before = net.readStates.get(L)?.length ?? 0;
   a.readIndex(1);
   // No network round: the Ready alone carries the read state.
   const rd = a.ready();
   a.advance(rd);
   assert.equal(rd.readStates.length, 1, 'served from the lease');
-  assert.equal(net.readStates.get('a')?.length, before);
+  assert.equal(net.readStates.get(L)?.length, before);
 });
 
 test('a late TimeoutNow: no lease read in the term once TimeoutNow was sent in it', () => {
   const net = new Net(12);
-  electA(net);
-  const a = net.node('a');
+  const { L, F } = elect(net);
+  const a = net.node(L);
+  const b = net.node(F);
   const term = a.currentTerm;
   // Hold back the TimeoutNow a sends to b for the transfer.
   net.hold = (m) => m.type === MessageType.TimeoutNow;
-  assert.deepEqual(a.transferLeadership('b'), { ok: true });
+  assert.deepEqual(a.transferLeadership(F), { ok: true });
   net.pump();
   assert.equal(net.held.length, 1, 'TimeoutNow held back');
   net.hold = () => false;
@@ -127,26 +133,76 @@ test('a late TimeoutNow: no lease read in the term once TimeoutNow was sent in i
   assert.equal(a.currentTerm, term);
   // The held TimeoutNow arrives: b campaigns with transfer=true; c grants despite its lease.
   // a is cut off from both at the same moment, and hears nothing of it.
-  net.isolate('a');
+  net.isolate(L);
   const tn = net.held.shift();
   assert.ok(tn);
-  net.node('b').step(tn);
+  b.step(tn);
   net.pump();
-  assert.equal(net.node('b').currentRole, 'leader', 'the target won at once');
-  assert.ok(net.node('b').currentTerm > term);
+  assert.equal(b.currentRole, 'leader', 'the target won at once');
+  assert.ok(b.currentTerm > term);
   // b commits a write that a cannot know of.
-  const out = net.node('b').propose(new TextEncoder().encode('x=2'));
+  const out = b.propose(new TextEncoder().encode('x=2'));
   assert.equal(out.kind, 'appended');
   net.pump();
-  assert.ok(net.node('b').commitIndex >= (out.kind === 'appended' ? out.index : 0));
+  assert.ok(b.commitIndex >= (out.kind === 'appended' ? out.index : 0));
   // a, still leader of term t in its own eyes, must not answer a read from its lease.
   a.readIndex(42);
   net.pump();
-  net.tick(['a'], 1);
-  const served = net.readStates.get('a')?.filter((r) => r.ctx === 42) ?? [];
+  net.tick([L], 1);
+  const served = net.readStates.get(L)?.filter((r) => r.ctx === 42) ?? [];
   assert.deepEqual(
     served,
     [],
     `a served a read at index ${served[0]?.index} after b committed in a newer term`,
   );
+});
+
+test('catchUp(n) after a stall: the lease is gone, the leader stays, one heartbeat round (§6.4)', () => {
+  const net = new Net(13);
+  const { L, F, G } = elect(net);
+  const a = net.node(L);
+  const term = a.currentTerm;
+  // a stood still for 5 election timeouts; its followers' replies queued meanwhile.
+  a.catchUp(50);
+  assert.equal(a.currentRole, 'leader', 'no step-down before the queued replies are read');
+  assert.equal(a.currentTerm, term);
+  const rd0 = a.ready();
+  a.advance(rd0);
+  const hbs = [...rd0.eagerMessages, ...rd0.messages].filter((m) => m.type === MessageType.Heartbeat);
+  assert.deepEqual(
+    hbs.map((m) => m.to).sort(),
+    [F, G].sort(),
+    'one heartbeat round, not one per missed tick',
+  );
+  // A read now needs a round of its own: the lease expired during the stall.
+  a.readIndex(7);
+  const rd = a.ready();
+  a.advance(rd);
+  assert.equal(rd.readStates.length, 0, 'no read from the expired lease');
+  for (const m of [...rd0.eagerMessages, ...rd0.messages, ...rd.eagerMessages, ...rd.messages]) {
+    net.node(m.to).step(m);
+  }
+  net.pump();
+  assert.deepEqual(net.readStates.get(L)?.filter((r) => r.ctx === 7).length, 1, 'released by the new round');
+  assert.equal(a.currentRole, 'leader');
+  // The same stall delivered tick by tick deposes the leader: it reads no reply in between.
+  const net2 = new Net(13);
+  const a2 = net2.node(elect(net2).L);
+  for (let i = 0; i < 50; i++) a2.tick();
+  assert.notEqual(a2.currentRole, 'leader');
+});
+
+test('catchUp(n) on a follower moves its timers but leaves the campaign to its next tick', () => {
+  const net = new Net(14);
+  const { F } = elect(net);
+  const b = net.node(F);
+  const term = b.currentTerm;
+  b.catchUp(50);
+  assert.equal(b.currentRole, 'follower');
+  assert.equal(b.hasReady() ? b.ready().messages.length : 0, 0, 'no vote request during the catch-up');
+  // Its leader is silent: the next tick starts the (pre-)campaign.
+  net.isolate(F);
+  b.tick();
+  assert.notEqual(b.currentRole, 'follower');
+  assert.ok(b.currentTerm >= term);
 });

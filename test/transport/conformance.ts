@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import type { Entry, HeartbeatRequest, Message, NodeId } from '../../src/raft/types.ts';
 import type { Transport, TransportHandlers } from '../../src/transport/transport.ts';
+import { type Settled, waitFor as waitUntil } from '../support/wait.ts';
 
 export interface TransportHarness {
   readonly ids: readonly NodeId[];
@@ -35,18 +36,13 @@ export class Inbox {
   }
 }
 
-export async function waitFor<T>(
+/** test/support/wait.ts's waitFor with this file's argument order (condition first). */
+export function waitFor<T>(
   f: () => T | null | undefined | false,
   what: string,
   ms = 10_000,
-): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
+): Promise<Settled<T>> {
+  return waitUntil(what, f, ms);
 }
 
 export const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
