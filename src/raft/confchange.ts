@@ -5,7 +5,9 @@
  *
  * Invariants: a node is never both voter and learner; applying a change is a pure
  * function of (configuration, change), so every node derives the same configuration
- * from the same log.
+ * from the same log. Decoding is total: {@link parseConfChange} gives a result for any
+ * bytes, and an entry that does not decode is a no-op for the configuration on every
+ * member (the same bytes fail the same way everywhere), never a stopped node.
  */
 import { type ConfChange, ConfChangeType, type ConfState, type NodeId } from './types.ts';
 
@@ -20,15 +22,24 @@ export function encodeConfChange(cc: ConfChange): Uint8Array {
   return encoder.encode(JSON.stringify(cc));
 }
 
-export function decodeConfChange(data: Uint8Array): ConfChange {
+/** Longest node id a configuration change may name, in UTF-16 code units. */
+export const MAX_NODE_ID_LENGTH = 255;
+
+/** The outcome of decoding a configuration change entry: a change, or why the bytes are not one. */
+export type ParsedConfChange =
+  | { readonly ok: true; readonly cc: ConfChange }
+  | { readonly ok: false; readonly reason: string };
+
+/** Decode a configuration change entry; never throws (the reason names what was wrong). */
+export function parseConfChange(data: Uint8Array): ParsedConfChange {
   let v: unknown;
   try {
     v = JSON.parse(decoder.decode(data));
-  } catch (err) {
-    throw new ConfChangeError('configuration change entry is not valid JSON', { cause: err });
+  } catch {
+    return { ok: false, reason: 'configuration change entry is not valid JSON' };
   }
-  if (typeof v !== 'object' || v === null)
-    throw new ConfChangeError('configuration change entry is not an object');
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    return { ok: false, reason: 'configuration change entry is not an object' };
   const o = v as Record<string, unknown>;
   const type = o['type'];
   const node = o['node'];
@@ -37,12 +48,26 @@ export function decodeConfChange(data: Uint8Array): ConfChange {
     type !== ConfChangeType.AddLearner &&
     type !== ConfChangeType.Remove
   ) {
-    throw new ConfChangeError(`unknown configuration change type ${JSON.stringify(type)}`);
+    return {
+      ok: false,
+      reason: `unknown configuration change type ${String(JSON.stringify(type)).slice(0, 64)}`,
+    };
   }
   if (typeof node !== 'string' || node === '')
-    throw new ConfChangeError('configuration change without a node id');
+    return { ok: false, reason: 'configuration change without a node id' };
+  if (node.length > MAX_NODE_ID_LENGTH)
+    return { ok: false, reason: `configuration change node id longer than ${MAX_NODE_ID_LENGTH}` };
   const context = o['context'];
-  return typeof context === 'string' ? { type, node, context } : { type, node };
+  if (context !== undefined && typeof context !== 'string')
+    return { ok: false, reason: 'configuration change context is not a string' };
+  return { ok: true, cc: typeof context === 'string' ? { type, node, context } : { type, node } };
+}
+
+/** Decode a configuration change entry, throwing {@link ConfChangeError} when it is not one. */
+export function decodeConfChange(data: Uint8Array): ConfChange {
+  const p = parseConfChange(data);
+  if (!p.ok) throw new ConfChangeError(p.reason);
+  return p.cc;
 }
 
 /** The configuration after applying `cc` (unchanged if `cc` is a no-op for it). */

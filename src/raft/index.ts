@@ -9,6 +9,9 @@ export {
   ConfChangeError,
   decodeConfChange,
   encodeConfChange,
+  MAX_NODE_ID_LENGTH,
+  type ParsedConfChange,
+  parseConfChange,
   validateConfChange,
 } from './confchange.ts';
 export { LogSafetyError } from './log.ts';

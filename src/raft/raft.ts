@@ -15,6 +15,36 @@
  * - single-member configuration changes and learners (§4), leadership transfer (§3.10);
  * - ReadIndex reads batched per heartbeat round, optional lease reads (§6.4).
  *
+ * The sender rule (the core trusts no sender; peer authentication in the transport is
+ * the first line, this is the second). A sender is *known* when it is in the applied
+ * configuration or is added by a configuration entry anywhere in this node's log above it,
+ * committed or not (a learner being added, a voter being promoted). A node removed by an
+ * applied change is no longer known: its campaigns cannot disrupt the cluster (§4.2.3).
+ * raftkv changes one member at a time, so there is no joint configuration to consult.
+ * - Messages from known senders are handled as Raft says.
+ * - From an unknown sender, only leader traffic (Append, Heartbeat, Snapshot) may be
+ *   handled, and only by a node that knows no configuration at all (it is joining, with an
+ *   empty log) or has heard no known leader for electionTick ticks: a node that was away
+ *   while the membership changed must still accept the leader that brings it the newer
+ *   configuration. Such a leader holds back neither this node's election timer nor a
+ *   lease (votes are granted as if there were no leader), so a forged leader cannot keep
+ *   a node from electing a real one. A follower also takes read-index answers from the
+ *   leader it follows. Everything else from an unknown sender (votes and their answers,
+ *   replication answers, TimeoutNow, forwarded proposals and reads) is dropped.
+ * - Every drop is counted (`status().refused.nonMemberMessages`).
+ * What this costs: a node that missed the change adding a candidate does not vote for it
+ * until a leader has brought it up to date (it does vote once it holds that entry).
+ * What it does not do: an unauthenticated sender can still mislead a node that has lost
+ * touch with its leader; keeping such senders out is the transport's job.
+ *
+ * Forwarded proposals are validated by the leader as if proposed locally: data entries
+ * only (membership changes go through proposeConfChange on the leader, with its
+ * one-at-a-time, own-term and validity rules), each at most maxEntryBytes; a proposal
+ * holding anything else is dropped whole and counted.
+ *
+ * Configuration entries that do not decode are applied as no-ops on every member (the
+ * same bytes fail the same way everywhere) and counted.
+ *
  * Invariants (checked by the simulator after every step):
  * - at most one leader per term; a node votes at most once per term (vote is persisted
  *   before any vote reply is sent);
@@ -25,9 +55,9 @@
  */
 import {
   applyConfChange,
-  decodeConfChange,
   encodeConfChange,
   isMember,
+  parseConfChange,
   validateConfChange,
 } from './confchange.ts';
 import { RaftLog } from './log.ts';
@@ -38,6 +68,7 @@ import {
   type AppendRequest,
   type AppendResponse,
   type ConfChange,
+  ConfChangeType,
   type ConfState,
   type DurableState,
   type Entry,
@@ -95,6 +126,11 @@ export interface RaftConfig {
   /** Snapshot chunk size in bytes. Default 1 MiB. */
   readonly maxSnapshotChunk?: number;
   /**
+   * Largest payload of one proposed entry, local or forwarded by a follower. Default 8 MiB
+   * (above the KV server's largest request; below the peer transport's message limit).
+   */
+  readonly maxEntryBytes?: number;
+  /**
    * How followers hear of a new commit index. 'eager' (the default) sends an Append right away, empty
    * if need be, as etcd does. 'piggyback' sends none for the commit alone: it rides on the next Append
    * and on heartbeats (so a follower applies up to a heartbeat later when the leader is idle), which
@@ -110,6 +146,7 @@ export const ProposeRejection = {
   Transferring: 'transferring',
   ConfChangePending: 'conf-change-pending',
   InvalidConfChange: 'invalid-conf-change',
+  EntryTooLarge: 'entry-too-large',
 } as const;
 export type ProposeRejection = (typeof ProposeRejection)[keyof typeof ProposeRejection];
 
@@ -140,6 +177,18 @@ export interface RaftStatus {
   readonly conf: ConfState;
   readonly progress: readonly ProgressStatus[];
   readonly transferee: NodeId;
+  /** Inputs this core refused since it started (see the sender rule in the module header). */
+  readonly refused: RefusedCounts;
+}
+
+/** Counts of what the core refused to act on, for metrics. */
+export interface RefusedCounts {
+  /** Messages dropped because their sender is in no configuration this node knows of. */
+  readonly nonMemberMessages: number;
+  /** Forwarded proposals dropped whole (a non-data entry, or an entry above maxEntryBytes). */
+  readonly forwardedProposals: number;
+  /** Committed configuration change entries that did not decode (applied as no-ops). */
+  readonly malformedConfChanges: number;
 }
 
 interface PendingRead {
@@ -186,6 +235,7 @@ export class Raft {
   private readonly maxMsgBytes: number;
   private readonly maxInflight: number;
   private readonly maxSnapshotChunk: number;
+  private readonly maxEntryBytes: number;
   private readonly eagerCommit: boolean;
   private readonly rng: Rng;
 
@@ -200,6 +250,17 @@ export class Raft {
   /** Configurations by the index they took effect at, oldest first (for snapshots). */
   private confHistory: { index: number; conf: ConfState }[] = [];
   private confAppliedIndex = 0;
+  /**
+   * Nodes added by configuration entries in the log above `confAppliedIndex` (committed or
+   * not), with their index: with `conf`, the senders this node accepts (the sender rule).
+   * Invariant: exactly the add-voter/add-learner entries in (confAppliedIndex, lastIndex].
+   */
+  private logAdds: { readonly index: number; readonly node: NodeId }[] = [];
+  /** Ticks since this node last heard leader traffic from a known sender (or led itself). */
+  private knownLeaderElapsed = 0;
+  private nonMemberMessages = 0;
+  private refusedForwards = 0;
+  private malformedConfChanges = 0;
   /** Index up to which the driver has applied entries (reported by advance()). */
   private appliedIndex: number;
 
@@ -270,6 +331,7 @@ export class Raft {
     this.maxMsgBytes = config.maxMsgBytes ?? 1 << 20;
     this.maxInflight = config.maxInflight ?? 256;
     this.maxSnapshotChunk = config.maxSnapshotChunk ?? 1 << 20;
+    this.maxEntryBytes = config.maxEntryBytes ?? 8 << 20;
     this.eagerCommit = (config.commitBroadcast ?? 'eager') === 'eager';
     this.rng = config.rng;
     if (!Number.isInteger(this.electionTick) || this.electionTick < 2) {
@@ -294,6 +356,7 @@ export class Raft {
       ['maxMsgBytes', this.maxMsgBytes],
       ['maxInflight', this.maxInflight],
       ['maxSnapshotChunk', this.maxSnapshotChunk],
+      ['maxEntryBytes', this.maxEntryBytes],
     ] as const) {
       if (!Number.isInteger(v) || v < 1)
         throw new RaftConfigError(`${k} must be a positive integer, got ${v}`);
@@ -324,6 +387,7 @@ export class Raft {
       const e = this.log.entry(i);
       if (e && e.type === EntryType.ConfChange) this.applyConfEntry(e);
     }
+    this.rescanLogAdds();
     this.prevHard = { term: this.term, vote: this.vote, commit: this.log.committed };
     this.startupLease = this.readOnly === 'lease';
     this.becomeFollower(this.term, NONE);
@@ -372,13 +436,21 @@ export class Raft {
     if (left > 0) {
       // Not leader (any more): time passes, the campaign waits for the next tick.
       this.electionElapsed += left;
+      this.knownLeaderElapsed += left;
       if (this.electionElapsed >= this.electionTick) this.startupLease = false;
     }
   }
 
-  /** Feed one message from a peer. Messages not addressed to this node are ignored. */
+  /**
+   * Feed one message from a peer. Messages not addressed to this node are ignored, and so
+   * are messages the sender rule refuses (counted in `status().refused`).
+   */
   step(m: Message): void {
     if (m.to !== this.id) return;
+    if (!this.senderAllowed(m)) {
+      this.nonMemberMessages++;
+      return;
+    }
     // Client traffic between nodes carries no Raft term semantics.
     switch (m.type) {
       case MessageType.Propose:
@@ -650,6 +722,11 @@ export class Raft {
       conf: this.conf,
       progress,
       transferee: this.leadTransferee,
+      refused: {
+        nonMemberMessages: this.nonMemberMessages,
+        forwardedProposals: this.refusedForwards,
+        malformedConfChanges: this.malformedConfChanges,
+      },
     };
   }
 
@@ -748,7 +825,7 @@ export class Raft {
 
   private inLease(): boolean {
     if (!this.checkQuorum || this.electionElapsed >= this.electionTick) return false;
-    return this.lead !== NONE || this.startupLease;
+    return (this.lead !== NONE && this.isKnown(this.lead)) || this.startupLease;
   }
 
   private campaign(kind: 'pre' | 'election' | 'transfer'): void {
@@ -793,6 +870,7 @@ export class Raft {
 
   private tickElection(): void {
     this.electionElapsed++;
+    this.knownLeaderElapsed++;
     if (this.electionElapsed >= this.electionTick) this.startupLease = false;
     if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
       this.electionElapsed = 0;
@@ -801,6 +879,7 @@ export class Raft {
   }
 
   private tickLeader(): void {
+    this.knownLeaderElapsed = 0;
     this.heartbeatElapsed++;
     this.electionElapsed++;
     this.leaderTicks++;
@@ -906,18 +985,15 @@ export class Raft {
   private stepFollower(m: Message): void {
     switch (m.type) {
       case MessageType.Append:
-        this.electionElapsed = 0;
-        this.lead = m.from;
+        this.heardFromLeader(m.from);
         this.handleAppend(m);
         return;
       case MessageType.Heartbeat:
-        this.electionElapsed = 0;
-        this.lead = m.from;
+        this.heardFromLeader(m.from);
         this.handleHeartbeat(m);
         return;
       case MessageType.Snapshot:
-        this.electionElapsed = 0;
-        this.lead = m.from;
+        this.heardFromLeader(m.from);
         this.handleSnapshot(m);
         return;
       case MessageType.TimeoutNow:
@@ -953,6 +1029,7 @@ export class Raft {
     }
     const last = this.log.maybeAppend(m.prevIndex, m.prevTerm, m.entries);
     if (last >= 0) {
+      if (this.mayChangeLogAdds(m)) this.rescanLogAdds();
       this.log.commitTo(Math.min(m.commit, last));
       this.send(this.appendResp(m.from, last, false));
       return;
@@ -1026,6 +1103,7 @@ export class Raft {
       this.conf = meta.conf;
       this.confHistory = [{ index: meta.index, conf: meta.conf }];
       this.confAppliedIndex = meta.index;
+      this.logAdds = [];
       this.pendingSnapshot = { meta, data };
     }
     this.send(this.appendResp(m.from, meta.index, false));
@@ -1083,6 +1161,15 @@ export class Raft {
 
   private handleForwardedProposal(m: ProposeRequest): void {
     if (this.role !== Role.Leader || this.leadTransferee !== NONE) return; // the client times out and retries
+    // Validated as if proposed here: a follower forwards only data entries that passed its
+    // own propose() (configuration changes are proposed on the leader, where the one-at-a-time,
+    // own-term and validity rules apply). Anything else is not from a well-behaved member.
+    for (const e of m.entries) {
+      if (e.type !== EntryType.Normal || e.data.byteLength > this.maxEntryBytes) {
+        this.refusedForwards++;
+        return;
+      }
+    }
     this.appendEntries(m.entries);
   }
 
@@ -1111,6 +1198,12 @@ export class Raft {
   // ---------------------------------------------------------------- leader machinery
 
   private proposeEntry(type: EntryType, data: Uint8Array): ProposeOutcome {
+    if (data.byteLength > this.maxEntryBytes) {
+      return this.reject(
+        ProposeRejection.EntryTooLarge,
+        `entry of ${data.byteLength} bytes is above maxEntryBytes (${this.maxEntryBytes})`,
+      );
+    }
     if (this.role === Role.Leader) {
       if (this.leadTransferee !== NONE) {
         return this.reject(ProposeRejection.Transferring, `leadership is moving to ${this.leadTransferee}`);
@@ -1142,6 +1235,7 @@ export class Raft {
       data: it.data,
     }));
     this.log.append(entries);
+    for (const e of entries) if (e.type === EntryType.ConfChange) this.noteLogAdd(e);
     this.needBroadcast = true;
     // A lone voter commits on its own durability: advance() calls maybeCommit().
   }
@@ -1413,8 +1507,16 @@ export class Raft {
   private applyConfEntry(e: Entry): void {
     if (e.index <= this.confAppliedIndex) return;
     this.confAppliedIndex = e.index;
-    const cc = decodeConfChange(e.data);
-    this.conf = applyConfChange(this.conf, cc);
+    if (this.logAdds.length > 0 && (this.logAdds[0] as { index: number }).index <= e.index) {
+      this.logAdds = this.logAdds.filter((a) => a.index > e.index);
+    }
+    const parsed = parseConfChange(e.data);
+    if (!parsed.ok) {
+      // The same bytes fail the same way on every member: the configuration stays as it is.
+      this.malformedConfChanges++;
+      return;
+    }
+    this.conf = applyConfChange(this.conf, parsed.cc);
     this.confHistory.push({ index: e.index, conf: this.conf });
     if (this.role !== Role.Leader) return;
     const next = this.log.lastIndex() + 1;
@@ -1447,6 +1549,68 @@ export class Raft {
       conf = c.conf;
     }
     return conf;
+  }
+
+  // ---------------------------------------------------------------- the sender rule
+
+  /** Whether `id` is in a configuration this node knows of: the applied one, or one in its log. */
+  private isKnown(id: NodeId): boolean {
+    if (this.conf.voters.includes(id) || this.conf.learners.includes(id)) return true;
+    for (const a of this.logAdds) if (a.node === id) return true;
+    return false;
+  }
+
+  /** See the module header: what a sender outside every known configuration may still send. */
+  private senderAllowed(m: Message): boolean {
+    if (this.isKnown(m.from)) return true;
+    switch (m.type) {
+      case MessageType.Append:
+      case MessageType.Heartbeat:
+      case MessageType.Snapshot:
+        // A leader elected by a configuration this node has not seen yet: this node is new
+        // (it knows no configuration) or was away while the membership changed.
+        return (
+          this.knownLeaderElapsed >= this.electionTick ||
+          (this.conf.voters.length === 0 && this.conf.learners.length === 0 && this.logAdds.length === 0)
+        );
+      case MessageType.ReadIndexResp:
+        return m.from === this.lead && this.role === Role.Follower;
+      default:
+        return false;
+    }
+  }
+
+  /** Leader traffic: only a known leader holds back this node's election timer and lease. */
+  private heardFromLeader(from: NodeId): void {
+    this.lead = from;
+    if (!this.isKnown(from)) return;
+    this.electionElapsed = 0;
+    this.knownLeaderElapsed = 0;
+  }
+
+  private noteLogAdd(e: Entry): void {
+    const p = parseConfChange(e.data);
+    if (p.ok && p.cc.type !== ConfChangeType.Remove && e.index > this.confAppliedIndex) {
+      this.logAdds.push({ index: e.index, node: p.cc.node });
+    }
+  }
+
+  /** An Append that holds configuration entries, or may have truncated some, changes logAdds. */
+  private mayChangeLogAdds(m: AppendRequest): boolean {
+    const lastAdd = this.logAdds[this.logAdds.length - 1];
+    if (lastAdd !== undefined && lastAdd.index > m.prevIndex) return true;
+    for (const e of m.entries) if (e.type === EntryType.ConfChange) return true;
+    return false;
+  }
+
+  private rescanLogAdds(): void {
+    this.logAdds = [];
+    const from = Math.max(this.confAppliedIndex + 1, this.log.firstIndex());
+    const last = this.log.lastIndex();
+    for (let i = from; i <= last; i++) {
+      const e = this.log.entry(i);
+      if (e && e.type === EntryType.ConfChange) this.noteLogAdd(e);
+    }
   }
 
   // ---------------------------------------------------------------- helpers
