@@ -476,7 +476,11 @@ export class Raft {
         m.type === MessageType.Heartbeat ||
         m.type === MessageType.Snapshot
       ) {
+        // A leader this node does not know (see senderAllowed) moves its term, but does not
+        // hold back its election timer: a stranger raising terms cannot stall elections.
+        const elapsed = this.electionElapsed;
         this.becomeFollower(m.term, m.from);
+        if (!this.isKnown(m.from)) this.electionElapsed = elapsed;
       } else {
         this.becomeFollower(m.term, NONE);
       }
@@ -806,6 +810,7 @@ export class Raft {
     this.reset(this.term);
     this.role = Role.Leader;
     this.lead = this.id;
+    this.knownLeaderElapsed = 0;
     const next = this.log.lastIndex() + 1;
     for (const id of this.conf.voters) if (id !== this.id) this.prs.set(id, new Progress(id, next, false));
     for (const id of this.conf.learners) if (id !== this.id) this.prs.set(id, new Progress(id, next, true));
