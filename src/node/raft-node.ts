@@ -17,7 +17,7 @@
  * restart it is rebuilt from the durable snapshot and replays the log).
  */
 import { randomInt } from 'node:crypto';
-import { decodeConfChange } from '../raft/confchange.ts';
+import { parseConfChange } from '../raft/confchange.ts';
 import { bootstrapState, Raft, type RaftConfig, type RaftStatus } from '../raft/raft.ts';
 import { SeededRng } from '../raft/rng.ts';
 import type { RaftStorage } from '../raft/storage.ts';
@@ -713,9 +713,23 @@ export class RaftNode<R> {
     if (e.type === EntryType.ConfChange) {
       this.sm.apply(e.index, EMPTY);
       this.applied = e.index;
-      const cc = decodeConfChange(e.data);
+      // Whatever the bytes, the same outcome on every member: the core applies an entry
+      // that does not decode as a no-op (and counts it), and so does the application.
+      const parsed = parseConfChange(e.data);
+      if (!parsed.ok) {
+        this.log?.warn(
+          { index: e.index, reason: parsed.reason },
+          'malformed membership change applied as a no-op',
+        );
+        return;
+      }
+      const cc = parsed.cc;
       this.log?.info({ index: e.index, change: cc.type, node: cc.node }, 'membership change applied');
-      this.opts.onConfChange?.(cc, e.index);
+      try {
+        this.opts.onConfChange?.(cc, e.index);
+      } catch (err) {
+        this.log?.error({ index: e.index, err: (err as Error).message }, 'onConfChange failed');
+      }
       return;
     }
     const at = envelopePayloadAt(e.data);

@@ -10,7 +10,7 @@
 import { fileURLToPath } from 'node:url';
 import { GrpcError, loadProtoFiles, type ServerCall, Status, serviceDefinition } from '../grpc/index.ts';
 import type { KvCommand, KvResult, KvStateMachine } from '../kv/state-machine.ts';
-import { encodeRequest } from '../kv/state-machine.ts';
+import { encodeRegister, encodeRequest } from '../kv/state-machine.ts';
 import {
   NoLeaderError,
   NotLeaderError,
@@ -132,16 +132,34 @@ async function write(ctx: KvServiceContext, call: ServerCall, client: U64, seq: 
   }
   try {
     const r = await ctx.node.propose(encodeRequest({ client: c, seq: s, cmd }), deadline(call, ctx.limits));
-    if (!r.result || r.result.kind === 'duplicate') {
+    const res = r.result;
+    if (!res || res.kind === 'duplicate') {
       throw new GrpcError(
         Status.FAILED_PRECONDITION,
         `sequence ${s} of client ${c} is older than one already applied; use a new sequence number`,
       );
     }
-    return r.result;
+    if (res.kind === 'session-expired') {
+      throw new GrpcError(
+        Status.FAILED_PRECONDITION,
+        `${SESSION_EXPIRED_PREFIX}: client ${c} has no session (evicted or never registered); ` +
+          'this write was not applied; open a new session with RegisterSession',
+      );
+    }
+    if (res.kind !== 'put' && res.kind !== 'delete' && res.kind !== 'cas') {
+      throw new GrpcError(Status.INTERNAL, `the state machine refused the command: ${describe(res)}`);
+    }
+    return res;
   } catch (err) {
     throw toGrpcError(err, ctx);
   }
+}
+
+/** How a write on an expired session's error message starts (clients match on it). */
+export const SESSION_EXPIRED_PREFIX = 'session expired';
+
+function describe(r: KvResult): string {
+  return r.kind === 'invalid' ? r.reason : r.kind;
 }
 
 async function barrier(ctx: KvServiceContext, call: ServerCall, local: boolean | undefined): Promise<void> {
@@ -188,9 +206,11 @@ interface MemberReq {
   learner?: boolean;
 }
 
-function revision(r: KvResult): number {
-  return r.kind === 'duplicate' ? 0 : r.revision;
+function revision(r: WriteResult): number {
+  return r.revision;
 }
+
+type WriteResult = Extract<KvResult, { kind: 'put' | 'delete' | 'cas' }>;
 
 export function kvHandlers(ctx: KvServiceContext) {
   const { limits } = ctx;
@@ -304,6 +324,17 @@ export function kvHandlers(ctx: KvServiceContext) {
         throw toGrpcError(err, ctx);
       }
       return { members: members() };
+    },
+    async RegisterSession(_req: object, call: ServerCall) {
+      try {
+        const r = await ctx.node.propose(encodeRegister(), deadline(call, limits));
+        if (r.result?.kind !== 'register') {
+          throw new GrpcError(Status.INTERNAL, 'the state machine did not open a session');
+        }
+        return { client_id: r.result.client };
+      } catch (err) {
+        throw toGrpcError(err, ctx);
+      }
     },
     async TransferLeader(req: MemberReq, call: ServerCall) {
       try {

@@ -324,6 +324,47 @@ export function createNodeMetrics(server: RaftKvServer, opts: NodeMetricsOptions
     () => c.messagesSent,
   );
 
+  // What the core and the state machine refused (the trust boundary, docs/state-machine.md).
+  const refused = () => status().refused;
+  mirrorCounter(
+    registry,
+    'peer_messages_dropped_total',
+    'Raft messages dropped because their sender is in no configuration this node knows of.',
+    () => refused().nonMemberMessages,
+  );
+  mirrorCounter(
+    registry,
+    'forwarded_proposals_refused_total',
+    'Proposals forwarded by a follower and refused by this leader (a non-data entry, or one too large).',
+    () => refused().forwardedProposals,
+  );
+  mirrorCounter(
+    registry,
+    'malformed_conf_changes_total',
+    'Committed membership change entries that did not decode, applied as no-ops.',
+    () => refused().malformedConfChanges,
+  );
+  const sm = server.sm;
+  mirrorCounter(
+    registry,
+    'invalid_entries_total',
+    'Committed entries that were not KV commands, applied as no-ops.',
+    () => sm.stats.invalid,
+  );
+  mirrorCounter(
+    registry,
+    'sessions_expired_total',
+    'Writes refused because their client session was evicted (or never registered).',
+    () => sm.stats.sessionsExpired,
+  );
+  mirrorCounter(
+    registry,
+    'sessions_evicted_total',
+    'Client sessions evicted (least recently used) to keep the table bounded.',
+    () => sm.stats.sessionsEvicted,
+  );
+  gauge('sessions', 'Client sessions in the state machine.', () => sm.sessionCount);
+
   const storage = opts.storage;
   if (storage) {
     const st = () => storage.stats();

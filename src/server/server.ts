@@ -90,7 +90,10 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
       sync: config.walSync ?? 'dsync',
       ...(config.walInlineBytes !== undefined ? { inlineWriteBytes: config.walInlineBytes } : {}),
     }));
-  const sm = new KvStateMachine();
+  const sm = new KvStateMachine({
+    onInvalid: (index, reason) =>
+      log?.warn({ index, reason }, 'committed entry is not a KV command; applied as a no-op'),
+  });
   const addresses = new Map<NodeId, string>();
   const address = (id: NodeId): string =>
     addresses.get(id) ?? sm.members.get(id) ?? config.peers.get(id) ?? '';

@@ -8,7 +8,13 @@
  * After every event the {@link Invariants} are checked; at the end the client history is
  * checked for linearizability. Same options (seed included) => the very same run.
  */
-import { decodeRequest, encodeRequest, type KvCommand, KvStateMachine } from '../kv/state-machine.ts';
+import {
+  decodeRequest,
+  encodeRequest,
+  type KvCommand,
+  KvStateMachine,
+  LEGACY_COMMAND_VERSION,
+} from '../kv/state-machine.ts';
 import { bootstrapState, emptyState, type ProposeOutcome, Raft, type RaftConfig } from '../raft/raft.ts';
 import { SeededRng } from '../raft/rng.ts';
 import {
@@ -927,7 +933,8 @@ export class Simulator {
       n.pendingReads.set(ctx, { client: clientId, attempt, key: input.key });
       n.raft.readIndex(ctx);
     } else {
-      const data = encodeRequest({ client: clientId, seq: c.seq, cmd: input });
+      // Legacy commands: the first write of a client opens its session (no registration step here).
+      const data = encodeRequest({ client: clientId, seq: c.seq, cmd: input }, LEGACY_COMMAND_VERSION);
       const out = n.raft.propose(data);
       if (out.kind === 'rejected') {
         this.replyClient(nodeId, clientId, attempt, { ok: false, leaderHint: n.raft.leader });
@@ -993,6 +1000,9 @@ function toOutput(cmd: KvCommand, result: NonNullable<ReturnType<KvStateMachine[
       return { kind: 'cas', swapped: result.swapped };
     case 'duplicate':
       void cmd;
+      return null;
+    default:
+      // register, session-expired, invalid: this workload writes legacy commands only.
       return null;
   }
 }

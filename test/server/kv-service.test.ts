@@ -155,13 +155,28 @@ test('compare-and-swap on value, on absence and on version; list by prefix with 
   assert.equal(l['more'], true);
 });
 
-test('exactly-once writes: a retried (client_id, sequence) applies once', async () => {
-  const req = { key: 'once', value: 'v', client_id: 77, sequence: 1 };
+test('exactly-once writes: a retried (client_id, sequence) of a registered session applies once', async () => {
+  const s = await call(client('n2'), 'RegisterSession', {});
+  const id = Number(s['client_id']);
+  assert.ok(id > 0);
+  const req = { key: 'once', value: 'v', client_id: id, sequence: 1 };
   const a = await call(client('n1'), 'Put', req);
   const b = await call(client('n2'), 'Put', req);
   assert.equal(a['revision'], b['revision'], 'the retry returns the first result');
   const g = await call(client('n3'), 'Get', { key: 'once' });
   assert.equal(g['version'], 1);
+});
+
+test('a write on a session that is not registered (or was evicted) is FAILED_PRECONDITION "session expired" and changes nothing', async () => {
+  await assert.rejects(
+    call(client('n1'), 'Put', { key: 'ghost', value: 'v', client_id: 987654321, sequence: 3 }),
+    (e: grpc.ServiceError) => {
+      assert.equal(e.code, grpc.status.FAILED_PRECONDITION);
+      assert.match(e.details, /^session expired: client 987654321 has no session/);
+      return true;
+    },
+  );
+  assert.equal((await call(client('n3'), 'Get', { key: 'ghost' }))['found'], false);
 });
 
 test('bad input: empty key, oversized value, half a session: INVALID_ARGUMENT and nothing changes', async () => {
