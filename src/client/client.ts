@@ -8,10 +8,16 @@
  *   backoff and full jitter, trying the other endpoints, until `retries` or the call's
  *   deadline runs out. An attempt that hangs (a stopped process) times out after
  *   `attemptTimeoutMs` and is retried elsewhere when the request is idempotent.
- * - Exactly-once writes: every write carries a session (client_id, sequence). The
- *   sequence is taken once per write and reused by its retries, so the cluster applies a
- *   retried write once. The server keeps one result per session, so a session carries
- *   one write at a time; concurrent writes use more sessions (a small pool).
+ * - Exactly-once writes: every write carries a session (client_id, sequence). A session
+ *   is opened with RegisterSession (its id comes from the cluster). The sequence is taken
+ *   once per write and reused by its retries, so the cluster applies a retried write
+ *   once. The server keeps one result per session, so a session carries one write at a
+ *   time; concurrent writes use more sessions (a small pool).
+ * - Expired sessions: the cluster keeps a bounded number of sessions and evicts the least
+ *   recently used. A write refused with "session expired" after a single attempt was
+ *   certainly not applied: it is sent again once on a new session. After several attempts
+ *   an earlier one may have been applied before the eviction, so the write fails with
+ *   {@link RaftKvSessionExpiredError} (outcome unknown) instead of risking a second apply.
  *
  * Invariant: a session's sequence numbers only grow, and a session is never used by two
  * writes at once.
@@ -21,7 +27,13 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { RaftKvClosedError, RaftKvConfigError, RaftKvError, RaftKvTimeoutError } from './errors.ts';
+import {
+  RaftKvClosedError,
+  RaftKvConfigError,
+  RaftKvError,
+  RaftKvSessionExpiredError,
+  RaftKvTimeoutError,
+} from './errors.ts';
 
 export const CLIENT_PROTO_FILE = fileURLToPath(new URL('../../proto/raftkv.proto', import.meta.url));
 
@@ -144,7 +156,8 @@ type Method =
   | 'GetClusterStatus'
   | 'AddMember'
   | 'RemoveMember'
-  | 'TransferLeader';
+  | 'TransferLeader'
+  | 'RegisterSession';
 
 interface MethodDef {
   path: string;
@@ -213,8 +226,8 @@ export class RaftKvClient {
   /** Next endpoint to try when no leader is known. */
   private cursor = 0;
   private closed = false;
-  /** Counters: calls made, attempts sent (first tries and retries), retries. */
-  readonly stats = { calls: 0, attempts: 0, retries: 0 };
+  /** Counters: calls made, attempts sent (first tries and retries), retries, sessions opened and found expired. */
+  readonly stats = { calls: 0, attempts: 0, retries: 0, sessionsOpened: 0, sessionsExpired: 0 };
   private discovering: Promise<void> | undefined;
 
   constructor(options: RaftKvClientOptions) {
@@ -350,17 +363,49 @@ export class RaftKvClient {
   // --- internals ---
 
   private async write<T>(method: Method, req: object, options: CallOptions): Promise<T> {
-    const session = this.idle.pop() ?? { clientId: random53(), seq: 0 };
-    session.seq += 1;
+    let session = this.idle.pop() ?? (await this.openSession(options));
+    for (let round = 0; ; round++) {
+      session.seq += 1;
+      const sent = { attempts: 0 };
+      try {
+        const r = await this.invoke<T>(
+          method,
+          { ...req, client_id: session.clientId, sequence: session.seq },
+          WRITE,
+          options,
+          sent,
+        );
+        this.release(session);
+        return r;
+      } catch (e) {
+        if (!(e instanceof RaftKvError) || !isSessionExpired(e)) {
+          this.release(session);
+          throw e;
+        }
+        // The session is gone for good: never reuse it.
+        this.stats.sessionsExpired++;
+        if (sent.attempts === 1 && round === 0) {
+          session = await this.openSession(options);
+          continue;
+        }
+        throw new RaftKvSessionExpiredError(e.grpcCode, e.message, e.endpoint, sent.attempts, { cause: e });
+      }
+    }
+  }
+
+  private release(session: Session): void {
+    if (this.idle.length < MAX_IDLE_SESSIONS) this.idle.push(session);
+  }
+
+  /** A new session from the cluster (a random id against a server older than RegisterSession). */
+  private async openSession(options: CallOptions): Promise<Session> {
     try {
-      return await this.invoke<T>(
-        method,
-        { ...req, client_id: session.clientId, sequence: session.seq },
-        WRITE,
-        options,
-      );
-    } finally {
-      if (this.idle.length < MAX_IDLE_SESSIONS) this.idle.push(session);
+      const r = await this.invoke<{ client_id: number }>('RegisterSession', {}, WRITE, options);
+      this.stats.sessionsOpened++;
+      return { clientId: Number(r.client_id), seq: 0 };
+    } catch (e) {
+      if (e instanceof RaftKvError && e.code === 'UNIMPLEMENTED') return { clientId: random53(), seq: 0 };
+      throw e;
     }
   }
 
@@ -424,7 +469,13 @@ export class RaftKvClient {
     return this.endpoints[this.cursor % this.endpoints.length] as string;
   }
 
-  private async invoke<T>(method: Method, req: object, route: Route, options: CallOptions): Promise<T> {
+  private async invoke<T>(
+    method: Method,
+    req: object,
+    route: Route,
+    options: CallOptions,
+    sent?: { attempts: number },
+  ): Promise<T> {
     const deadline = Date.now() + (options.timeoutMs ?? this.timeoutMs);
     let last: RaftKvError | undefined;
     this.stats.calls++;
@@ -439,6 +490,7 @@ export class RaftKvClient {
       const address = this.pick(route);
       const attemptDeadline = Math.min(deadline, Date.now() + this.attemptTimeoutMs);
       this.stats.attempts++;
+      if (sent) sent.attempts++;
       try {
         return await this.unary<T>(address, method, req, attemptDeadline);
       } catch (e) {
@@ -477,6 +529,11 @@ export class RaftKvClient {
       }
     }
   }
+}
+
+/** How the server says a write's session expired (FAILED_PRECONDITION, message prefix). */
+function isSessionExpired(e: RaftKvError): boolean {
+  return e.code === 'FAILED_PRECONDITION' && e.message.startsWith('session expired');
 }
 
 const READ: Route = { leader: true, idempotent: true };

@@ -54,6 +54,33 @@ export class RaftKvTimeoutError extends RaftKvError {
   override readonly name = 'RaftKvTimeoutError';
 }
 
+/**
+ * A write's session was evicted by the cluster (it keeps a bounded number, least recently
+ * used first) after more than one attempt of the write was sent: an earlier attempt may
+ * have been applied before the eviction, so whether the write happened is unknown. The
+ * cluster never applies it twice. The client opens a new session for its next write.
+ */
+export class RaftKvSessionExpiredError extends RaftKvError {
+  override readonly name = 'RaftKvSessionExpiredError';
+  /** Attempts of the write that were sent. */
+  readonly attempts: number;
+  constructor(
+    grpcCode: number,
+    message: string,
+    endpoint: string,
+    attempts: number,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      grpcCode,
+      `${message} (after ${attempts} attempts: the write may or may not have been applied)`,
+      endpoint,
+      options,
+    );
+    this.attempts = attempts;
+  }
+}
+
 /** The client was closed before or during the call. */
 export class RaftKvClosedError extends RaftKvError {
   override readonly name = 'RaftKvClosedError';

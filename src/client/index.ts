@@ -17,6 +17,7 @@ export {
   RaftKvClosedError,
   RaftKvConfigError,
   RaftKvError,
+  RaftKvSessionExpiredError,
   RaftKvTimeoutError,
   type StatusCodeName,
   StatusName,

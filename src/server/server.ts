@@ -21,6 +21,11 @@ import { defaultLimits, type KvLimits, kvHandlers, kvServiceDefinition } from '.
 
 export interface ServerConfig {
   readonly id: NodeId;
+  /**
+   * Client sessions the state machine keeps (least recently used evicted first). Default
+   * 10,000. Part of the replicated state: every member must use the same value.
+   */
+  readonly maxSessions?: number;
   /** host:port to listen on for clients and peers. Port 0 picks a free one. */
   readonly listen: string;
   /** Every founding member and its address (this node included). Needed to bootstrap. */
@@ -91,6 +96,7 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
       ...(config.walInlineBytes !== undefined ? { inlineWriteBytes: config.walInlineBytes } : {}),
     }));
   const sm = new KvStateMachine({
+    ...(config.maxSessions !== undefined ? { maxSessions: config.maxSessions } : {}),
     onInvalid: (index, reason) =>
       log?.warn({ index, reason }, 'committed entry is not a KV command; applied as a no-op'),
   });
