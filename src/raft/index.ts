@@ -16,7 +16,7 @@ export {
 } from './confchange.ts';
 export { LogSafetyError } from './log.ts';
 export { ProgressState } from './progress.ts';
-export type { ProgressStatus, ProposeOutcome, RaftConfig, RaftStatus } from './raft.ts';
+export type { ProgressStatus, ProposeOutcome, RaftConfig, RaftStatus, RefusedCounts } from './raft.ts';
 export {
   bootstrapState,
   emptyState,
