@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Script } from 'node:vm';
-import { encodeRequest } from '../../src/kv/state-machine.ts';
+import { encodeRegister, encodeRequest } from '../../src/kv/state-machine.ts';
+import { MessageType } from '../../src/raft/types.ts';
 import { type HttpServerHandle, type NodeStatusJson, startHttpServer } from '../../src/server/http.ts';
 import { instrumentStorage } from '../../src/server/metrics.ts';
 import { type RaftKvServer, startServer } from '../../src/server/server.ts';
@@ -226,6 +227,35 @@ test('/metrics is Prometheus text with the raft, storage, API and process metric
     assert.deepEqual(ft.samples.get('raftkv_is_leader'), [0]);
     assert.equal(ft.samples.get('raftkv_follower_match_index'), undefined);
   });
+});
+
+test('/metrics counts what the trust boundary refused: messages from non-members, invalid entries, sessions', async () => {
+  const l = await waitLeader();
+  const text = async () => parsePrometheus(await (await fetch(`${urlOf(l.id)}/metrics`)).text());
+  const before = await text();
+  for (const [name, type] of Object.entries({
+    raftkv_peer_messages_dropped_total: 'counter',
+    raftkv_forwarded_proposals_refused_total: 'counter',
+    raftkv_malformed_conf_changes_total: 'counter',
+    raftkv_invalid_entries_total: 'counter',
+    raftkv_sessions_expired_total: 'counter',
+    raftkv_sessions_evicted_total: 'counter',
+    raftkv_sessions: 'gauge',
+  })) {
+    assert.equal(before.types.get(name), type, name);
+  }
+  // A stranger's heartbeat, a library user's garbage proposal, a registered session.
+  net.route('mallory', [
+    { type: MessageType.Heartbeat, from: 'mallory', to: l.id, term: 1e6, commit: 0, readSeq: 0 },
+  ]);
+  const r = await l.node.propose(new Uint8Array([9, 9, 9]), Date.now() + 5_000);
+  assert.equal(r.result?.kind, 'invalid');
+  await l.node.propose(encodeRegister(), Date.now() + 5_000);
+  const after = await text();
+  const grew = (name: string) => (after.samples.get(name)?.[0] ?? 0) - (before.samples.get(name)?.[0] ?? 0);
+  assert.equal(grew('raftkv_peer_messages_dropped_total'), 1);
+  assert.equal(grew('raftkv_invalid_entries_total'), 1);
+  assert.equal(grew('raftkv_sessions'), 1);
 });
 
 test('unknown paths are 404 JSON, other methods 405 with Allow, HEAD works', async () => {
