@@ -33,7 +33,9 @@
  *   replication answers, TimeoutNow, forwarded proposals and reads) is dropped.
  * - Every drop is counted (`status().refused.nonMemberMessages`).
  * What this costs: a node that missed the change adding a candidate does not vote for it
- * until a leader has brought it up to date (it does vote once it holds that entry).
+ * until a leader has brought it up to date (it does vote once it holds that entry); and a
+ * node catching up from a leader it does not know yet keeps its election timer, so with
+ * PreVote off a catch-up longer than an election timeout may cost an election.
  * What it does not do: an unauthenticated sender can still mislead a node that has lost
  * touch with its leader; keeping such senders out is the transport's job.
  *
