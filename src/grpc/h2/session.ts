@@ -1007,7 +1007,7 @@ export class H2Session extends EventEmitter {
         if (v < HEADER_TABLE_SIZE) this.#tableSizeUpdate = true;
       }
     }
-    this.#frame(SETTINGS, FLAG_ACK, 0, null);
+    this.#push(SETTINGS_ACK);
     if (initial < 0) return;
     // RFC 9113 6.9.2: no stream's window may pass 2^31-1, at any value this frame set
     if (maxInitial + this.#creditBound > MAX_WINDOW && maxInitial + this.#maxCredit() > MAX_WINDOW)
@@ -1346,5 +1346,7 @@ function parseContentLength(v: string | string[]): number {
 const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 /** Field values must not hold NUL, CR or LF (RFC 9113 8.2.1). */
 const BAD_VALUE = /[\0\r\n]/;
+/** A SETTINGS ACK frame (never written to, so one serves every ACK). */
+const SETTINGS_ACK = Buffer.of(0, 0, 0, SETTINGS, FLAG_ACK, 0, 0, 0, 0);
 /** An HPACK dynamic table size update to 0. */
 const TABLE_SIZE_ZERO = Buffer.of(0x20);
