@@ -668,6 +668,29 @@ describe('RFC 9113 and RFC 7541 conformance over raw frames', () => {
     });
   }
 
+  it('5.1: remembers how recent streams closed past a long-lived stream (a ring of 2,048 ids)', {
+    timeout: 30_000,
+  }, async () => {
+    const c = await RawConn.open(s.port, []);
+    try {
+      // stream 1 stays open while 2,048 later streams are answered early (and so reset by the server)
+      const later = Array.from({ length: 2048 }, (_, i) => openStream(3 + 2 * i, UNKNOWN));
+      await c.write(Buffer.concat([held(1), ...later]));
+      await c.waitFor(() => c.ended.has(4097), 'the last answer');
+      // stream 1 ends long after: the record of stream 4097 (same slot) must survive it
+      await c.write(rstStream(1, 0x8));
+      await c.write(data(4097));
+      await c.sync();
+      assert.equal(c.rst.get(4097), Code.NO_ERROR, 'late DATA after our RST_STREAM is ignored');
+      assert.equal(c.goaway, undefined);
+      // and a late HEADERS without END_STREAM on a stream older than the ring is a new stream with a lower id
+      await c.write(openStream(1, UNKNOWN));
+      assert.equal(await c.goawayCode(), Code.PROTOCOL_ERROR);
+    } finally {
+      c.destroy();
+    }
+  });
+
   it('serves a benign call after the sweep', async () => {
     assert.equal(await benignCall(s.address), '0');
   });

@@ -725,7 +725,9 @@ export class H2Session extends EventEmitter {
 
   #setIdState(id: number, how: number): void {
     const ring = this.#idStates;
-    if (ring !== null) ring[(id >>> 1) & (CLOSED_RING - 1)] = how;
+    // a stream that outlived the ring no longer owns its slot
+    if (ring !== null && this.#lastStreamId - id < 2 * CLOSED_RING)
+      ring[(id >>> 1) & (CLOSED_RING - 1)] = how;
   }
 
   /** A new stream id (above the last): the ids it skips are closed without ever opening (RFC 9113 5.1.1). */
