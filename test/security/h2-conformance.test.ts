@@ -53,11 +53,6 @@ const priority = (dep: number): Buffer => {
   p[4] = 15;
   return p;
 };
-const u32 = (v: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(v, 0);
-  return b;
-};
 
 type Step = Buffer | { readonly waitEnd: number };
 type Expect =
