@@ -149,6 +149,12 @@ const OK_TRAILERS: OutgoingHttpHeaders = Object.freeze({ 'grpc-status': '0' });
 const RESPOND_WITH_TRAILERS = { waitForTrailers: true, sendDate: false };
 const RESPOND_END = { endStream: true, sendDate: false };
 const INPUT_HIGH_WATER = 256;
+/**
+ * Request bytes a streaming call may hold decoded but not yet read by its handler before the stream is paused.
+ * While paused, the HTTP/2 engine holds what arrives and returns no stream window for it, so a handler that does
+ * not read costs at most this plus one stream window (docs/http2-limits.md).
+ */
+const INPUT_HIGH_WATER_BYTES = 64 * 1024;
 const INTERNAL_MESSAGE = 'Internal server error';
 
 /** A trailers-only response with a status (used for calls that never got a Call object). */
@@ -242,6 +248,9 @@ export class Call implements ServerStreamCall, FrameSink {
   // streaming input: a queue read by the async iterator
   #queue: (object | undefined)[] | null = null;
   #qHead = 0;
+  /** Wire sizes of the queued requests (parallel to #queue), and their sum. */
+  #qSizes: number[] = [];
+  #qBytes = 0;
   #inputEnded = false;
   #inputError: GrpcError | null = null;
   #waiter: Waiter | null = null;
@@ -362,7 +371,7 @@ export class Call implements ServerStreamCall, FrameSink {
         this.finish(Status.INTERNAL, 'More than one request message for a server-streaming method');
         return false;
       }
-      this.#enqueue(request);
+      this.#enqueue(request, body.length);
       return true;
     }
     if (this.#received > 1) {
@@ -604,7 +613,7 @@ export class Call implements ServerStreamCall, FrameSink {
     }
   }
 
-  #enqueue(msg: object): void {
+  #enqueue(msg: object, bytes: number): void {
     const w = this.#waiter;
     if (w !== null) {
       this.#waiter = null;
@@ -613,7 +622,12 @@ export class Call implements ServerStreamCall, FrameSink {
     }
     const q = this.#queue!;
     q.push(msg);
-    if (q.length - this.#qHead >= INPUT_HIGH_WATER && !this.#paused) {
+    this.#qSizes.push(bytes);
+    this.#qBytes += bytes;
+    if (
+      (q.length - this.#qHead >= INPUT_HIGH_WATER || this.#qBytes >= INPUT_HIGH_WATER_BYTES) &&
+      !this.#paused
+    ) {
       this.#paused = true;
       this.stream.pause();
     }
@@ -638,12 +652,18 @@ export class Call implements ServerStreamCall, FrameSink {
     const q = this.#queue;
     if (q !== null && this.#qHead < q.length) {
       const v = q[this.#qHead]!;
+      this.#qBytes -= this.#qSizes[this.#qHead]!;
       q[this.#qHead++] = undefined;
       if (this.#qHead === q.length) {
         q.length = 0;
+        this.#qSizes.length = 0;
         this.#qHead = 0;
       }
-      if (this.#paused && q.length - this.#qHead < INPUT_HIGH_WATER / 2) {
+      if (
+        this.#paused &&
+        q.length - this.#qHead < INPUT_HIGH_WATER / 2 &&
+        this.#qBytes < INPUT_HIGH_WATER_BYTES / 2
+      ) {
         this.#paused = false;
         this.stream.resume();
       }

@@ -8,9 +8,20 @@
 // - Frames go out in the order they are queued. A stream's DATA never exceeds the peer's stream or connection
 //   window nor its SETTINGS_MAX_FRAME_SIZE; DATA that does not fit waits on the stream, and anything queued
 //   after it on that stream (trailers, END_STREAM) waits behind it.
+// - Outbound windows cost O(1) per frame received, whatever the number of streams (docs/http2-limits.md):
+//   a stream's send window is kept as `sendCredit` relative to the peer's SETTINGS_INITIAL_WINDOW_SIZE, so a
+//   settings change touches no stream. A stream with DATA waiting is in exactly one of two places: the ready
+//   queue (its own window is open, it waits for the connection window; FIFO) or the starved heap (its own
+//   window is shut; a max-heap on sendCredit). A connection WINDOW_UPDATE serves the ready queue from its head
+//   and stops when the window is spent; a stream WINDOW_UPDATE moves one stream; a raised initial window moves
+//   only the heap's top streams that now have at least `wakeMin()` bytes of window.
 // - Inbound flow control: the peer may never exceed the windows we granted (that is FLOW_CONTROL_ERROR).
-//   The connection window is replenished as frames arrive; a stream's window as its data is delivered, so a
-//   paused stream stops its sender after one window.
+//   The connection window is replenished as frames arrive; a stream's window as its data is delivered to the
+//   reader, so a paused stream (the reader holds enough) stops its sender after one stream window.
+// - Stream states follow RFC 9113 5.1: ids only grow (a lower new id is a connection PROTOCOL_ERROR); DATA or
+//   HEADERS on a half-closed (remote) or closed stream is STREAM_CLOSED, except on a stream we reset, whose late
+//   frames are ignored. How each of the last CLOSED_RING stream ids closed is kept in a ring of bytes.
+// - At most MAX_SETTINGS_ENTRIES entries per SETTINGS frame (more is ENHANCE_YOUR_CALM, as nghttp2 does).
 // - A stream closes exactly once ('close' is emitted once), when both sides have ended, on RST_STREAM either
 //   way, or when the connection goes. A stream we end before the peer does is reset with NO_ERROR.
 // - Connection errors (malformed frames, HPACK failures, window overflows) send GOAWAY with the error code
@@ -83,6 +94,22 @@ const HEADER_FRAME_COST = 9;
 const END_GRACE_MS = 5000;
 /** Output the socket may hold before we stop reading from it. */
 const OUTPUT_HIGH_WATER = 4 * 1024 * 1024;
+/** Entries a SETTINGS frame may carry (nghttp2's default max_settings); there are only 6 settings defined. */
+export const MAX_SETTINGS_ENTRIES = 32;
+/**
+ * A stream starved by its own window is woken by a raised SETTINGS_INITIAL_WINDOW_SIZE only once it may send at
+ * least this much (or a quarter of the initial window, if smaller): a peer nudging the setting by one byte per
+ * frame must not make us send a 1-byte DATA frame on every blocked stream per frame.
+ */
+const WAKE_MIN = 1024;
+/** How many of the most recent stream ids remember how they closed (a power of two). */
+const CLOSED_RING = 2048;
+/** How a stream id below the highest one seen ended (RFC 9113 5.1), in the ring. */
+const ID_SKIPPED = 0; // never opened (implicitly closed), or an even id
+const ID_OPEN = 1;
+const ID_RESET_BY_US = 2; // we sent RST_STREAM: the peer's late frames are ignored
+const ID_CLOSED = 3; // both sides ended, or the peer reset it: more DATA/HEADERS is STREAM_CLOSED
+const ID_FORGOTTEN = 4; // older than the ring
 
 export type IncomingHeaders = Record<string, string | string[] | undefined>;
 export type OutgoingHeaders = Readonly<Record<string, HeaderValue>>;
@@ -122,7 +149,16 @@ export class H2Stream extends EventEmitter {
   rstCode: number | undefined = undefined;
   /** @internal */ remoteEnded = false;
   /** @internal */ localEnded = false;
-  /** @internal */ sendWindow: number;
+  /** @internal send window minus the peer's SETTINGS_INITIAL_WINDOW_SIZE (so a settings change is O(1)) */
+  sendCredit = 0;
+  /** @internal index in the session's starved heap, or -1 */
+  heapIndex = -1;
+  /** @internal in the session's ready queue */
+  inReady = false;
+  /** @internal the request's content-length, or -1 */
+  contentLength = -1;
+  /** @internal DATA bytes received, counted only when contentLength >= 0 */
+  dataReceived = 0;
   /** @internal */ recvWindow: number;
   /** @internal */ unacked = 0;
   /** @internal */ pending: PendingData[] | null = null;
@@ -135,11 +171,10 @@ export class H2Stream extends EventEmitter {
   #waitForTrailers = false;
   /** @internal */ needDrain = false;
 
-  constructor(session: H2Session, id: number, sendWindow: number, recvWindow: number) {
+  constructor(session: H2Session, id: number, recvWindow: number) {
     super();
     this.session = session;
     this.id = id;
-    this.sendWindow = sendWindow;
     this.recvWindow = recvWindow;
   }
 
@@ -270,11 +305,21 @@ export class H2Session extends EventEmitter {
   #hbEndStream = false;
   #hbParts: Buffer[] | null = null;
   #hbBytes = 0;
+  #hbSelfDep = false;
   // output
   #out: Buffer[] = [];
   #outBytes = 0;
   #flushScheduled = false;
-  #blocked: H2Stream[] = [];
+  /** Streams whose own window is open, waiting for the connection window (FIFO from #readyHead). */
+  #ready: H2Stream[] = [];
+  #readyHead = 0;
+  /** Streams with DATA waiting whose own window is shut: a max-heap on sendCredit. */
+  #starved: H2Stream[] = [];
+  /** An upper bound of every open stream's sendCredit (exact after #maxCredit recomputes it). */
+  #creditBound = 0;
+  /** How recent stream ids closed (ID_*), at (id >>> 1) & (CLOSED_RING - 1); made on the first stream. */
+  #idStates: Uint8Array | null = null;
+  #settingsSeen = false;
   #drainWaiters: H2Stream[] = [];
   #closed: H2Stream[] = [];
   #pings: ((err: Error | null) => void)[] = [];
@@ -436,17 +481,23 @@ export class H2Session extends EventEmitter {
     if (off < buf.length) {
       s.pending = [{ buf, off }];
       s.pendingBytes = buf.length - off;
-      this.#blocked.push(s);
+      if (s.sendCredit + this.#peerInitialWindow > 0) this.#readyPush(s);
+      else this.#heapPush(s);
     }
   }
 
   /** Sends as much of buf[off..] as the windows allow; returns the new offset. */
   #sendSome(s: H2Stream, buf: Buffer, off: number): number {
     while (off < buf.length) {
-      const n = Math.min(buf.length - off, s.sendWindow, this.#connSendWindow, this.#peerMaxFrame);
+      const n = Math.min(
+        buf.length - off,
+        s.sendCredit + this.#peerInitialWindow,
+        this.#connSendWindow,
+        this.#peerMaxFrame,
+      );
       if (n <= 0) break;
       this.#frame(DATA, 0, s.id, off === 0 && n === buf.length ? buf : buf.subarray(off, off + n));
-      s.sendWindow -= n;
+      s.sendCredit -= n;
       this.#connSendWindow -= n;
       off += n;
     }
@@ -458,38 +509,149 @@ export class H2Session extends EventEmitter {
     this.#frame(DATA, FLAG_END_STREAM, s.id, null);
   }
 
-  /** Resumes streams waiting for window, in order. */
-  #unblock(): void {
-    if (this.#blocked.length === 0) return;
-    const still: H2Stream[] = [];
-    for (const s of this.#blocked) {
-      if (s.destroyed || s.pending === null) continue;
-      const q = s.pending;
-      while (q.length > 0) {
-        const p = q[0]!;
-        const before = p.off;
-        p.off = this.#sendSome(s, p.buf, p.off);
-        s.pendingBytes -= p.off - before;
-        if (p.off < p.buf.length) break;
-        q.shift();
-      }
-      if (q.length > 0) {
-        still.push(s);
-        continue;
-      }
-      s.pending = null;
-      s.pendingBytes = 0;
-      if (s.endAfterPending !== 0) s.finishEnd();
-      if (s.needDrain) {
-        if (this.congested) {
-          this.#drainWaiters.push(s);
-        } else {
-          s.needDrain = false;
-          s.emit('drain');
-        }
+  /** Sends what the windows allow of a stream's waiting DATA; true when none is left. */
+  #sendPending(s: H2Stream): boolean {
+    const q = s.pending!;
+    while (q.length > 0) {
+      const p = q[0]!;
+      const before = p.off;
+      p.off = this.#sendSome(s, p.buf, p.off);
+      s.pendingBytes -= p.off - before;
+      if (p.off < p.buf.length) return false;
+      q.shift();
+    }
+    return true;
+  }
+
+  /** All of a stream's waiting DATA is out: what was queued behind it (END_STREAM, trailers, 'drain') goes. */
+  #pendingDone(s: H2Stream): void {
+    s.pending = null;
+    s.pendingBytes = 0;
+    if (s.endAfterPending !== 0) s.finishEnd();
+    if (s.needDrain) {
+      if (this.congested) {
+        this.#drainWaiters.push(s);
+      } else {
+        s.needDrain = false;
+        s.emit('drain');
       }
     }
-    this.#blocked = still;
+  }
+
+  #readyPush(s: H2Stream): void {
+    s.inReady = true;
+    this.#ready.push(s);
+  }
+
+  /**
+   * Serves the ready queue while the connection window lasts. Each stream taken off the queue either finished,
+   * or moved to the heap (its own window shut); the loop stops at the first stream the connection window could
+   * not satisfy, so the work is O(1) plus the frames sent. Invariant after: the queue is empty or the
+   * connection window is spent.
+   */
+  #serveReady(): void {
+    const q = this.#ready;
+    let head = this.#readyHead;
+    while (head < q.length && this.#connSendWindow > 0) {
+      const s = q[head]!;
+      if (s.destroyed || s.pending === null) {
+        s.inReady = false;
+        head++;
+        continue;
+      }
+      if (this.#sendPending(s)) {
+        s.inReady = false;
+        head++;
+        this.#readyHead = head;
+        this.#pendingDone(s); // may queue more (trailers, writes after 'drain'): q may grow, never shrink
+        continue;
+      }
+      if (s.sendCredit + this.#peerInitialWindow <= 0) {
+        s.inReady = false;
+        head++;
+        this.#heapPush(s);
+        continue;
+      }
+      break;
+    }
+    if (head >= q.length) {
+      q.length = 0;
+      head = 0;
+    } else if (head > 1024 && head * 2 > q.length) {
+      q.splice(0, head);
+      head = 0;
+    }
+    this.#readyHead = head;
+  }
+
+  // The starved heap: streams with DATA waiting whose own window is shut, the largest sendCredit on top.
+  #heapPush(s: H2Stream): void {
+    const h = this.#starved;
+    s.heapIndex = h.length;
+    h.push(s);
+    this.#siftUp(s.heapIndex);
+  }
+
+  #heapRemove(s: H2Stream): void {
+    const h = this.#starved;
+    const i = s.heapIndex;
+    s.heapIndex = -1;
+    const last = h.pop()!;
+    if (last === s) return;
+    h[i] = last;
+    last.heapIndex = i;
+    this.#siftUp(i);
+    this.#siftDown(last.heapIndex);
+  }
+
+  #siftUp(i: number): void {
+    const h = this.#starved;
+    const s = h[i]!;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      const p = h[parent]!;
+      if (p.sendCredit >= s.sendCredit) break;
+      h[i] = p;
+      p.heapIndex = i;
+      i = parent;
+    }
+    h[i] = s;
+    s.heapIndex = i;
+  }
+
+  #siftDown(i: number): void {
+    const h = this.#starved;
+    const n = h.length;
+    const s = h[i]!;
+    for (;;) {
+      let c = 2 * i + 1;
+      if (c >= n) break;
+      if (c + 1 < n && h[c + 1]!.sendCredit > h[c]!.sendCredit) c++;
+      const child = h[c]!;
+      if (child.sendCredit <= s.sendCredit) break;
+      h[i] = child;
+      child.heapIndex = i;
+      i = c;
+    }
+    h[i] = s;
+    s.heapIndex = i;
+  }
+
+  /** The window a starved stream needs before a raised initial window wakes it. */
+  #wakeMin(): number {
+    return Math.max(1, Math.min(WAKE_MIN, this.#peerInitialWindow >>> 2));
+  }
+
+  /** After the initial window grew: the heap's top streams with enough window move to the ready queue. */
+  #wakeStarved(): void {
+    const h = this.#starved;
+    const need = this.#wakeMin() - this.#peerInitialWindow;
+    while (h.length > 0 && h[0]!.sendCredit >= need) {
+      const s = h[0]!;
+      this.#heapRemove(s);
+      if (!s.destroyed && s.pending !== null) this.#readyPush(s);
+    }
+    this.#serveReady();
   }
 
   /** @internal */
@@ -506,7 +668,7 @@ export class H2Session extends EventEmitter {
     this.#drainWaiters = [];
     for (const s of w) {
       if (!s.needDrain || s.destroyed) continue;
-      // a stream still waiting for flow-control window is woken by #unblock instead
+      // a stream still waiting for flow-control window is woken when its DATA is out instead
       if (s.pending !== null) continue;
       s.needDrain = false;
       s.emit('drain');
@@ -519,14 +681,16 @@ export class H2Session extends EventEmitter {
     if (!s.remoteEnded) {
       // We answered before the client finished sending: ask it to stop, without error (RFC 9113 8.1).
       this.#rst(s.id, H2Error.NO_ERROR);
+      this.#close(s, undefined, ID_RESET_BY_US);
+      return;
     }
-    this.#close(s, undefined);
+    this.#close(s, undefined, ID_CLOSED);
   }
 
   /** @internal */
   reset(s: H2Stream, code: number): void {
     this.#rst(s.id, code);
-    this.#close(s, code);
+    this.#close(s, code, ID_RESET_BY_US);
   }
 
   #rst(id: number, code: number): void {
@@ -535,18 +699,45 @@ export class H2Session extends EventEmitter {
     this.#frame(RST_STREAM, 0, id, p);
   }
 
-  #close(s: H2Stream, code: number | undefined): void {
+  #close(s: H2Stream, code: number | undefined, how: number): void {
     if (s.destroyed) return;
     s.destroyed = true;
     s.rstCode = code;
     s.pending = null;
     s.inbox = null;
+    if (s.heapIndex >= 0) this.#heapRemove(s);
     this.#streams.delete(s.id);
+    this.#setIdState(s.id, how);
     this.#closed.push(s);
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       process.nextTick(flushSession, this);
     }
+  }
+
+  /** How stream `id` (not open now) ended, as far as we remember (ID_*). */
+  #idState(id: number): number {
+    if ((id & 1) === 0) return ID_SKIPPED;
+    if (this.#lastStreamId - id >= 2 * CLOSED_RING) return ID_FORGOTTEN;
+    const ring = this.#idStates;
+    return ring === null ? ID_SKIPPED : ring[(id >>> 1) & (CLOSED_RING - 1)]!;
+  }
+
+  #setIdState(id: number, how: number): void {
+    const ring = this.#idStates;
+    // a stream that outlived the ring no longer owns its slot
+    if (ring !== null && this.#lastStreamId - id < 2 * CLOSED_RING)
+      ring[(id >>> 1) & (CLOSED_RING - 1)] = how;
+  }
+
+  /** A new stream id (above the last): the ids it skips are closed without ever opening (RFC 9113 5.1.1). */
+  #advanceStreamId(id: number): void {
+    let ring = this.#idStates;
+    if (ring === null) ring = this.#idStates = new Uint8Array(CLOSED_RING);
+    const skipped = Math.min(((id - this.#lastStreamId) >>> 1) - 1, CLOSED_RING);
+    for (let k = 1; k <= skipped; k++) ring[((id >>> 1) - k) & (CLOSED_RING - 1)] = ID_SKIPPED;
+    ring[(id >>> 1) & (CLOSED_RING - 1)] = ID_OPEN;
+    this.#lastStreamId = id;
   }
 
   #goaway(code: number): void {
@@ -694,6 +885,12 @@ export class H2Session extends EventEmitter {
     if (this.#hbParts !== null && type !== CONTINUATION) {
       throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'expected CONTINUATION');
     }
+    if (!this.#settingsSeen) {
+      // RFC 9113 3.4: the client's preface ends with a SETTINGS frame
+      if (type !== SETTINGS || (flags & FLAG_ACK) !== 0)
+        throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'first frame is not SETTINGS');
+      this.#settingsSeen = true;
+    }
     switch (type) {
       case DATA:
         this.#onDataFrame(flags, id, p);
@@ -709,8 +906,7 @@ export class H2Session extends EventEmitter {
         if (flags & FLAG_END_HEADERS) this.#endBlock();
         return;
       case PRIORITY:
-        if (id === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'PRIORITY on stream 0');
-        if (p.length !== 5) this.#streamError(id, H2Error.FRAME_SIZE_ERROR);
+        this.#onPriority(id, p);
         return;
       case RST_STREAM: {
         if (id === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'RST_STREAM on stream 0');
@@ -719,7 +915,7 @@ export class H2Session extends EventEmitter {
           throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'RST_STREAM on idle stream');
         const s = this.#streams.get(id);
         if (s !== undefined) {
-          this.#close(s, p.readUInt32BE(0));
+          this.#close(s, p.readUInt32BE(0), ID_CLOSED);
           this.#chargeReset();
         }
         return;
@@ -741,6 +937,7 @@ export class H2Session extends EventEmitter {
         return;
       case GOAWAY:
         if (id !== 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'GOAWAY on a stream');
+        if (p.length < 8) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'GOAWAY size');
         // The client is leaving; it closes the connection when its calls are done.
         return;
       case WINDOW_UPDATE:
@@ -748,6 +945,23 @@ export class H2Session extends EventEmitter {
         return;
       default:
       // unknown frame types are ignored (RFC 9113 4.1)
+    }
+  }
+
+  /** PRIORITY is advisory and ignored (RFC 9113 5.3.2), but its form is checked. */
+  #onPriority(id: number, p: Buffer): void {
+    if (id === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'PRIORITY on stream 0');
+    const open = this.#streams.has(id);
+    if (p.length !== 5) {
+      // a stream error, but an idle or closed stream cannot be reset: then the connection goes
+      if (!open) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'PRIORITY size');
+      this.#streamError(id, H2Error.FRAME_SIZE_ERROR);
+      return;
+    }
+    if ((p.readUInt32BE(0) & 0x7fffffff) === id) {
+      // RFC 9113 5.3.1: a stream cannot depend on itself
+      if (!open) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'PRIORITY: stream depends on itself');
+      this.#streamError(id, H2Error.PROTOCOL_ERROR);
     }
   }
 
@@ -770,19 +984,19 @@ export class H2Session extends EventEmitter {
       return;
     }
     if (p.length % 6 !== 0) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'SETTINGS size');
+    if (p.length > 6 * MAX_SETTINGS_ENTRIES)
+      throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, `SETTINGS with ${p.length / 6} entries`);
+    // Entries are checked in order; the initial window is applied once, after the last one.
+    let initial = -1;
+    let maxInitial = -1;
     for (let i = 0; i < p.length; i += 6) {
       const key = p.readUInt16BE(i);
       const v = p.readUInt32BE(i + 2);
       if (key === SETTINGS_INITIAL_WINDOW_SIZE) {
         if (v > MAX_WINDOW)
           throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'INITIAL_WINDOW_SIZE too large');
-        const delta = v - this.#peerInitialWindow;
-        this.#peerInitialWindow = v;
-        for (const s of this.#streams.values()) {
-          s.sendWindow += delta;
-          if (s.sendWindow > MAX_WINDOW)
-            throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'window overflow');
-        }
+        initial = v;
+        if (v > maxInitial) maxInitial = v;
       } else if (key === SETTINGS_MAX_FRAME_SIZE) {
         if (v < 16384 || v > 16777215)
           throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'MAX_FRAME_SIZE out of range');
@@ -795,8 +1009,23 @@ export class H2Session extends EventEmitter {
         if (v < HEADER_TABLE_SIZE) this.#tableSizeUpdate = true;
       }
     }
-    this.#frame(SETTINGS, FLAG_ACK, 0, null);
-    this.#unblock();
+    this.#push(SETTINGS_ACK);
+    if (initial < 0) return;
+    // RFC 9113 6.9.2: no stream's window may pass 2^31-1, at any value this frame set
+    if (maxInitial + this.#creditBound > MAX_WINDOW && maxInitial + this.#maxCredit() > MAX_WINDOW)
+      throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'window overflow');
+    const raised = initial > this.#peerInitialWindow;
+    this.#peerInitialWindow = initial;
+    // a lowered window needs nothing now: ready streams whose window shut move to the heap when served
+    if (raised && this.#starved.length > 0) this.#wakeStarved();
+  }
+
+  /** The largest sendCredit of an open stream (O(streams): only when the cheap bound says a window may overflow). */
+  #maxCredit(): number {
+    let m = 0;
+    for (const s of this.#streams.values()) if (s.sendCredit > m) m = s.sendCredit;
+    this.#creditBound = m;
+    return m;
   }
 
   #onWindowUpdate(id: number, p: Buffer): void {
@@ -807,7 +1036,7 @@ export class H2Session extends EventEmitter {
       this.#connSendWindow += inc;
       if (this.#connSendWindow > MAX_WINDOW)
         throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'window overflow');
-      this.#unblock();
+      if (this.#readyHead < this.#ready.length) this.#serveReady();
       return;
     }
     const s = this.#streams.get(id);
@@ -820,24 +1049,30 @@ export class H2Session extends EventEmitter {
       this.#streamError(id, H2Error.PROTOCOL_ERROR);
       return;
     }
-    s.sendWindow += inc;
-    if (s.sendWindow > MAX_WINDOW) {
+    s.sendCredit += inc;
+    if (s.sendCredit + this.#peerInitialWindow > MAX_WINDOW) {
       this.#streamError(id, H2Error.FLOW_CONTROL_ERROR);
       return;
     }
-    if (s.pending !== null) this.#unblock();
+    if (s.sendCredit > this.#creditBound) this.#creditBound = s.sendCredit;
+    if (s.heapIndex < 0) return; // no DATA waiting, or waiting for the connection window only
+    if (s.sendCredit + this.#peerInitialWindow > 0) {
+      this.#heapRemove(s);
+      this.#readyPush(s);
+      this.#serveReady();
+    } else {
+      this.#siftUp(s.heapIndex);
+    }
   }
 
+  /** A stream error the peer provoked: RST_STREAM (on an open or closed stream), charged to the reset budget. */
   #streamError(id: number, code: number): void {
     const s = this.#streams.get(id);
-    if (s !== undefined) {
-      this.reset(s, code);
-      // a reset the peer provoked frees a stream slot just like one it sent (the "MadeYouReset" pattern)
-      this.#chargeReset();
-    } else if (id <= this.#lastStreamId) {
-      this.#rst(id, code);
-    }
-    // an idle stream gets nothing: RST_STREAM on an idle stream is itself a protocol error
+    if (s !== undefined) this.reset(s, code);
+    else if (id <= this.#lastStreamId) this.#rst(id, code);
+    else return; // an idle stream gets nothing: RST_STREAM on an idle stream is itself a protocol error
+    // a reset the peer provoked frees a stream slot just like one it sent (the "MadeYouReset" pattern)
+    this.#chargeReset();
   }
 
   #onHeaders(flags: number, id: number, p: Buffer): void {
@@ -851,7 +1086,12 @@ export class H2Session extends EventEmitter {
       start = 1;
       end -= pad;
     }
-    if (flags & FLAG_PRIORITY) start += 5;
+    this.#hbSelfDep = false;
+    if (flags & FLAG_PRIORITY) {
+      start += 5;
+      // RFC 9113 5.3.1: a stream cannot depend on itself (a stream error, once the block is decoded)
+      if (start <= end) this.#hbSelfDep = (p.readUInt32BE(start - 5) & 0x7fffffff) === id;
+    }
     if (start > end) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'HEADERS padding exceeds payload');
     this.#hbStream = id;
     this.#hbEndStream = (flags & FLAG_END_STREAM) !== 0;
@@ -880,6 +1120,7 @@ export class H2Session extends EventEmitter {
     let listSize = 0;
     let bad: string | null = null;
     let regularSeen = false;
+    const existing = this.#streams.get(id);
     this.#decoder.decode(block, (name, value) => {
       listSize += name.length + value.length + 32;
       if (bad !== null || listSize > maxList) return; // keep decoding (HPACK state) but stop collecting
@@ -888,7 +1129,8 @@ export class H2Session extends EventEmitter {
         return;
       }
       if (name.charCodeAt(0) === 58) {
-        if (regularSeen) bad = 'pseudo-header after a regular header';
+        if (existing !== undefined) bad = 'pseudo-header in trailers';
+        else if (regularSeen) bad = 'pseudo-header after a regular header';
         else if (name !== ':method' && name !== ':path' && name !== ':scheme' && name !== ':authority')
           bad = `unknown pseudo-header ${name}`;
         else if (headers[name] !== undefined) bad = `duplicate ${name}`;
@@ -911,10 +1153,18 @@ export class H2Session extends EventEmitter {
       else if (typeof prev === 'string') headers[name] = [prev, value];
       else prev.push(value);
     });
-    const existing = this.#streams.get(id);
     if (existing !== undefined) {
-      // Trailers from the client: they must end the stream.
-      if (!endStream || existing.remoteEnded) {
+      // Trailers from the client (RFC 9113 8.1): only on an open stream, ending it, with no pseudo-header.
+      if (existing.remoteEnded) {
+        this.#streamError(id, H2Error.STREAM_CLOSED);
+        return;
+      }
+      if (
+        !endStream ||
+        bad !== null ||
+        this.#hbSelfDep ||
+        (existing.contentLength >= 0 && existing.dataReceived !== existing.contentLength)
+      ) {
         this.#streamError(id, H2Error.PROTOCOL_ERROR);
         return;
       }
@@ -922,30 +1172,42 @@ export class H2Session extends EventEmitter {
       return;
     }
     if (id <= this.#lastStreamId) {
-      // A stream we already closed (e.g. reset with NO_ERROR after answering): frames after our RST_STREAM
-      // are ignored (RFC 9113 5.1); the block was decoded above, so the HPACK table stays in step.
+      // Not a new stream. The block was decoded above, so the HPACK table stays in step.
+      const how = this.#idState(id);
+      if (how === ID_SKIPPED || (how === ID_FORGOTTEN && !endStream))
+        throw new ConnectionError(H2Error.PROTOCOL_ERROR, `stream ${id} opened after ${this.#lastStreamId}`);
+      if (how === ID_CLOSED) this.#streamError(id, H2Error.STREAM_CLOSED);
+      // after our RST_STREAM the peer's late frames are ignored (RFC 9113 5.1)
       return;
     }
-    this.#lastStreamId = id;
+    this.#advanceStreamId(id);
     if (this.#goawaySent || this.#streams.size >= this.#opts.maxConcurrentStreams) {
-      this.#rst(id, H2Error.REFUSED_STREAM);
+      this.#refuse(id, H2Error.REFUSED_STREAM);
       return;
     }
     if (listSize > maxList) {
-      this.#rst(id, H2Error.ENHANCE_YOUR_CALM);
+      this.#refuse(id, H2Error.ENHANCE_YOUR_CALM);
       return;
     }
-    if (
-      bad === null &&
-      (headers[':method'] === undefined || headers[':path'] === undefined || headers[':scheme'] === undefined)
-    ) {
-      bad = 'missing pseudo-header';
+    let contentLength = -1;
+    if (bad === null) {
+      const path = headers[':path'];
+      if (headers[':method'] === undefined || path === undefined || headers[':scheme'] === undefined)
+        bad = 'missing pseudo-header';
+      else if (path === '')
+        bad = 'empty :path'; // RFC 9113 8.3.1
+      else if (this.#hbSelfDep) bad = 'stream depends on itself';
+      else if (headers['content-length'] !== undefined) {
+        contentLength = parseContentLength(headers['content-length']);
+        if (contentLength < 0 || (endStream && contentLength !== 0)) bad = 'bad content-length';
+      }
     }
     if (bad !== null) {
-      this.#rst(id, H2Error.PROTOCOL_ERROR);
+      this.#refuse(id, H2Error.PROTOCOL_ERROR);
       return;
     }
-    const s = new H2Stream(this, id, this.#peerInitialWindow, this.#opts.streamWindow);
+    const s = new H2Stream(this, id, this.#opts.streamWindow);
+    s.contentLength = contentLength;
     this.#streams.set(id, s);
     if (endStream) s.remoteEnded = true;
     this.#opts.onStream(s, headers);
@@ -953,6 +1215,12 @@ export class H2Session extends EventEmitter {
       if (s.paused) s.inboxEnd = true;
       else s.emit('end');
     }
+  }
+
+  /** Resets a stream as it opens (it never reaches the reader). */
+  #refuse(id: number, code: number): void {
+    this.#rst(id, code);
+    this.#setIdState(id, ID_RESET_BY_US);
   }
 
   #onDataFrame(flags: number, id: number, p: Buffer): void {
@@ -969,9 +1237,13 @@ export class H2Session extends EventEmitter {
     }
     const s = this.#streams.get(id);
     if (s === undefined || s.remoteEnded) {
-      if (id > this.#lastStreamId) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'DATA on idle stream');
-      if (s !== undefined) this.#streamError(id, H2Error.STREAM_CLOSED);
-      return; // data for a stream we already closed: dropped
+      if (id > this.#lastStreamId || (id & 1) === 0)
+        throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'DATA on idle stream');
+      // RFC 9113 6.1: DATA on a half-closed (remote) or closed stream is STREAM_CLOSED, but after our
+      // RST_STREAM (or too long ago to tell) it is dropped; either way it counted against the connection window
+      const how = s !== undefined ? ID_CLOSED : this.#idState(id);
+      if (how === ID_CLOSED || how === ID_SKIPPED) this.#streamError(id, H2Error.STREAM_CLOSED);
+      return;
     }
     let data = p;
     if (flags & FLAG_PADDED) {
@@ -983,6 +1255,15 @@ export class H2Session extends EventEmitter {
       this.#streamError(id, H2Error.FLOW_CONTROL_ERROR);
       return;
     }
+    const endStream = (flags & FLAG_END_STREAM) !== 0;
+    if (s.contentLength >= 0) {
+      // RFC 9113 8.1.1: content-length must equal the DATA received
+      s.dataReceived += data.length;
+      if (s.dataReceived > s.contentLength || (endStream && s.dataReceived !== s.contentLength)) {
+        this.#streamError(id, H2Error.PROTOCOL_ERROR);
+        return;
+      }
+    }
     // padding counts against the window but is never delivered: acknowledge it now
     s.unacked += len - data.length;
     if (data.length === 0 && s.unacked >= this.#opts.streamWindow / 2 && !s.remoteEnded) {
@@ -990,12 +1271,14 @@ export class H2Session extends EventEmitter {
       s.recvWindow += s.unacked;
       s.unacked = 0;
     }
-    const endStream = (flags & FLAG_END_STREAM) !== 0;
     if (endStream) s.remoteEnded = true;
     if (data.length > 0) {
       if (s.paused || s.inbox !== null) {
-        if (s.inbox === null) s.inbox = [data];
-        else s.inbox.push(data);
+        // Held until the reader resumes; its window is not returned meanwhile, so this is at most one stream
+        // window. A small view of a large read is copied, so that it does not pin the whole read.
+        const kept = data.length * 2 < data.buffer.byteLength ? Buffer.from(data) : data;
+        if (s.inbox === null) s.inbox = [kept];
+        else s.inbox.push(kept);
       } else {
         this.deliver(s, data);
       }
@@ -1048,9 +1331,24 @@ function flushSession(s: H2Session): void {
   s.flushNow();
 }
 
+/** A content-length value (RFC 9110 8.6): digits, repeated values equal; -1 when malformed. */
+function parseContentLength(v: string | string[]): number {
+  const list = typeof v === 'string' ? [v] : v;
+  let n = -1;
+  for (const x of list) {
+    if (!/^[0-9]{1,15}$/.test(x)) return -1;
+    const k = Number(x);
+    if (n >= 0 && k !== n) return -1;
+    n = k;
+  }
+  return n;
+}
+
 /** A regular field name: lowercase token characters only (RFC 9113 8.2.1, RFC 9110 5.1). */
 const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 /** Field values must not hold NUL, CR or LF (RFC 9113 8.2.1). */
 const BAD_VALUE = /[\0\r\n]/;
+/** A SETTINGS ACK frame (never written to, so one serves every ACK). */
+const SETTINGS_ACK = Buffer.of(0, 0, 0, SETTINGS, FLAG_ACK, 0, 0, 0, 0);
 /** An HPACK dynamic table size update to 0. */
 const TABLE_SIZE_ZERO = Buffer.of(0x20);
