@@ -44,6 +44,7 @@ export class ProcCluster {
   readonly dir = mkdtempSync(join(tmpdir(), 'raftkv-e2e-'));
   readonly ids: string[];
   readonly ports = new Map<string, number>();
+  readonly peerPorts = new Map<string, number>();
   readonly procs = new Map<string, ChildProcess>();
   readonly clients = new Map<string, KvClient>();
   readonly logs = new Map<string, string[]>();
@@ -60,6 +61,7 @@ export class ProcCluster {
       extra,
     );
     for (const id of c.ids) c.ports.set(id, await freePort());
+    for (const id of c.ids) c.peerPorts.set(id, await freePort());
     for (const id of c.ids) c.startNode(id);
     return c;
   }
@@ -68,8 +70,12 @@ export class ProcCluster {
     return `127.0.0.1:${this.ports.get(id)}`;
   }
 
+  peerAddress(id: string): string {
+    return `127.0.0.1:${this.peerPorts.get(id)}`;
+  }
+
   peers(): string {
-    return this.ids.map((id) => `${id}=${this.address(id)}`).join(',');
+    return this.ids.map((id) => `${id}=${this.address(id)}/${this.peerAddress(id)}`).join(',');
   }
 
   startNode(id: string): void {
@@ -84,6 +90,8 @@ export class ProcCluster {
         id,
         '--listen',
         this.address(id),
+        '--peer-listen',
+        this.peerAddress(id),
         '--peers',
         this.peers(),
         '--data-dir',
