@@ -245,7 +245,8 @@ export async function runCluster(p: Parsed, io: Io): Promise<number> {
     '',
     `raftkv cluster: ${n} node${n > 1 ? 's' : ''} up, leader ${first.leader}`,
     ...ids.map(
-      (id) => `  ${id.padEnd(width)}  ${addrs.get(id)}  peers ${peerAddrs.get(id)}  data ${join(dataDir, id)}`,
+      (id) =>
+        `  ${id.padEnd(width)}  ${addrs.get(id)}  peers ${peerAddrs.get(id)}  data ${join(dataDir, id)}`,
     ),
     `  peers prove the secret in ${secretFile}; admin calls send the token in ${tokenFile}`,
     '',

@@ -261,7 +261,13 @@ export const clientCommands: readonly ClientCommand[] = [
     ),
     async run(p, c, io) {
       const [sub, id, addr] = p.positionals;
-      let members: readonly { id: string; address: string; peerAddress: string; role: string; matchIndex: number }[];
+      let members: readonly {
+        id: string;
+        address: string;
+        peerAddress: string;
+        role: string;
+        matchIndex: number;
+      }[];
       if (sub === 'list') {
         if (p.positionals.length !== 1) throw new UsageError('members list takes no arguments', 'members');
         members = (await c.status()).members;

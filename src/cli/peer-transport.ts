@@ -30,7 +30,10 @@ export interface PeerTransportOptions {
 }
 
 export interface PeerTransportHandle {
-  readonly factory: (grpc: GrpcServer | null, ctx: { id: NodeId; clusterId: string; peerPort: number }) => Transport;
+  readonly factory: (
+    grpc: GrpcServer | null,
+    ctx: { id: NodeId; clusterId: string; peerPort: number },
+  ) => Transport;
   /**
    * Probes every address until each answered (forever, retrying every `retryMs`, logging the
    * missing ones now and then), handing each peer's id and addresses to `onPeer`.
@@ -77,7 +80,10 @@ export function peerTransport(options: PeerTransportOptions): PeerTransportHandl
               if (who.id === self) return; // this node listed itself: fine
               const before = seen.get(who.id);
               if (before !== undefined && before !== addr) {
-                options.logger.warn({ peer: who.id, addresses: [before, addr] }, 'two peer addresses answer as one node');
+                options.logger.warn(
+                  { peer: who.id, addresses: [before, addr] },
+                  'two peer addresses answer as one node',
+                );
               }
               seen.set(who.id, addr);
               onPeer(who.id, { client: who.clientAddress, peer: addr });

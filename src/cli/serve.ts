@@ -22,16 +22,16 @@ import { join } from 'node:path';
 import { RaftKvClient } from '../client/client.ts';
 import { RaftKvError } from '../client/errors.ts';
 import { type HttpServerHandle, startHttpServer } from '../server/http.ts';
-import { instrumentStorage } from '../server/metrics.ts';
-import { type AdminAuth } from '../server/kv-service.ts';
+import type { AdminAuth } from '../server/kv-service.ts';
 import {
   defaultPeerAddress,
   formatMemberAddress,
-  MemberAddressError,
   type MemberAddress,
+  MemberAddressError,
   PEER_PORT_OFFSET,
   parseMemberAddress,
 } from '../server/member-address.ts';
+import { instrumentStorage } from '../server/metrics.ts';
 import { type RaftKvServer, ServerConfigError, startServer } from '../server/server.ts';
 import { StorageError } from '../storage/errors.ts';
 import { DEFAULT_INLINE_WRITE_BYTES, FileStorage, MAX_INLINE_WRITE_BYTES } from '../storage/file-storage.ts';
@@ -125,7 +125,11 @@ export const serveSpec: CommandSpec = {
       value: 'PORT',
       help: `client port (seed form; --peers then lists the peers’ client ports, peer port = port + ${PEER_PORT_OFFSET})`,
     },
-    ip: { type: 'string', value: 'IP', help: 'host of the client and peer ports (seed form; default 127.0.0.1)' },
+    ip: {
+      type: 'string',
+      value: 'IP',
+      help: 'host of the client and peer ports (seed form; default 127.0.0.1)',
+    },
     'client-port': { type: 'string', value: 'PORT', help: 'client port (seed form, same as --port)' },
     'node-port': {
       type: 'string',
@@ -190,7 +194,12 @@ async function isEmptyDir(dir: string): Promise<boolean> {
 }
 
 /** Reads a secret or token file: its trimmed content, at least `min` bytes; warns when others may read it. */
-async function readSecret(file: string, what: string, min: number, warn: (msg: string) => void): Promise<string> {
+async function readSecret(
+  file: string,
+  what: string,
+  min: number,
+  warn: (msg: string) => void,
+): Promise<string> {
   let text: string;
   try {
     text = (await readFile(file, 'utf8')).trim();
@@ -244,7 +253,8 @@ function layout(p: Parsed): Layout {
   if (port !== undefined && clientPort !== undefined && port !== clientPort) {
     throw new UsageError(`--port ${port} and --client-port ${clientPort} disagree (give one)`, 'serve');
   }
-  const seedForm = port !== undefined || clientPort !== undefined || nodePort !== undefined || ip !== undefined;
+  const seedForm =
+    port !== undefined || clientPort !== undefined || nodePort !== undefined || ip !== undefined;
   if (seedForm && str(p, 'listen') !== undefined) {
     throw new UsageError('give either --listen or --ip/--port/--client-port, not both', 'serve');
   }
@@ -260,7 +270,10 @@ function layout(p: Parsed): Layout {
   const items = peersArg?.split(',').map((x) => x.trim()) ?? [];
   const withIds = items.filter((x) => x.includes('='));
   if (withIds.length > 0 && withIds.length < items.length) {
-    throw new UsageError('--peers: give every item as id=host:port, or none (the seed form host:port,...)', 'serve');
+    throw new UsageError(
+      '--peers: give every item as id=host:port, or none (the seed form host:port,...)',
+      'serve',
+    );
   }
   let peers: Map<string, string> | undefined;
   let seeds: string[] | undefined;
@@ -340,7 +353,8 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
   if ((certFile === undefined) !== (keyFile === undefined)) {
     throw new UsageError('--cert and --key go together', 'serve');
   }
-  if (caFile !== undefined && certFile === undefined) throw new UsageError('--ca needs --cert and --key', 'serve');
+  if (caFile !== undefined && certFile === undefined)
+    throw new UsageError('--ca needs --cert and --key', 'serve');
   const peerCertFile = str(p, 'peer-cert') ?? certFile;
   const peerKeyFile = str(p, 'peer-key') ?? keyFile;
   const peerCaFile = str(p, 'peer-ca') ?? caFile;
@@ -453,7 +467,9 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
     }
   }
   const adminToken =
-    adminTokenFile !== undefined ? await readSecret(adminTokenFile, '--admin-token-file', 16, warn) : undefined;
+    adminTokenFile !== undefined
+      ? await readSecret(adminTokenFile, '--admin-token-file', 16, warn)
+      : undefined;
   const admin: AdminAuth = {
     ...(adminToken !== undefined ? { tokens: [adminToken] } : {}),
     ...(adminNames !== null ? { certNames: adminNames } : {}),
@@ -495,7 +511,8 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
     peers.delete(id);
   }
 
-  const advertisedClient = (port: number) => (listen.endsWith(':0') ? listen.replace(/:0$/, `:${port}`) : listen);
+  const advertisedClient = (port: number) =>
+    listen.endsWith(':0') ? listen.replace(/:0$/, `:${port}`) : listen;
   const transport = peerTransport({
     peers: new Map(
       [...(peers ?? new Map<string, string>())]

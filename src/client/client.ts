@@ -387,7 +387,13 @@ export class RaftKvClient {
     return c;
   }
 
-  private unary<T>(address: string, method: Method, req: object, deadline: number, admin = false): Promise<T> {
+  private unary<T>(
+    address: string,
+    method: Method,
+    req: object,
+    deadline: number,
+    admin = false,
+  ): Promise<T> {
     const def = methodDefs()[method];
     const ch = this.channel(address);
     const md = new grpc.Metadata();

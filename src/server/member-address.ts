@@ -32,7 +32,8 @@ function check(s: string, what: string): string {
 /** The peer address a node whose client address is `client` listens on by default. */
 export function defaultPeerAddress(client: string): string {
   const m = HOST_PORT.exec(client);
-  if (m === null) throw new MemberAddressError(`client address must be host:port, got ${JSON.stringify(client)}`);
+  if (m === null)
+    throw new MemberAddressError(`client address must be host:port, got ${JSON.stringify(client)}`);
   const port = Number(m[2]);
   if (port === 0) return `${m[1]}:0`;
   const peer = port + PEER_PORT_OFFSET;

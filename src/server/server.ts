@@ -19,7 +19,13 @@ import type { RaftStorage } from '../raft/storage.ts';
 import { ConfChangeType, type NodeId } from '../raft/types.ts';
 import { FileStorage } from '../storage/file-storage.ts';
 import type { Transport } from '../transport/transport.ts';
-import { type AdminAuth, defaultLimits, type KvLimits, kvHandlers, kvServiceDefinition } from './kv-service.ts';
+import {
+  type AdminAuth,
+  defaultLimits,
+  type KvLimits,
+  kvHandlers,
+  kvServiceDefinition,
+} from './kv-service.ts';
 import { type MemberAddress, MemberAddressError, parseMemberAddress } from './member-address.ts';
 
 export interface ServerConfig {
@@ -185,8 +191,7 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
       t.setPeer(id, a.peer);
     };
     const durable = storage.initialState();
-    const empty =
-      durable.hardState.term === 0 && durable.entries.length === 0 && durable.snapshot === null;
+    const empty = durable.hardState.term === 0 && durable.entries.length === 0 && durable.snapshot === null;
     let bootstrap = [...config.peers.keys()];
     if (config.discover) {
       if (empty && !config.joining) {
@@ -224,7 +229,10 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
             a = parseMemberAddress(cc.context);
           } catch (e) {
             if (!(e instanceof MemberAddressError)) throw e;
-            log?.error({ node: cc.node, context: cc.context, err: e }, 'membership change with a malformed address');
+            log?.error(
+              { node: cc.node, context: cc.context, err: e },
+              'membership change with a malformed address',
+            );
             return;
           }
           sm.members.set(cc.node, cc.context);

@@ -602,7 +602,9 @@ function checkServer(
       clientNonce: nonce,
       serverNonce: ack.nonce,
     });
-    return proofMatches(expected, ack.proof) ? null : 'wrong proof of the cluster secret (--peer-secret-file differs)';
+    return proofMatches(expected, ack.proof)
+      ? null
+      : 'wrong proof of the cluster secret (--peer-secret-file differs)';
   }
   const socket = session?.socket as { getPeerCertificate?: () => CertificateLike } | undefined;
   const cert = typeof socket?.getPeerCertificate === 'function' ? socket.getPeerCertificate() : null;
@@ -611,7 +613,8 @@ function checkServer(
 
 function clientProofFor(t: GrpcTransport, ack: PeerHello, nonce: Buffer): Buffer {
   const auth = t.auth;
-  if (auth.kind !== 'secret' || ack.nonce === undefined) throw new Error('clientProofFor: not in secret mode');
+  if (auth.kind !== 'secret' || ack.nonce === undefined)
+    throw new Error('clientProofFor: not in secret mode');
   return clientProof(auth.secret, {
     clusterId: t.clusterId,
     client: t.id,
@@ -943,7 +946,8 @@ class PeerLink implements FrameSink {
     if (this.#shutdown !== null || this.t.closed) return;
     const t = this.t;
     const refused =
-      status !== null && (status.code === Status.FAILED_PRECONDITION || status.code === Status.UNAUTHENTICATED);
+      status !== null &&
+      (status.code === Status.FAILED_PRECONDITION || status.code === Status.UNAUTHENTICATED);
     this.#attempts++;
     const max = t.opts.backoffMaxMs;
     const base = refused ? max : Math.min(max, t.opts.backoffMinMs * 2 ** (this.#attempts - 1));

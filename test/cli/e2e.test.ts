@@ -277,9 +277,9 @@ describe('real processes', () => {
         async () => (/Ctrl-C stops all nodes/.test(p.output) ? true : undefined),
         30_000,
       );
-      const eps = [...p.output.matchAll(/^ {2}n\d {2}(127\.0\.0\.1:\d+) {2}peers 127\.0\.0\.1:\d+ {2}data/gm)].map(
-        (m) => m[1] as string,
-      );
+      const eps = [
+        ...p.output.matchAll(/^ {2}n\d {2}(127\.0\.0\.1:\d+) {2}peers 127\.0\.0\.1:\d+ {2}data/gm),
+      ].map((m) => m[1] as string);
       assert.equal(eps.length, 3, p.output);
       const c = new RaftKvClient({ endpoints: eps, timeoutMs: 10_000, retries: 100 });
       try {

@@ -48,7 +48,7 @@ export class ProcCluster {
   readonly procs = new Map<string, ChildProcess>();
   readonly clients = new Map<string, KvClient>();
   readonly logs = new Map<string, string[]>();
-  private readonly extra: string[];
+  private extra: string[];
 
   private constructor(ids: string[], extra: string[]) {
     this.ids = ids;
@@ -56,14 +56,25 @@ export class ProcCluster {
   }
 
   static async start(n = 3, extra: string[] = []): Promise<ProcCluster> {
+    const c = await ProcCluster.prepare(n, extra);
+    for (const id of c.ids) c.startNode(id);
+    return c;
+  }
+
+  /** Ports chosen and the directory made, nothing started (write files into `dir`, then `startNode`). */
+  static async prepare(n = 3, extra: string[] = []): Promise<ProcCluster> {
     const c = new ProcCluster(
       Array.from({ length: n }, (_, i) => `n${i + 1}`),
       extra,
     );
     for (const id of c.ids) c.ports.set(id, await freePort());
     for (const id of c.ids) c.peerPorts.set(id, await freePort());
-    for (const id of c.ids) c.startNode(id);
     return c;
+  }
+
+  /** Flags given to nodes started from now on. */
+  setExtra(extra: string[]): void {
+    this.extra = extra;
   }
 
   address(id: string): string {
