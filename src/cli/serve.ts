@@ -239,17 +239,21 @@ function layout(p: Parsed): Layout {
   if (idFlag !== undefined && nodeId !== undefined && idFlag !== nodeId) {
     throw new UsageError(`--id ${idFlag} and --node-id ${nodeId} disagree (give one)`, 'serve');
   }
-  const id = idFlag ?? nodeId;
+  const port = int(p, 'port', 1, 65535);
+  const clientPort = int(p, 'client-port', 1, 65535);
+  const nodePort = int(p, 'node-port', 1, 65535);
+  const ip = str(p, 'ip');
+  // Seed 000's line names no id: IP-NODEPORT then (unique as long as the node addresses are).
+  const id =
+    idFlag ??
+    nodeId ??
+    (nodePort !== undefined ? `${ip ?? '127.0.0.1'}-${nodePort}`.replace(/[^A-Za-z0-9_.-]/g, '_') : undefined);
   if (id === undefined) throw new UsageError('--id (or --node-id) is required', 'serve');
   if (!ID.test(id))
     throw new UsageError(
       `--id must be 1-64 characters of [A-Za-z0-9_.-], got ${JSON.stringify(id)}`,
       'serve',
     );
-  const port = int(p, 'port', 1, 65535);
-  const clientPort = int(p, 'client-port', 1, 65535);
-  const nodePort = int(p, 'node-port', 1, 65535);
-  const ip = str(p, 'ip');
   if (port !== undefined && clientPort !== undefined && port !== clientPort) {
     throw new UsageError(`--port ${port} and --client-port ${clientPort} disagree (give one)`, 'serve');
   }

@@ -93,10 +93,14 @@ export function authorizeAdmin(auth: AdminAuth | undefined, call: ServerCall, wh
     const cert = call.peerCertificate();
     if (cert !== null && certificateNames(cert).some((n) => names.includes(n))) return;
   }
+  const ways = [
+    ...(tokens.length > 0 ? ['send the admin token (--admin-token-file)'] : []),
+    ...(names.length > 0 ? ['use an admin client certificate (--admin-cert-allowed-cn)'] : []),
+  ];
   const how =
-    tokens.length === 0 && names.length === 0
+    ways.length === 0
       ? 'this node has no admin identity configured (start it with --admin-token-file or --admin-cert-allowed-cn)'
-      : 'send the admin token (--admin-token-file) or use an admin client certificate';
+      : ways.join(' or ');
   throw new GrpcError(Status.PERMISSION_DENIED, `${what} needs an admin identity: ${how}`);
 }
 
