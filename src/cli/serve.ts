@@ -248,7 +248,7 @@ function layout(p: Parsed): Layout {
     idFlag ??
     nodeId ??
     (nodePort !== undefined ? `${ip ?? '127.0.0.1'}-${nodePort}`.replace(/[^A-Za-z0-9_.-]/g, '_') : undefined);
-  if (id === undefined) throw new UsageError('--id (or --node-id) is required', 'serve');
+  if (id === undefined) throw new UsageError('--id is required (or --node-id; seed 000 lines: --node-port)', 'serve');
   if (!ID.test(id))
     throw new UsageError(
       `--id must be 1-64 characters of [A-Za-z0-9_.-], got ${JSON.stringify(id)}`,
