@@ -247,8 +247,11 @@ function layout(p: Parsed): Layout {
   const id =
     idFlag ??
     nodeId ??
-    (nodePort !== undefined ? `${ip ?? '127.0.0.1'}-${nodePort}`.replace(/[^A-Za-z0-9_.-]/g, '_') : undefined);
-  if (id === undefined) throw new UsageError('--id is required (or --node-id; seed 000 lines: --node-port)', 'serve');
+    (nodePort !== undefined
+      ? `${ip ?? '127.0.0.1'}-${nodePort}`.replace(/[^A-Za-z0-9_.-]/g, '_')
+      : undefined);
+  if (id === undefined)
+    throw new UsageError('--id is required (or --node-id; seed 000 lines: --node-port)', 'serve');
   if (!ID.test(id))
     throw new UsageError(
       `--id must be 1-64 characters of [A-Za-z0-9_.-], got ${JSON.stringify(id)}`,
@@ -272,13 +275,8 @@ function layout(p: Parsed): Layout {
   const h = host.includes(':') ? `[${host}]` : host;
   const peersArg = str(p, 'peers');
   const items = peersArg?.split(',').map((x) => x.trim()) ?? [];
+  // any item with an id: the canonical form (parsePeers names an item without one)
   const withIds = items.filter((x) => x.includes('='));
-  if (withIds.length > 0 && withIds.length < items.length) {
-    throw new UsageError(
-      '--peers: give every item as id=host:port, or none (the seed form host:port,...)',
-      'serve',
-    );
-  }
   let peers: Map<string, string> | undefined;
   let seeds: string[] | undefined;
   if (peersArg !== undefined && withIds.length > 0) {

@@ -64,10 +64,7 @@ function grpcurlLines(addr: string): Promise<Record<string, Record<string, unkno
 }
 
 /** Starts the three lines (in the order given) in `cwd`, checks the cluster and the grpcurl lines, stops them. */
-async function runSeed(
-  cwd: string,
-  lines: { id: string; args: string[]; api: string }[],
-): Promise<void> {
+async function runSeed(cwd: string, lines: { id: string; args: string[]; api: string }[]): Promise<void> {
   const logs = new Map<string, string>();
   const procs: ChildProcess[] = [];
   const client = new RaftKvClient({ endpoints: lines.map((l) => l.api), timeoutMs: 20_000, retries: 200 });
@@ -130,11 +127,17 @@ async function runSeed(
   }
 }
 
-test('seed 004: --node-id ID --port P --peers localhost:P2,localhost:P3, started in any order, form one cluster', { skip }, async () => {
+test('seed 004: --node-id ID --port P --peers localhost:P2,localhost:P3, started in any order, form one cluster', {
+  skip,
+}, async () => {
   const cwd = mkdtempSync(join(tmpdir(), 'raftkv-seed004-'));
   try {
     const taken = new Set<number>();
-    const ports = [await freePortWithPeer(taken), await freePortWithPeer(taken), await freePortWithPeer(taken)];
+    const ports = [
+      await freePortWithPeer(taken),
+      await freePortWithPeer(taken),
+      await freePortWithPeer(taken),
+    ];
     const line = (i: number) => ({
       id: `node${i + 1}`,
       api: `localhost:${ports[i]}`,
@@ -156,7 +159,9 @@ test('seed 004: --node-id ID --port P --peers localhost:P2,localhost:P3, started
   }
 });
 
-test('seed 000: --ip IP --client-port C --node-port N --peers (node ports), started in any order, form one cluster', { skip }, async () => {
+test('seed 000: --ip IP --client-port C --node-port N --peers (node ports), started in any order, form one cluster', {
+  skip,
+}, async () => {
   const cwd = mkdtempSync(join(tmpdir(), 'raftkv-seed000-'));
   try {
     const client: number[] = [];
