@@ -144,7 +144,7 @@ export class ProcCluster {
   }
 
   /** The node every reachable node agrees is leader, waiting up to `ms`. */
-  async leader(ms = 20_000): Promise<string> {
+  async leader(ms = 60_000): Promise<string> {
     const end = Date.now() + ms;
     while (Date.now() < end) {
       for (const id of this.ids) {
