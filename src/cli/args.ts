@@ -121,8 +121,11 @@ export function hostPort(s: string, what: string): string {
   return s;
 }
 
-/** `n1=127.0.0.1:50051,n2=...` into a map; every mistake names the item. */
-export function parsePeers(s: string, flag = '--peers'): Map<string, string> {
+/**
+ * `n1=127.0.0.1:50051,n2=...` into a map; every mistake names the item. With `withPeer`, an
+ * address may also be `CLIENT/PEER` (a member's client and peer addresses).
+ */
+export function parsePeers(s: string, flag = '--peers', withPeer = false): Map<string, string> {
   const out = new Map<string, string>();
   for (const item of s.split(',')) {
     const m = /^([A-Za-z0-9_.-]{1,64})=(.+)$/.exec(item.trim());
@@ -132,8 +135,12 @@ export function parsePeers(s: string, flag = '--peers'): Map<string, string> {
       );
     }
     const [, id, addr] = m as unknown as [string, string, string];
-    if (!isHostPort(addr))
-      throw new UsageError(`${flag}: address of ${id} must be host:port, got ${JSON.stringify(addr)}`);
+    const parts = withPeer ? addr.split('/') : [addr];
+    if (parts.length > 2 || !parts.every(isHostPort)) {
+      throw new UsageError(
+        `${flag}: address of ${id} must be host:port${withPeer ? ' or client-host:port/peer-host:port' : ''}, got ${JSON.stringify(addr)}`,
+      );
+    }
     if (out.has(id)) throw new UsageError(`${flag}: ${id} is listed twice`);
     out.set(id, addr);
   }

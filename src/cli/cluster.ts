@@ -4,16 +4,22 @@
  * data lives under --data-dir/<id> and survives restarts unless --clean. Each node's log
  * lines are prefixed with its id. Ctrl-C (SIGINT) or SIGTERM stops every node gracefully.
  *
+ * Each node's peer port is its client port + 1000 (a free one when taken). Peers prove a
+ * cluster secret (--data-dir/peer-secret) and admin calls need a token
+ * (--data-dir/admin-token); both are generated with mode 0600 when absent, and reused.
+ *
  * Invariant: every child started is stopped before this command returns.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readdir, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { RaftKvClient } from '../client/client.ts';
+import { PEER_PORT_OFFSET } from '../server/member-address.ts';
 import { bool, type CommandSpec, int, type Parsed, str } from './args.ts';
-import type { Io } from './commands.ts';
+import { DEFAULT_ADMIN_TOKEN_FILE, type Io } from './commands.ts';
 import { CliError } from './errors.ts';
 import { freePort } from './free-port.ts';
 
@@ -42,6 +48,16 @@ export const clusterSpec: CommandSpec = {
     },
   },
 };
+
+/** Writes 32 random bytes (hex) to `file` with mode 0600 unless it exists; returns the file. */
+export async function ensureSecretFile(file: string): Promise<string> {
+  try {
+    await writeFile(file, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+  return file;
+}
 
 function portFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -88,6 +104,20 @@ export async function runCluster(p: Parsed, io: Io): Promise<number> {
     }
     addrs.set(id, `127.0.0.1:${port}`);
   }
+  const peerAddrs = new Map<string, string>();
+  const taken = new Set([...addrs.values()]);
+  for (const [i, id] of ids.entries()) {
+    let port = basePort + PEER_PORT_OFFSET + i;
+    if (port > 65535 || taken.has(`127.0.0.1:${port}`) || !(await portFree(port))) {
+      const other = await freePort();
+      io.out(`port ${port} is in use; ${id} listens for peers on 127.0.0.1:${other} instead\n`);
+      port = other;
+    }
+    peerAddrs.set(id, `127.0.0.1:${port}`);
+  }
+  await mkdir(dataDir, { recursive: true });
+  const secretFile = await ensureSecretFile(join(dataDir, 'peer-secret'));
+  const tokenFile = await ensureSecretFile(join(dataDir, 'admin-token'));
   const httpBase = int(p, 'http-base-port', 1, 65535 - 8) ?? 8080;
   const httpAddrs = new Map<string, string>();
   for (const [i, id] of ids.entries()) {
@@ -100,7 +130,7 @@ export async function runCluster(p: Parsed, io: Io): Promise<number> {
     httpAddrs.set(id, `127.0.0.1:${port}`);
   }
   const httpPeers = [...httpAddrs].map(([id, a]) => `${id}=${a}`).join(',');
-  const peers = [...addrs].map(([id, a]) => `${id}=${a}`).join(',');
+  const peers = [...addrs].map(([id, a]) => `${id}=${a}/${peerAddrs.get(id)}`).join(',');
   const entry = process.argv[1];
   if (!entry) throw new CliError('cannot tell how this program was started (process.argv[1] is empty)');
   const color = process.stdout.isTTY === true;
@@ -121,8 +151,14 @@ export async function runCluster(p: Parsed, io: Io): Promise<number> {
         id,
         '--listen',
         addrs.get(id) as string,
+        '--peer-listen',
+        peerAddrs.get(id) as string,
         '--peers',
         peers,
+        '--peer-secret-file',
+        secretFile,
+        '--admin-token-file',
+        tokenFile,
         '--data-dir',
         join(dataDir, id),
         '--tick-ms',
@@ -208,7 +244,11 @@ export async function runCluster(p: Parsed, io: Io): Promise<number> {
   const b = [
     '',
     `raftkv cluster: ${n} node${n > 1 ? 's' : ''} up, leader ${first.leader}`,
-    ...ids.map((id) => `  ${id.padEnd(width)}  ${addrs.get(id)}  data ${join(dataDir, id)}`),
+    ...ids.map(
+      (id) =>
+        `  ${id.padEnd(width)}  ${addrs.get(id)}  peers ${peerAddrs.get(id)}  data ${join(dataDir, id)}`,
+    ),
+    `  peers prove the secret in ${secretFile}; admin calls send the token in ${tokenFile}`,
     '',
     `Dashboard: http://${httpAddrs.get('n1')}/   (metrics: /metrics, status JSON: /status)`,
     '',
@@ -216,6 +256,7 @@ export async function runCluster(p: Parsed, io: Io): Promise<number> {
     `  npx raftkv put foo bar${ep}`,
     `  npx raftkv get foo${ep}`,
     `  npx raftkv status${ep}`,
+    `  npx raftkv transfer-leader n2${ep}${tokenFile === DEFAULT_ADMIN_TOKEN_FILE ? '' : ` --admin-token-file ${tokenFile}`}`,
     `  grpcurl -plaintext ${a1} raft.KeyValueService/GetClusterStatus`,
     `  grpcurl -plaintext -d '{"key": "foo", "value": "bar"}' ${a1} raft.KeyValueService/Put`,
     `  grpcurl -plaintext -d '{"key": "foo"}' ${a1} raft.KeyValueService/Get`,

@@ -3,6 +3,7 @@
  * transfer-leader) and `inspect`. Each prints data as text, or as JSON with --json.
  */
 
+import { existsSync, readFileSync } from 'node:fs';
 import type { ClusterStatus } from '../client/client.ts';
 import { RaftKvClient } from '../client/client.ts';
 import { RaftKvError } from '../client/errors.ts';
@@ -12,6 +13,8 @@ import { bool, type CommandSpec, type Flags, hostPort, int, type Parsed, str } f
 import { CliError, UsageError } from './errors.ts';
 
 export const DEFAULT_ENDPOINTS = '127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053';
+/** Where `raftkv cluster` (default --data-dir) keeps its admin token. */
+export const DEFAULT_ADMIN_TOKEN_FILE = 'state/admin-token';
 
 export const CLIENT_GLOBALS: Flags = {
   endpoints: {
@@ -30,6 +33,11 @@ export const CLIENT_GLOBALS: Flags = {
   cert: { type: 'string', value: 'FILE', help: 'client certificate for mTLS (PEM)' },
   key: { type: 'string', value: 'FILE', help: 'client key for mTLS (PEM)' },
   tls: { type: 'boolean', help: 'use TLS with the system CAs' },
+  'admin-token-file': {
+    type: 'string',
+    value: 'FILE',
+    help: `admin token for members and transfer-leader (default $RAFTKV_ADMIN_TOKEN_FILE, else ${DEFAULT_ADMIN_TOKEN_FILE} when it exists, as raftkv cluster writes it)`,
+  },
 };
 
 export interface Io {
@@ -71,9 +79,23 @@ export function makeClient(p: Parsed, env: NodeJS.ProcessEnv): RaftKvClient {
   const key = str(p, 'key');
   if ((cert === undefined) !== (key === undefined)) throw new UsageError('--cert and --key go together');
   const useTls = bool(p, 'tls') || ca !== undefined || cert !== undefined;
+  const tokenFile =
+    str(p, 'admin-token-file') ??
+    env['RAFTKV_ADMIN_TOKEN_FILE'] ??
+    (existsSync(DEFAULT_ADMIN_TOKEN_FILE) ? DEFAULT_ADMIN_TOKEN_FILE : undefined);
+  let adminToken: string | undefined;
+  if (tokenFile !== undefined) {
+    try {
+      adminToken = readFileSync(tokenFile, 'utf8').trim();
+    } catch (e) {
+      throw new CliError(`cannot read the admin token file ${tokenFile}: ${(e as Error).message}`);
+    }
+    if (adminToken === '') throw new CliError(`the admin token file ${tokenFile} is empty`);
+  }
   return new RaftKvClient({
     endpoints,
     timeoutMs,
+    ...(adminToken !== undefined ? { adminToken } : {}),
     ...(useTls
       ? {
           tls: {
@@ -227,19 +249,36 @@ export const clientCommands: readonly ClientCommand[] = [
       'members',
       'list|add|remove [ID] [HOST:PORT]',
       [1, 3],
-      'members list; members add ID HOST:PORT [--learner]; members remove ID.',
-      { learner: { type: 'boolean', help: 'add as a non-voting learner (add it again without to promote)' } },
+      'members list; members add ID HOST:PORT [--learner] [--peer-address HOST:PORT]; members remove ID.',
+      {
+        learner: { type: 'boolean', help: 'add as a non-voting learner (add it again without to promote)' },
+        'peer-address': {
+          type: 'string',
+          value: 'HOST:PORT',
+          help: 'the new member’s peer address (default: its client port + 1000)',
+        },
+      },
     ),
     async run(p, c, io) {
       const [sub, id, addr] = p.positionals;
-      let members: readonly { id: string; address: string; role: string; matchIndex: number }[];
+      let members: readonly {
+        id: string;
+        address: string;
+        peerAddress: string;
+        role: string;
+        matchIndex: number;
+      }[];
       if (sub === 'list') {
         if (p.positionals.length !== 1) throw new UsageError('members list takes no arguments', 'members');
         members = (await c.status()).members;
       } else if (sub === 'add') {
         if (id === undefined || addr === undefined)
           throw new UsageError('usage: members add ID HOST:PORT', 'members');
-        members = await c.addMember(id, hostPort(addr, 'HOST:PORT'), { learner: bool(p, 'learner') });
+        const peerAddress = str(p, 'peer-address');
+        members = await c.addMember(id, hostPort(addr, 'HOST:PORT'), {
+          learner: bool(p, 'learner'),
+          ...(peerAddress !== undefined ? { peerAddress: hostPort(peerAddress, '--peer-address') } : {}),
+        });
       } else if (sub === 'remove') {
         if (id === undefined || addr !== undefined)
           throw new UsageError('usage: members remove ID', 'members');
@@ -251,7 +290,13 @@ export const clientCommands: readonly ClientCommand[] = [
         );
       }
       if (json(p)) line(io, JSON.stringify(members));
-      else io.out(renderTable([['ID', 'ADDRESS', 'ROLE'], ...members.map((m) => [m.id, m.address, m.role])]));
+      else
+        io.out(
+          renderTable([
+            ['ID', 'ADDRESS', 'PEER ADDRESS', 'ROLE'],
+            ...members.map((m) => [m.id, m.address, m.peerAddress || '-', m.role]),
+          ]),
+        );
       return 0;
     },
   },

@@ -2,45 +2,76 @@
  * `raftkv serve`: runs one node until SIGINT/SIGTERM, then shuts down gracefully
  * (stop accepting calls, let in-flight ones finish, sync and close storage) and exits 0.
  *
+ * Two ports (docs/security.md): the client port (`--listen`) serves the API, the peer port
+ * (`--peer-listen`, default the client port + 1000) serves raft.PeerService only. Peers
+ * authenticate by TLS certificates (`--peer-cert`..., default the `--cert` ones) or by a
+ * cluster secret (`--peer-secret-file`); with neither, the peer port must be loopback
+ * unless `--insecure-peers`.
+ *
  * `--join host:port` adds a node to a running cluster: it learns the members from that
  * node, starts without bootstrapping, asks the cluster to add it as a learner, waits until
  * it has caught up with the leader's commit index, then asks to promote it to voter.
+ *
+ * The seeds' command lines work as written (docs/cli.md): `--node-id ID --port P --peers
+ * host:port,...` (the peers' client ports) and `--ip IP --client-port C --node-port N
+ * --peers host:port,...` (the peers' node ports); the peers' ids are learned in the peer
+ * handshake before the cluster is bootstrapped.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RaftKvClient } from '../client/client.ts';
 import { RaftKvError } from '../client/errors.ts';
 import { type HttpServerHandle, startHttpServer } from '../server/http.ts';
+import type { AdminAuth } from '../server/kv-service.ts';
+import {
+  defaultPeerAddress,
+  formatMemberAddress,
+  type MemberAddress,
+  MemberAddressError,
+  PEER_PORT_OFFSET,
+  parseMemberAddress,
+} from '../server/member-address.ts';
 import { instrumentStorage } from '../server/metrics.ts';
 import { type RaftKvServer, ServerConfigError, startServer } from '../server/server.ts';
 import { StorageError } from '../storage/errors.ts';
 import { DEFAULT_INLINE_WRITE_BYTES, FileStorage, MAX_INLINE_WRITE_BYTES } from '../storage/file-storage.ts';
-import { type CommandSpec, hostPort, int, type Parsed, parsePeers, str } from './args.ts';
+import { isLoopbackHost, MIN_SECRET_BYTES, type PeerAuth } from '../transport/peer-auth.ts';
+import { bool, type CommandSpec, hostPort, int, isHostPort, type Parsed, parsePeers, str } from './args.ts';
 import { CliError, UsageError } from './errors.ts';
 import { createLogger, type LogFormat } from './log.ts';
 import { PEER_SERVER_OPTIONS, peerTransport } from './peer-transport.ts';
 
 export const serveSpec: CommandSpec = {
   name: 'serve',
-  summary: 'Run one raftkv node (API and peer traffic on one port).',
+  summary: 'Run one raftkv node (the API on its client port, Raft traffic on its peer port).',
   args: '',
   arity: [0, 0],
   details:
     'Start a new cluster: give every node the same --peers list (itself included).\n' +
     'Join a running cluster: --join with the address of any member (the data dir must be new).\n' +
+    'Each --peers item is ID=CLIENT or ID=CLIENT/PEER; PEER defaults to the client port + 1000.\n' +
     'Example: raftkv serve --id n1 --listen 127.0.0.1:50051 \\\n' +
-    '           --peers n1=127.0.0.1:50051,n2=127.0.0.1:50052,n3=127.0.0.1:50053',
+    '           --peers n1=127.0.0.1:50051,n2=127.0.0.1:50052,n3=127.0.0.1:50053\n' +
+    'The seeds’ forms (peers listed without ids, learned in the handshake):\n' +
+    '  raftkv serve --node-id node1 --port 50051 --peers localhost:50052,localhost:50053\n' +
+    '  raftkv serve --ip 127.0.0.1 --client-port 8001 --node-port 9001 --peers 127.0.0.1:9002,127.0.0.1:9003\n' +
+    'Security (peer authentication, admin identities): docs/security.md.',
   flags: {
     id: { type: 'string', value: 'ID', help: 'this node’s id, e.g. n1 (required)' },
     listen: {
       type: 'string',
       value: 'host:port',
-      help: 'address to serve on (default: this node’s address in --peers, else 127.0.0.1:50051)',
+      help: 'client (API) address to serve on (default: this node’s address in --peers, else 127.0.0.1:50051)',
+    },
+    'peer-listen': {
+      type: 'string',
+      value: 'host:port',
+      help: `peer address to serve Raft traffic on (default: this node’s in --peers, else the --listen port + ${PEER_PORT_OFFSET})`,
     },
     peers: {
       type: 'string',
-      value: 'id=host:port,...',
-      help: 'founding members, this node included (default: a one-node cluster)',
+      value: 'id=client[/peer],...',
+      help: 'founding members, this node included (default: a one-node cluster); or host:port,... without ids (seed form)',
     },
     join: {
       type: 'string',
@@ -60,6 +91,50 @@ export const serveSpec: CommandSpec = {
       type: 'string',
       value: 'FILE',
       help: 'CA (PEM): clients and peers must present a certificate it signed',
+    },
+    'peer-cert': { type: 'string', value: 'FILE', help: 'peer TLS certificate (default --cert)' },
+    'peer-key': { type: 'string', value: 'FILE', help: 'peer TLS key (default --key)' },
+    'peer-ca': { type: 'string', value: 'FILE', help: 'CA of peer certificates (default --ca)' },
+    'peer-cert-allowed-cn': {
+      type: 'string',
+      value: 'NAME,...',
+      help: 'peer certificates must name one of these (CN or DNS SAN)',
+    },
+    'peer-secret-file': {
+      type: 'string',
+      value: 'FILE',
+      help: 'cluster secret peers prove in the handshake (without TLS; same file on every node)',
+    },
+    'insecure-peers': {
+      type: 'boolean',
+      help: 'serve unauthenticated peer traffic on a non-loopback address (anyone reaching it controls the cluster)',
+    },
+    'admin-token-file': {
+      type: 'string',
+      value: 'FILE',
+      help: 'token admin calls (members, transfer-leader) must send as "authorization: Bearer"',
+    },
+    'admin-cert-allowed-cn': {
+      type: 'string',
+      value: 'NAME,...',
+      help: 'client certificates naming one of these (CN or DNS SAN) may make admin calls',
+    },
+    'node-id': { type: 'string', value: 'ID', help: 'same as --id (seed form)' },
+    port: {
+      type: 'string',
+      value: 'PORT',
+      help: `client port (seed form; --peers then lists the peers’ client ports, peer port = port + ${PEER_PORT_OFFSET})`,
+    },
+    ip: {
+      type: 'string',
+      value: 'IP',
+      help: 'host of the client and peer ports (seed form; default 127.0.0.1)',
+    },
+    'client-port': { type: 'string', value: 'PORT', help: 'client port (seed form, same as --port)' },
+    'node-port': {
+      type: 'string',
+      value: 'PORT',
+      help: 'peer port (seed form; --peers then lists the peers’ node ports)',
     },
     'tick-ms': {
       type: 'string',
@@ -118,27 +193,152 @@ async function isEmptyDir(dir: string): Promise<boolean> {
   }
 }
 
-export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
-  const id = str(p, 'id');
-  if (id === undefined) throw new UsageError('--id is required', 'serve');
+/** Reads a secret or token file: its trimmed content, at least `min` bytes; warns when others may read it. */
+async function readSecret(
+  file: string,
+  what: string,
+  min: number,
+  warn: (msg: string) => void,
+): Promise<string> {
+  let text: string;
+  try {
+    text = (await readFile(file, 'utf8')).trim();
+    const st = await stat(file);
+    if ((st.mode & 0o077) !== 0) warn(`${what} ${file} can be read by other users (chmod 600 it)`);
+  } catch (e) {
+    throw new CliError(`cannot read ${what} ${file}: ${(e as Error).message}`);
+  }
+  if (Buffer.byteLength(text) < min) {
+    throw new CliError(`${what} ${file} holds ${Buffer.byteLength(text)} bytes; at least ${min} are needed`);
+  }
+  return text;
+}
+
+const names = (v: string | undefined): string[] | null =>
+  v === undefined
+    ? null
+    : v
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean);
+
+/** Where this node listens and who its founding peers are, from either the canonical or a seed form. */
+interface Layout {
+  readonly id: string;
+  readonly listen: string;
+  readonly peerListen: string;
+  /** Founding members (canonical form): id -> CLIENT/PEER. */
+  readonly peers: Map<string, string> | undefined;
+  /** Seed form: the peers' peer addresses, ids unknown. */
+  readonly seeds: string[] | undefined;
+}
+
+function layout(p: Parsed): Layout {
+  const idFlag = str(p, 'id');
+  const nodeId = str(p, 'node-id');
+  if (idFlag !== undefined && nodeId !== undefined && idFlag !== nodeId) {
+    throw new UsageError(`--id ${idFlag} and --node-id ${nodeId} disagree (give one)`, 'serve');
+  }
+  const port = int(p, 'port', 1, 65535);
+  const clientPort = int(p, 'client-port', 1, 65535);
+  const nodePort = int(p, 'node-port', 1, 65535);
+  const ip = str(p, 'ip');
+  // Seed 000's line names no id: IP-NODEPORT then (unique as long as the node addresses are).
+  const id =
+    idFlag ??
+    nodeId ??
+    (nodePort !== undefined
+      ? `${ip ?? '127.0.0.1'}-${nodePort}`.replace(/[^A-Za-z0-9_.-]/g, '_')
+      : undefined);
+  if (id === undefined)
+    throw new UsageError('--id is required (or --node-id; seed 000 lines: --node-port)', 'serve');
   if (!ID.test(id))
     throw new UsageError(
       `--id must be 1-64 characters of [A-Za-z0-9_.-], got ${JSON.stringify(id)}`,
       'serve',
     );
+  if (port !== undefined && clientPort !== undefined && port !== clientPort) {
+    throw new UsageError(`--port ${port} and --client-port ${clientPort} disagree (give one)`, 'serve');
+  }
+  const seedForm =
+    port !== undefined || clientPort !== undefined || nodePort !== undefined || ip !== undefined;
+  if (seedForm && str(p, 'listen') !== undefined) {
+    throw new UsageError('give either --listen or --ip/--port/--client-port, not both', 'serve');
+  }
+  if (nodePort !== undefined && str(p, 'peer-listen') !== undefined) {
+    throw new UsageError('give either --peer-listen or --node-port, not both', 'serve');
+  }
+  const host = ip ?? '127.0.0.1';
+  if (ip !== undefined && !isHostPort(`${ip.includes(':') ? `[${ip}]` : ip}:1`)) {
+    throw new UsageError(`--ip must be an IP address or host name, got ${JSON.stringify(ip)}`, 'serve');
+  }
+  const h = host.includes(':') ? `[${host}]` : host;
   const peersArg = str(p, 'peers');
+  const items = peersArg?.split(',').map((x) => x.trim()) ?? [];
+  // any item with an id: the canonical form (parsePeers names an item without one)
+  const withIds = items.filter((x) => x.includes('='));
+  let peers: Map<string, string> | undefined;
+  let seeds: string[] | undefined;
+  if (peersArg !== undefined && withIds.length > 0) {
+    peers = parsePeers(peersArg, '--peers', true);
+    if (!peers.has(id)) {
+      throw new UsageError(
+        `--peers must include this node (${id}); it lists ${[...peers.keys()].join(', ')}`,
+        'serve',
+      );
+    }
+  } else if (peersArg !== undefined) {
+    // Seed form: with --node-port (seed 000) the items are the peers' node (peer) ports; otherwise their
+    // client ports, whose peer ports are the client port + PEER_PORT_OFFSET (seed 004).
+    seeds = items.map((a) => {
+      hostPort(a, '--peers item');
+      try {
+        return nodePort !== undefined ? a : defaultPeerAddress(a);
+      } catch (e) {
+        throw new UsageError(`--peers: ${(e as Error).message}`, 'serve');
+      }
+    });
+  }
+  const cPort = port ?? clientPort;
+  const own = peers?.get(id);
+  let ownAddr: MemberAddress | undefined;
+  try {
+    ownAddr = own !== undefined ? parseMemberAddress(own) : undefined;
+  } catch (e) {
+    throw new UsageError(`--peers: ${(e as Error).message}`, 'serve');
+  }
+  const listen = hostPort(
+    str(p, 'listen') ?? (cPort !== undefined ? `${h}:${cPort}` : (ownAddr?.client ?? `${h}:50051`)),
+    '--listen',
+  );
+  let peerListen: string;
+  try {
+    peerListen = hostPort(
+      str(p, 'peer-listen') ??
+        (nodePort !== undefined
+          ? `${h}:${nodePort}`
+          : own?.includes('/') && ownAddr !== undefined
+            ? ownAddr.peer
+            : defaultPeerAddress(listen)),
+      '--peer-listen',
+    );
+  } catch (e) {
+    if (e instanceof MemberAddressError) throw new UsageError(`--listen: ${e.message}`, 'serve');
+    throw e;
+  }
+  if (peerListen === listen && !listen.endsWith(':0')) {
+    throw new UsageError(`the peer port must differ from the client port (${listen})`, 'serve');
+  }
+  return { id, listen, peerListen, peers, seeds };
+}
+
+export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
+  const { id, listen, peerListen, seeds } = layout(p);
+  let peers = layout(p).peers;
   const joinAddr = str(p, 'join');
-  if (peersArg !== undefined && joinAddr !== undefined) {
+  if ((peers !== undefined || seeds !== undefined) && joinAddr !== undefined) {
     throw new UsageError('give either --peers (a new cluster) or --join (a running one), not both', 'serve');
   }
-  let peers = peersArg !== undefined ? parsePeers(peersArg) : undefined;
-  if (peers && !peers.has(id)) {
-    throw new UsageError(
-      `--peers must include this node (${id}); it lists ${[...peers.keys()].join(', ')}`,
-      'serve',
-    );
-  }
-  const listen = hostPort(str(p, 'listen') ?? peers?.get(id) ?? '127.0.0.1:50051', '--listen');
   if (joinAddr !== undefined) hostPort(joinAddr, '--join');
   const dataDir = str(p, 'data-dir') ?? join('state', id);
   const clusterId = str(p, 'cluster-id') ?? 'raftkv';
@@ -154,6 +354,49 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
   const caFile = str(p, 'ca');
   if ((certFile === undefined) !== (keyFile === undefined)) {
     throw new UsageError('--cert and --key go together', 'serve');
+  }
+  if (caFile !== undefined && certFile === undefined)
+    throw new UsageError('--ca needs --cert and --key', 'serve');
+  const peerCertFile = str(p, 'peer-cert') ?? certFile;
+  const peerKeyFile = str(p, 'peer-key') ?? keyFile;
+  const peerCaFile = str(p, 'peer-ca') ?? caFile;
+  if ((peerCertFile === undefined) !== (peerKeyFile === undefined)) {
+    throw new UsageError('--peer-cert and --peer-key go together', 'serve');
+  }
+  if (peerCertFile !== undefined && peerCaFile === undefined) {
+    throw new UsageError(
+      'peer TLS needs a CA to check the other peers’ certificates: give --peer-ca (or --ca)',
+      'serve',
+    );
+  }
+  if (peerCaFile !== undefined && peerCertFile === undefined) {
+    throw new UsageError('--peer-ca needs --peer-cert and --peer-key (or --cert and --key)', 'serve');
+  }
+  const secretFile = str(p, 'peer-secret-file');
+  if (secretFile !== undefined && peerCertFile !== undefined) {
+    throw new UsageError(
+      '--peer-secret-file is for peers without TLS; with peer certificates, peers authenticate by certificate',
+      'serve',
+    );
+  }
+  const allowedPeerNames = names(str(p, 'peer-cert-allowed-cn'));
+  if (allowedPeerNames !== null && peerCertFile === undefined) {
+    throw new UsageError('--peer-cert-allowed-cn needs peer TLS (--peer-cert or --cert)', 'serve');
+  }
+  const insecurePeers = bool(p, 'insecure-peers');
+  const peerHost = peerListen.slice(0, peerListen.lastIndexOf(':'));
+  if (peerCertFile === undefined && secretFile === undefined && !isLoopbackHost(peerHost) && !insecurePeers) {
+    throw new UsageError(
+      `refusing to serve unauthenticated peer traffic on ${peerListen}: anyone who reaches it could ` +
+        'take over the cluster. Give peer TLS (--peer-cert/--peer-key/--peer-ca, or --cert/--key/--ca) or ' +
+        '--peer-secret-file, listen for peers on a loopback address, or accept the risk with --insecure-peers',
+      'serve',
+    );
+  }
+  const adminTokenFile = str(p, 'admin-token-file');
+  const adminNames = names(str(p, 'admin-cert-allowed-cn'));
+  if (adminNames !== null && (certFile === undefined || caFile === undefined)) {
+    throw new UsageError('--admin-cert-allowed-cn needs mTLS for clients (--cert, --key and --ca)', 'serve');
   }
   const httpListen = str(p, 'http');
   if (httpListen !== undefined) hostPort(httpListen, '--http');
@@ -199,7 +442,40 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
           ...(caFile !== undefined ? { ca: await read(caFile, '--ca') } : {}),
         }
       : undefined;
-  if (caFile !== undefined && !tls) throw new UsageError('--ca needs --cert and --key', 'serve');
+  const peerTls =
+    peerCertFile !== undefined && peerKeyFile !== undefined && peerCaFile !== undefined
+      ? {
+          cert: await read(peerCertFile, '--peer-cert'),
+          key: await read(peerKeyFile, '--peer-key'),
+          ca: await read(peerCaFile, '--peer-ca'),
+        }
+      : undefined;
+  const warn = (msg: string) => logger.warn({}, msg);
+  let auth: PeerAuth = { kind: 'none' };
+  if (peerTls !== undefined) auth = { kind: 'tls', allowedNames: allowedPeerNames };
+  else if (secretFile !== undefined) {
+    const secret = await readSecret(secretFile, '--peer-secret-file', MIN_SECRET_BYTES, warn);
+    auth = { kind: 'secret', secret: Buffer.from(secret, 'utf8') };
+  }
+  if (auth.kind === 'none') {
+    if (insecurePeers && !isLoopbackHost(peerHost)) {
+      logger.warn(
+        { peerListen },
+        'INSECURE: peer traffic on a non-loopback address without authentication (--insecure-peers): ' +
+          'anyone who reaches this port can take over the cluster',
+      );
+    } else {
+      logger.info({ peerListen }, 'peers are not authenticated (loopback only; see docs/security.md)');
+    }
+  }
+  const adminToken =
+    adminTokenFile !== undefined
+      ? await readSecret(adminTokenFile, '--admin-token-file', 16, warn)
+      : undefined;
+  const admin: AdminAuth = {
+    ...(adminToken !== undefined ? { tokens: [adminToken] } : {}),
+    ...(adminNames !== null ? { certNames: adminNames } : {}),
+  };
 
   // Joining: learn the members (and their addresses) from the given node.
   let joinClient: RaftKvClient | undefined;
@@ -210,6 +486,7 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
       timeoutMs: 30_000,
       retries: 100,
       ...(tls ? { tls: { cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca } : {}) } } : {}),
+      ...(adminToken !== undefined ? { adminToken } : {}),
     });
     let st: Awaited<ReturnType<RaftKvClient['status']>>;
     try {
@@ -224,13 +501,32 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
         `${joinAddr} belongs to cluster ${JSON.stringify(st.clusterId)}, not ${JSON.stringify(clusterId)} (--cluster-id)`,
       );
     }
-    peers = new Map(st.members.filter((m) => m.address).map((m) => [m.id, m.address]));
+    peers = new Map(
+      st.members
+        .filter((m) => m.address)
+        .map((m) => [m.id, m.peerAddress ? `${m.address}/${m.peerAddress}` : m.address]),
+    );
     alreadyMember = st.members.some((m) => m.id === id && m.role === 'voter');
     if (!alreadyMember && !st.members.some((m) => m.id === id) && !(await isEmptyDir(dataDir))) {
       logger.warn({ dataDir }, 'joining with a non-empty data directory');
     }
     peers.delete(id);
   }
+
+  const advertisedClient = (port: number) =>
+    listen.endsWith(':0') ? listen.replace(/:0$/, `:${port}`) : listen;
+  const transport = peerTransport({
+    peers: new Map(
+      [...(peers ?? new Map<string, string>())]
+        .filter(([p]) => p !== id)
+        .map(([p, a]) => [p, parseMemberAddress(a).peer]),
+    ),
+    ...(peerTls ? { tls: peerTls } : {}),
+    auth,
+    clientAddress: listen,
+    peerHost,
+    logger: root,
+  });
 
   let server: RaftKvServer;
   // A storage failure before the stop logic below exists is kept and handled there.
@@ -252,11 +548,19 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
             }),
           )
         : undefined;
+    const self = formatMemberAddress({ client: listen, peer: peerListen });
     server = await startServer({
       ...(storage ? { storage } : {}),
       id,
       listen,
-      peers: peers ?? new Map([[id, listen]]),
+      peers: peers ?? new Map([[id, self]]),
+      peer: {
+        listen: peerListen,
+        ...(peerTls ? { tls: peerTls } : {}),
+        grpcOptions: { ...PEER_SERVER_OPTIONS, health: false },
+      },
+      ...(seeds !== undefined ? { discover: (onPeer) => transport.discover(seeds, onPeer) } : {}),
+      admin,
       dataDir,
       clusterId,
       ...(tls ? { tls } : {}),
@@ -267,8 +571,7 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
       logger,
       onFatal: (err) => onFatal(err),
       ...(joinAddr !== undefined ? { joining: true } : {}),
-      grpcOptions: PEER_SERVER_OPTIONS,
-      transport: peerTransport({ peers: peers ?? new Map(), ...(tls ? { tls } : {}), logger: root }),
+      transport: transport.factory,
     });
     if (httpListen !== undefined && storage) {
       const { host, port } = splitHostPort(httpListen);
@@ -286,6 +589,7 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
     joinClient?.close();
     if (e instanceof StorageError) throw new CliError(`${e.name} [${e.code}]: ${e.message}`);
     if (e instanceof ServerConfigError) throw new CliError(e.message);
+    if (e instanceof MemberAddressError) throw new CliError(e.message);
     throw e;
   }
 
@@ -323,19 +627,30 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
   });
 
   if (joinClient && !alreadyMember) {
-    const advertised = listen.endsWith(':0') ? listen.replace(/:0$/, `:${server.port}`) : listen;
+    const advertised = advertisedClient(server.port);
+    const advertisedPeer = peerListen.endsWith(':0')
+      ? peerListen.replace(/:0$/, `:${server.peerPort}`)
+      : peerListen;
     try {
       const st = await joinClient.status();
       if (!st.members.some((m) => m.id === id)) {
         logger.info({ via: joinAddr }, 'asking the cluster to add this node as a learner');
-        await joinClient.addMember(id, advertised, { learner: true, timeoutMs: 30_000 });
+        await joinClient.addMember(id, advertised, {
+          learner: true,
+          peerAddress: advertisedPeer,
+          timeoutMs: 30_000,
+        });
       }
       // Caught up when this node applied what the leader had committed when we asked.
       const target = (await joinClient.status()).commitIndex;
       while (!stopping && server.node.status().applied < target) await new Promise((r) => setTimeout(r, 50));
       if (!stopping) {
         logger.info({ applied: server.node.status().applied }, 'caught up; asking to be promoted to voter');
-        await joinClient.addMember(id, advertised, { learner: false, timeoutMs: 30_000 });
+        await joinClient.addMember(id, advertised, {
+          learner: false,
+          peerAddress: advertisedPeer,
+          timeoutMs: 30_000,
+        });
         logger.info({}, 'joined the cluster as a voter');
       }
     } catch (e) {

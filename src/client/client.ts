@@ -50,6 +50,8 @@ export interface RaftKvClientOptions {
   readonly endpoints: readonly string[];
   /** Use TLS (with these files). Plaintext when absent. */
   readonly tls?: TlsFiles;
+  /** Sent as `authorization: Bearer TOKEN` with admin calls (AddMember, RemoveMember, TransferLeader). */
+  readonly adminToken?: string;
   /** Deadline of a whole call, retries included, ms. Default 5,000. */
   readonly timeoutMs?: number;
   /** Deadline of one attempt, ms. Default min(timeoutMs, 2,000). */
@@ -104,6 +106,8 @@ export interface CasCondition {
 export interface Member {
   readonly id: string;
   readonly address: string;
+  /** Where the other members reach it ('' from servers that do not say). */
+  readonly peerAddress: string;
   readonly role: 'voter' | 'learner' | string;
   readonly matchIndex: number;
 }
@@ -125,6 +129,7 @@ export interface ClusterStatus {
 interface WireMember {
   id: string;
   address: string;
+  peer_address?: string;
   role: string;
   match_index: number;
 }
@@ -219,6 +224,7 @@ export class RaftKvClient {
   private readonly retries: number;
   private readonly initialBackoffMs: number;
   private readonly maxBackoffMs: number;
+  private readonly adminToken: string | undefined;
   private readonly channels = new Map<string, grpc.Client>();
   private readonly idle: Session[] = [];
   /** Invariant: when set, the address of the node last known to lead. */
@@ -242,6 +248,7 @@ export class RaftKvClient {
     this.retries = options.retries ?? 10;
     this.initialBackoffMs = options.initialBackoffMs ?? 50;
     this.maxBackoffMs = options.maxBackoffMs ?? 1_000;
+    this.adminToken = options.adminToken;
     const tls = options.tls;
     this.creds = tls
       ? grpc.credentials.createSsl(
@@ -330,11 +337,11 @@ export class RaftKvClient {
   async addMember(
     id: string,
     address: string,
-    options: CallOptions & { learner?: boolean } = {},
+    options: CallOptions & { learner?: boolean; peerAddress?: string } = {},
   ): Promise<readonly Member[]> {
     const r = await this.invoke<{ members: WireMember[] }>(
       'AddMember',
-      { id, address, learner: options.learner ?? false },
+      { id, address, learner: options.learner ?? false, peer_address: options.peerAddress ?? '' },
       ADMIN,
       options,
     );
@@ -425,15 +432,24 @@ export class RaftKvClient {
     return c;
   }
 
-  private unary<T>(address: string, method: Method, req: object, deadline: number): Promise<T> {
+  private unary<T>(
+    address: string,
+    method: Method,
+    req: object,
+    deadline: number,
+    admin = false,
+  ): Promise<T> {
     const def = methodDefs()[method];
     const ch = this.channel(address);
+    const md = new grpc.Metadata();
+    if (admin && this.adminToken !== undefined) md.set('authorization', `Bearer ${this.adminToken}`);
     return new Promise<T>((resolve, reject) => {
       ch.makeUnaryRequest(
         def.path,
         def.requestSerialize,
         def.responseDeserialize,
         req,
+        md,
         { deadline },
         (err: grpc.ServiceError | null, res?: object) => {
           if (err) reject(err);
@@ -492,7 +508,7 @@ export class RaftKvClient {
       this.stats.attempts++;
       if (sent) sent.attempts++;
       try {
-        return await this.unary<T>(address, method, req, attemptDeadline);
+        return await this.unary<T>(address, method, req, attemptDeadline, route === ADMIN);
       } catch (e) {
         if (e instanceof RaftKvError) throw e;
         const err = e as grpc.ServiceError;
@@ -541,7 +557,13 @@ const WRITE: Route = { leader: true, idempotent: true };
 const ADMIN: Route = { leader: true, idempotent: false };
 
 function memberFromWire(m: WireMember): Member {
-  return { id: m.id, address: m.address, role: m.role, matchIndex: m.match_index };
+  return {
+    id: m.id,
+    address: m.address,
+    peerAddress: m.peer_address ?? '',
+    role: m.role,
+    matchIndex: m.match_index,
+  };
 }
 
 function statusFromWire(s: WireStatus): ClusterStatus {

@@ -16,6 +16,7 @@
 //   find the call through the stream (no per-call closures, except for promise continuations of async handlers).
 
 import type { OutgoingHttpHeaders } from 'node:http2';
+import type { PeerCertificate } from 'node:tls';
 import type { Deadlines } from './deadlines.ts';
 import {
   ACCEPT_ENCODING,
@@ -44,6 +45,8 @@ export interface ServerCall {
   readonly cancelled: boolean;
   /** The client's address as `host:port`. */
   readonly peer: string;
+  /** The certificate the client presented over TLS (null without TLS or without one). */
+  peerCertificate(): PeerCertificate | null;
   /** Adds response header metadata; only before the first response message. Throws TypeError on bad metadata. */
   setHeader(metadata: OutgoingMetadata): void;
   /** Adds trailing metadata, sent with the status. Throws TypeError on bad metadata. */
@@ -117,6 +120,8 @@ export interface GrpcStream {
         readonly socket: {
           readonly remoteAddress?: string | undefined;
           readonly remotePort?: number | undefined;
+          /** TLS sockets only. */
+          getPeerCertificate?(detailed?: boolean): PeerCertificate | object | null;
         };
       }
     | undefined;
@@ -311,6 +316,13 @@ export class Call implements ServerStreamCall, FrameSink {
   get peer(): string {
     const s = this.stream.session?.socket;
     return s === undefined ? 'unknown' : `${s.remoteAddress}:${s.remotePort}`;
+  }
+  peerCertificate(): PeerCertificate | null {
+    const s = this.stream.session?.socket;
+    if (s === undefined || typeof s.getPeerCertificate !== 'function') return null;
+    const c = s.getPeerCertificate(false);
+    // node gives {} when the client sent no certificate
+    return c !== null && 'subject' in c ? (c as PeerCertificate) : null;
   }
   setHeader(metadata: OutgoingMetadata): void {
     if (this.#headersSent) throw new Error('response headers already sent');

@@ -7,6 +7,7 @@
  * barrier (ReadIndex) resolved, unless the request asked for a local read; a write is
  * acknowledged only after it is applied on this node (hence committed).
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { GrpcError, loadProtoFiles, type ServerCall, Status, serviceDefinition } from '../grpc/index.ts';
 import type { KvCommand, KvResult, KvStateMachine } from '../kv/state-machine.ts';
@@ -23,6 +24,8 @@ import {
 } from '../node/errors.ts';
 import type { RaftNode } from '../node/raft-node.ts';
 import { ConfChangeType, type NodeId } from '../raft/types.ts';
+import { certificateNames } from '../transport/peer-auth.ts';
+import { defaultPeerAddress, formatMemberAddress, MemberAddressError } from './member-address.ts';
 
 export const PROTO_FILE = fileURLToPath(new URL('../../proto/raftkv.proto', import.meta.url));
 
@@ -51,8 +54,54 @@ export interface KvServiceContext {
   readonly sm: KvStateMachine;
   readonly clusterId: string;
   readonly limits: KvLimits;
-  /** The address peers and clients reach `id` at ('' if unknown). */
+  /** The address clients reach `id` at ('' if unknown). */
   address(id: NodeId): string;
+  /** The address peers reach `id` at ('' if unknown). */
+  peerAddress?(id: NodeId): string;
+  /** Who may change membership and leadership; absent: anyone (embedding, tests). */
+  readonly admin?: AdminAuth;
+}
+
+/**
+ * Admin identities: a call to AddMember, RemoveMember or TransferLeader must present one of
+ * `tokens` as `authorization: Bearer TOKEN` metadata, or (mTLS) a client certificate naming
+ * one of `certNames` (CN or DNS SAN). With neither configured, every admin call is refused.
+ */
+export interface AdminAuth {
+  readonly tokens?: readonly string[];
+  readonly certNames?: readonly string[];
+}
+
+const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
+
+/** Throws PERMISSION_DENIED unless `call` carries an admin identity of `auth`. */
+export function authorizeAdmin(auth: AdminAuth | undefined, call: ServerCall, what: string): void {
+  if (auth === undefined) return;
+  const tokens = auth.tokens ?? [];
+  const names = auth.certNames ?? [];
+  if (tokens.length > 0) {
+    const header = call.metadata.get('authorization');
+    const value = typeof header === 'string' ? header : '';
+    const m = /^Bearer\s+(\S+)$/i.exec(value);
+    if (m !== null) {
+      const got = digest(m[1] as string);
+      // compare digests in constant time: neither the token nor its length leaks
+      if (tokens.some((t) => timingSafeEqual(digest(t), got))) return;
+    }
+  }
+  if (names.length > 0) {
+    const cert = call.peerCertificate();
+    if (cert !== null && certificateNames(cert).some((n) => names.includes(n))) return;
+  }
+  const ways = [
+    ...(tokens.length > 0 ? ['send the admin token (--admin-token-file)'] : []),
+    ...(names.length > 0 ? ['use an admin client certificate (--admin-cert-allowed-cn)'] : []),
+  ];
+  const how =
+    ways.length === 0
+      ? 'this node has no admin identity configured (start it with --admin-token-file or --admin-cert-allowed-cn)'
+      : ways.join(' or ');
+  throw new GrpcError(Status.PERMISSION_DENIED, `${what} needs an admin identity: ${how}`);
 }
 
 type Long = { toNumber(): number };
@@ -66,6 +115,7 @@ function num(v: U64): number {
 }
 
 const utf8 = new TextEncoder();
+const HOST_PORT = /^(\[[^\]]+\]|[^\s:/]+):\d{1,5}$/;
 
 function checkKey(key: unknown, limits: KvLimits): string {
   if (typeof key !== 'string' || key.length === 0) {
@@ -204,6 +254,7 @@ interface MemberReq {
   id: string;
   address?: string;
   learner?: boolean;
+  peer_address?: string;
 }
 
 function revision(r: WriteResult): number {
@@ -224,10 +275,17 @@ export function kvHandlers(ctx: KvServiceContext) {
         address: ctx.address(id),
         role: 'voter',
         match_index: id === st.id ? st.lastIndex : (match.get(id) ?? 0),
+        peer_address: ctx.peerAddress?.(id) ?? '',
       });
     }
     for (const id of st.conf.learners) {
-      out.push({ id, address: ctx.address(id), role: 'learner', match_index: match.get(id) ?? 0 });
+      out.push({
+        id,
+        address: ctx.address(id),
+        role: 'learner',
+        match_index: match.get(id) ?? 0,
+        peer_address: ctx.peerAddress?.(id) ?? '',
+      });
     }
     return out;
   };
@@ -295,24 +353,42 @@ export function kvHandlers(ctx: KvServiceContext) {
       };
     },
     async AddMember(req: MemberReq, call: ServerCall) {
+      authorizeAdmin(ctx.admin, call, 'AddMember');
       if (typeof req.id !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(req.id)) {
         throw new GrpcError(Status.INVALID_ARGUMENT, 'member id must be 1-64 characters of [A-Za-z0-9_.-]');
       }
-      if (!req.address || !/^[^\s:]+:\d{1,5}$/.test(req.address)) {
+      if (!req.address || !HOST_PORT.test(req.address)) {
         throw new GrpcError(
           Status.INVALID_ARGUMENT,
           `member address must be host:port, got ${JSON.stringify(req.address ?? '')}`,
         );
       }
+      if (req.peer_address && !HOST_PORT.test(req.peer_address)) {
+        throw new GrpcError(
+          Status.INVALID_ARGUMENT,
+          `member peer address must be host:port, got ${JSON.stringify(req.peer_address)}`,
+        );
+      }
+      let context: string;
+      try {
+        context = formatMemberAddress({
+          client: req.address,
+          peer: req.peer_address || defaultPeerAddress(req.address),
+        });
+      } catch (e) {
+        if (e instanceof MemberAddressError) throw new GrpcError(Status.INVALID_ARGUMENT, e.message);
+        throw e;
+      }
       const type = req.learner ? ConfChangeType.AddLearner : ConfChangeType.AddVoter;
       try {
-        await ctx.node.changeMembership({ type, node: req.id, context: req.address }, deadline(call, limits));
+        await ctx.node.changeMembership({ type, node: req.id, context }, deadline(call, limits));
       } catch (err) {
         throw toGrpcError(err, ctx);
       }
       return { members: members() };
     },
     async RemoveMember(req: MemberReq, call: ServerCall) {
+      authorizeAdmin(ctx.admin, call, 'RemoveMember');
       if (typeof req.id !== 'string' || req.id === '')
         throw new GrpcError(Status.INVALID_ARGUMENT, 'member id is empty');
       try {
@@ -337,6 +413,7 @@ export function kvHandlers(ctx: KvServiceContext) {
       }
     },
     async TransferLeader(req: MemberReq, call: ServerCall) {
+      authorizeAdmin(ctx.admin, call, 'TransferLeader');
       try {
         ctx.node.transferLeadership(req.id);
       } catch (err) {

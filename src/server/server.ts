@@ -1,13 +1,15 @@
 /**
  * A raftkv server: one node of the replicated KV store. It opens the data directory
- * (FileStorage), restores the state machine, starts the RaftNode, and serves
- * raft.KeyValueService (with reflection and health) and the peer service on one gRPC
- * port of the project's own gRPC layer.
+ * (FileStorage), restores the state machine, starts the RaftNode, and serves two planes on
+ * two ports of the project's own gRPC layer (docs/security.md): the client port
+ * (raft.KeyValueService, reflection, health) and the peer port (raft.PeerService only).
  *
  * Invariants: the data directory is opened before anything listens (a wrong or corrupt
- * directory fails start-up and changes nothing); shutdown stops accepting calls first,
- * lets in-flight calls finish (up to a grace period), then stops the node, which syncs and
- * closes storage.
+ * directory fails start-up and changes nothing); the client port never serves
+ * raft.PeerService (UNIMPLEMENTED); the peer port listens before the node starts (peers
+ * learn its id from it during discovery) and the client port after; shutdown stops
+ * accepting calls first, lets in-flight calls finish (up to a grace period), then stops the
+ * node, which syncs and closes storage.
  */
 import { createGrpcServer, type GrpcServer, type GrpcServerOptions, type TlsOptions } from '../grpc/index.ts';
 import { type KvResult, KvStateMachine } from '../kv/state-machine.ts';
@@ -17,7 +19,14 @@ import type { RaftStorage } from '../raft/storage.ts';
 import { ConfChangeType, type NodeId } from '../raft/types.ts';
 import { FileStorage } from '../storage/file-storage.ts';
 import type { Transport } from '../transport/transport.ts';
-import { defaultLimits, type KvLimits, kvHandlers, kvServiceDefinition } from './kv-service.ts';
+import {
+  type AdminAuth,
+  defaultLimits,
+  type KvLimits,
+  kvHandlers,
+  kvServiceDefinition,
+} from './kv-service.ts';
+import { type MemberAddress, MemberAddressError, parseMemberAddress } from './member-address.ts';
 
 export interface ServerConfig {
   readonly id: NodeId;
@@ -26,10 +35,32 @@ export interface ServerConfig {
    * 10,000. Part of the replicated state: every member must use the same value.
    */
   readonly maxSessions?: number;
-  /** host:port to listen on for clients and peers. Port 0 picks a free one. */
+  /** host:port to listen on for clients. Port 0 picks a free one. */
   readonly listen: string;
-  /** Every founding member and its address (this node included). Needed to bootstrap. */
+  /**
+   * Every founding member and its addresses, `CLIENT/PEER` or `CLIENT` (member-address.ts),
+   * this node included. Needed to bootstrap.
+   */
   readonly peers: ReadonlyMap<NodeId, string>;
+  /**
+   * The peer plane: raft.PeerService on a port of its own, given to `transport` (absent: the
+   * transport needs no server, e.g. the in-memory one of tests).
+   */
+  readonly peer?: {
+    /** host:port; port 0 picks a free one. */
+    readonly listen: string;
+    readonly tls?: TlsOptions;
+    readonly grpcOptions?: Omit<GrpcServerOptions, 'tls'>;
+  };
+  /**
+   * Founding members known only by peer address (seed-style `--peers host:port,...`): called
+   * once the peer port listens, resolves with each one's id and addresses. Awaited before
+   * bootstrapping an empty data directory; otherwise run in the background, each peer added
+   * to the transport as it answers.
+   */
+  readonly discover?: (onPeer: (id: NodeId, address: MemberAddress) => void) => Promise<void>;
+  /** Who may call AddMember, RemoveMember and TransferLeader (kv-service.ts; default: anyone). */
+  readonly admin?: AdminAuth;
   readonly dataDir: string;
   /** Refuses peers and data directories of another cluster. Default 'raftkv'. */
   readonly clusterId?: string;
@@ -48,10 +79,13 @@ export interface ServerConfig {
   readonly onFatal?: (err: Error) => void;
   /** Do not bootstrap an empty data directory: wait to be added by an existing cluster. */
   readonly joining?: boolean;
-  /** Options of the gRPC server (the peer transport may need larger messages and windows). */
+  /** Options of the client port's gRPC server. */
   readonly grpcOptions?: Omit<GrpcServerOptions, 'tls'>;
-  /** The peer transport, given the gRPC server it may register its service on. */
-  readonly transport: (grpc: GrpcServer, ctx: { id: NodeId; clusterId: string }) => Transport;
+  /** The peer transport, given the peer port's server (null without `peer`) to register its service on. */
+  readonly transport: (
+    peerServer: GrpcServer | null,
+    ctx: { id: NodeId; clusterId: string; peerPort: number },
+  ) => Transport;
   /** Storage override (tests); default FileStorage in dataDir. */
   readonly storage?: RaftStorage;
   readonly seed?: number;
@@ -63,13 +97,17 @@ export class ServerConfigError extends Error {
 
 export interface RaftKvServer {
   readonly id: NodeId;
-  /** The bound gRPC port. */
+  /** The bound client (API) port. */
   readonly port: number;
+  /** The bound peer port (0 without a peer plane). */
+  readonly peerPort: number;
   readonly node: RaftNode<KvResult | null>;
   readonly sm: KvStateMachine;
   readonly grpc: GrpcServer;
-  /** Where `id` can be reached ('' if unknown). */
+  /** Where clients reach `id` ('' if unknown). */
   address(id: NodeId): string;
+  /** Where peers reach `id` ('' if unknown). */
+  peerAddress(id: NodeId): string;
   close(graceMs?: number): Promise<void>;
 }
 
@@ -83,8 +121,17 @@ export function parseHostPort(s: string, what: string): { host: string; port: nu
 export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
   const clusterId = config.clusterId ?? 'raftkv';
   const { host, port } = parseHostPort(config.listen, '--listen');
-  if (!config.joining && !config.peers.has(config.id)) {
+  const peerHostPort = config.peer ? parseHostPort(config.peer.listen, '--peer-listen') : null;
+  if (!config.joining && !config.discover && !config.peers.has(config.id)) {
     throw new ServerConfigError(`the peer list does not include this node (${config.id})`);
+  }
+  const founders = new Map<NodeId, MemberAddress>();
+  for (const [id, a] of config.peers) {
+    try {
+      founders.set(id, parseMemberAddress(a));
+    } catch (e) {
+      throw new ServerConfigError(`address of ${id}: ${(e as Error).message}`);
+    }
   }
   const log = config.logger;
   const storage =
@@ -100,21 +147,77 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
     onInvalid: (index, reason) =>
       log?.warn({ index, reason }, 'committed entry is not a KV command; applied as a no-op'),
   });
-  const addresses = new Map<NodeId, string>();
-  const address = (id: NodeId): string =>
-    addresses.get(id) ?? sm.members.get(id) ?? config.peers.get(id) ?? '';
+  /** Addresses learned at run time (membership changes, discovery), over the founders'. */
+  const learned = new Map<NodeId, MemberAddress>();
+  const member = (id: NodeId): MemberAddress | undefined => {
+    const l = learned.get(id);
+    if (l !== undefined) return l;
+    const m = sm.members.get(id);
+    if (m !== undefined) {
+      try {
+        return parseMemberAddress(m);
+      } catch {
+        // a malformed entry in the member table: fall back to the founders'
+      }
+    }
+    return founders.get(id);
+  };
+  const address = (id: NodeId): string => member(id)?.client ?? '';
+  const peerAddress = (id: NodeId): string => member(id)?.peer ?? '';
   const grpc = createGrpcServer({ ...config.grpcOptions, ...(config.tls ? { tls: config.tls } : {}) });
+  const peerServer = config.peer
+    ? createGrpcServer({
+        reflection: false,
+        ...config.peer.grpcOptions,
+        ...(config.peer.tls ? { tls: config.peer.tls } : {}),
+      })
+    : null;
   let transport: Transport;
   let node: RaftNode<KvResult | null>;
+  let peerPort = 0;
   try {
-    transport = config.transport(grpc, { id: config.id, clusterId });
-    for (const [id, addr] of config.peers) if (id !== config.id) transport.setPeer(id, addr);
+    if (peerServer !== null && peerHostPort !== null) {
+      // the transport registers raft.PeerService first, then the port opens
+      const box: { t: Transport | null } = { t: null };
+      const bound = { port: peerHostPort.port };
+      if (bound.port === 0) {
+        // the transport must know the port it advertises: bind first (nothing is served before register)
+        peerPort = await listenOrFail(peerServer, peerHostPort.host, 0, config.peer?.listen ?? '');
+        box.t = config.transport(peerServer, { id: config.id, clusterId, peerPort });
+      } else {
+        box.t = config.transport(peerServer, { id: config.id, clusterId, peerPort: bound.port });
+        peerPort = await listenOrFail(peerServer, peerHostPort.host, bound.port, config.peer?.listen ?? '');
+      }
+      transport = box.t;
+    } else {
+      transport = config.transport(null, { id: config.id, clusterId, peerPort: 0 });
+    }
+    for (const [id, a] of founders) if (id !== config.id) transport.setPeer(id, a.peer);
+    const t = transport;
+    const onPeer = (id: NodeId, a: MemberAddress): void => {
+      if (id === config.id) return;
+      learned.set(id, a);
+      t.setPeer(id, a.peer);
+    };
+    const durable = storage.initialState();
+    const empty = durable.hardState.term === 0 && durable.entries.length === 0 && durable.snapshot === null;
+    let bootstrap = [...config.peers.keys()];
+    if (config.discover) {
+      if (empty && !config.joining) {
+        log?.info({}, 'waiting for every listed peer to answer, to learn their node ids');
+        await config.discover(onPeer);
+        bootstrap = [...new Set([config.id, ...bootstrap, ...learned.keys()])].sort();
+        log?.info({ members: bootstrap }, 'learned the founding members');
+      } else {
+        config.discover(onPeer).catch((err: unknown) => log?.warn({ err }, 'peer discovery failed'));
+      }
+    }
     node = await RaftNode.start({
       id: config.id,
       storage,
       transport,
       stateMachine: sm,
-      ...(config.joining ? {} : { bootstrap: [...config.peers.keys()] }),
+      ...(config.joining ? {} : { bootstrap }),
       ...(config.tickMs !== undefined ? { tickMs: config.tickMs } : {}),
       ...(config.raft ? { raft: config.raft } : {}),
       ...(config.snapshotEntries !== undefined ? { snapshotEntries: config.snapshotEntries } : {}),
@@ -125,50 +228,95 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
       onConfChange: (cc) => {
         if (cc.type === ConfChangeType.Remove) {
           sm.members.delete(cc.node);
-          if (cc.node !== config.id) transport.removePeer(cc.node);
+          learned.delete(cc.node);
+          if (cc.node !== config.id) t.removePeer(cc.node);
           return;
         }
         if (cc.context) {
+          let a: MemberAddress;
+          try {
+            a = parseMemberAddress(cc.context);
+          } catch (e) {
+            if (!(e instanceof MemberAddressError)) throw e;
+            log?.error(
+              { node: cc.node, context: cc.context, err: e },
+              'membership change with a malformed address',
+            );
+            return;
+          }
           sm.members.set(cc.node, cc.context);
-          addresses.set(cc.node, cc.context);
-          if (cc.node !== config.id) transport.setPeer(cc.node, cc.context);
+          learned.set(cc.node, a);
+          if (cc.node !== config.id) t.setPeer(cc.node, a.peer);
         }
       },
     });
   } catch (err) {
+    await peerServer?.close(0);
     await storage.close().catch(() => {});
     throw err;
   }
   // Addresses learned through membership changes before a restart live in the snapshot.
-  for (const [id, addr] of sm.members)
-    if (id !== config.id && !config.peers.has(id)) transport.setPeer(id, addr);
+  for (const id of sm.members.keys()) {
+    const a = member(id);
+    if (id !== config.id && !config.peers.has(id) && a !== undefined) transport.setPeer(id, a.peer);
+  }
 
   const limits: KvLimits = { ...defaultLimits, ...config.limits };
-  grpc.addService(kvServiceDefinition(), kvHandlers({ node, sm, clusterId, limits, address }));
+  grpc.addService(
+    kvServiceDefinition(),
+    kvHandlers({
+      node,
+      sm,
+      clusterId,
+      limits,
+      address,
+      peerAddress,
+      ...(config.admin ? { admin: config.admin } : {}),
+    }),
+  );
   let bound: number;
   try {
     bound = await grpc.listen(host, port);
   } catch (err) {
     await node.stop();
     await grpc.close(0);
+    await peerServer?.close(0);
     throw new ServerConfigError(`cannot listen on ${config.listen}: ${(err as Error).message}`);
   }
-  log?.info({ listen: `${host}:${bound}`, clusterId }, 'raftkv node serving');
+  log?.info(
+    {
+      listen: `${host}:${bound}`,
+      ...(peerHostPort ? { peerListen: `${peerHostPort.host}:${peerPort}` } : {}),
+      clusterId,
+    },
+    'raftkv node serving',
+  );
   let closing: Promise<void> | null = null;
   return {
     id: config.id,
     port: bound,
+    peerPort,
     node,
     sm,
     grpc,
     address,
+    peerAddress,
     close(graceMs = 2_000) {
       closing ??= (async () => {
         await grpc.close(graceMs);
         await node.stop();
+        await peerServer?.close(Math.min(graceMs, 500));
         log?.info({}, 'raftkv node stopped');
       })();
       return closing;
     },
   };
+}
+
+async function listenOrFail(server: GrpcServer, host: string, port: number, what: string): Promise<number> {
+  try {
+    return await server.listen(host, port);
+  } catch (err) {
+    throw new ServerConfigError(`cannot listen for peers on ${what}: ${(err as Error).message}`);
+  }
 }

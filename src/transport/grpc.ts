@@ -4,13 +4,15 @@
  *
  * Outbound, each peer has a {@link PeerLink}: a minimal gRPC client written on `node:http2`
  * (h2c, or TLS/mTLS), sending a hello first and then one frame per flush. Inbound, the
- * service is added by {@link GrpcTransport.register} to a server the caller created (the KV
- * API shares its port), and each decoded frame is handed to `onMessages`.
+ * service is added by {@link GrpcTransport.register} to a server the caller created (the
+ * peer port, never the client port), and each decoded frame is handed to `onMessages`.
+ * Peers authenticate once per stream, before any batch is read (peer-auth.ts, `auth`).
  *
  * Invariants:
  * - Every message given to `send` is written to its peer's current stream, in order, or
- *   dropped with `onUnreachable(peer)` reported: never queued beyond one event-loop turn,
- *   never buffered beyond `maxBufferedBytes` per peer (HTTP/2 flow control is the
+ *   dropped with `onUnreachable(peer)` reported: never queued beyond one event-loop turn
+ *   (cluster-secret mode: beyond the handshake's round trip, in encoded frames that count
+ *   towards the same cap), never buffered beyond `maxBufferedBytes` per peer (HTTP/2 flow control is the
  *   backpressure; a peer that does not read gets its messages dropped, not our memory).
  * - All messages to one peer sent in one callback (one synchronous run, flushed on
  *   process.nextTick) go out in one frame (split only when larger than `maxFrameBytes`).
@@ -18,6 +20,8 @@
  *   until `retryAt` (sends are dropped and reported). A failed stream moves to backing off
  *   with exponential backoff and jitter; a refused handshake backs off the maximum. A stream
  *   whose hello was acknowledged resets the backoff.
+ * - No batch of an inbound stream is decoded before its sender authenticated; a stream that
+ *   has not authenticated within `handshakeTimeoutMs` ends UNAUTHENTICATED.
  * - One log line per connect, disconnect and handshake failure of a peer; nothing per message.
  * - After `close()` resolves, no timer, immediate, stream or socket of this transport is left.
  */
@@ -27,9 +31,19 @@ import type { ServerStreamCall } from '../grpc/call.ts';
 import { Deframer, type FrameSink } from '../grpc/framing.ts';
 import { loadProtoFiles, type ServiceDefinition, serviceDefinition } from '../grpc/proto.ts';
 import type { GrpcServer } from '../grpc/server.ts';
-import { GrpcError, Status, statusName } from '../grpc/status.ts';
+import { GrpcError, Status, type StatusCode, statusName } from '../grpc/status.ts';
 import type { Message, NodeId } from '../raft/types.ts';
 import { CodecError, decodeBatch, encodeBatchWithHeadroom, messageSizeBound } from './codec.ts';
+import {
+  type CertificateLike,
+  checkPeerCertificate,
+  clientProof,
+  NONCE_BYTES,
+  newNonce,
+  type PeerAuth,
+  proofMatches,
+  serverProof,
+} from './peer-auth.ts';
 import type { Transport, TransportHandlers } from './transport.ts';
 
 /** The peer protocol version sent in every hello. */
@@ -48,10 +62,15 @@ interface PeerHello {
   cluster_id: string;
   from: string;
   to: string;
+  nonce?: Uint8Array;
+  proof?: Uint8Array;
+  client_address?: string;
+  peer_address?: string;
 }
 interface PeerFrame {
   hello?: PeerHello | null;
   batch?: Uint8Array;
+  proof?: Uint8Array;
 }
 interface PeerAck {
   hello?: PeerHello | null;
@@ -102,6 +121,20 @@ export interface GrpcTransportOptions {
   readonly connectionWindowBytes?: number;
   /** Ping each connection this often; no answer within the same time destroys it (default 10 s; 0 disables). */
   readonly keepaliveMs?: number;
+  /** How peers authenticate (default none: loopback only; see peer-auth.ts). `tls` needs `tls` here too. */
+  readonly auth?: PeerAuth;
+  /** An inbound stream must authenticate within this many ms (default 10 s). */
+  readonly handshakeTimeoutMs?: number;
+  /** This node's client (API) and peer addresses, told to peers in the handshake (discovery). */
+  readonly advertise?: { readonly client: string; readonly peer: string };
+}
+
+/** Who answered a discovery probe ({@link GrpcTransport.probe}). */
+export interface PeerIdentity {
+  readonly id: NodeId;
+  /** Its client (API) and peer addresses as it advertises them ('' when it does not say). */
+  readonly clientAddress: string;
+  readonly peerAddress: string;
 }
 
 /** Options a server carrying peer traffic needs (merge them into createGrpcServer's). */
@@ -175,8 +208,10 @@ export class GrpcTransport implements Transport {
   };
   /** @internal */ readonly log: TransportLogger;
   /** @internal */ readonly opts: Required<
-    Omit<GrpcTransportOptions, 'id' | 'clusterId' | 'peers' | 'tls' | 'logger'>
+    Omit<GrpcTransportOptions, 'id' | 'clusterId' | 'peers' | 'tls' | 'logger' | 'auth' | 'advertise'>
   >;
+  /** @internal */ readonly auth: PeerAuth;
+  /** @internal */ readonly advertise: { readonly client: string; readonly peer: string };
   /** @internal */ readonly tls: GrpcTransportTls | undefined;
   /** @internal */ handlers: TransportHandlers | null = null;
   /** @internal */ closed = false;
@@ -189,6 +224,11 @@ export class GrpcTransport implements Transport {
     this.id = options.id;
     this.clusterId = options.clusterId;
     this.tls = options.tls;
+    this.auth = options.auth ?? { kind: 'none' };
+    if (this.auth.kind === 'tls' && this.tls === undefined) {
+      throw new TypeError('peer authentication by TLS needs the tls option (certificate, key and CA)');
+    }
+    this.advertise = options.advertise ?? { client: '', peer: '' };
     this.log = options.logger ?? stderrLogger;
     this.opts = {
       maxFrameBytes: options.maxFrameBytes ?? 16 * 1024 * 1024,
@@ -198,6 +238,7 @@ export class GrpcTransport implements Transport {
       streamWindowBytes: options.streamWindowBytes ?? 1024 * 1024,
       connectionWindowBytes: options.connectionWindowBytes ?? 16 * 1024 * 1024,
       keepaliveMs: options.keepaliveMs ?? 10_000,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
     };
     for (const [id, address] of options.peers ?? []) this.setPeer(id, address);
   }
@@ -255,6 +296,84 @@ export class GrpcTransport implements Transport {
     void link.shutdown();
   }
 
+  /**
+   * Asks the node at `address` (a peer port) who it is, authenticated as any peer stream is:
+   * resolves with its id and advertised addresses, rejects with a PeerStreamError when it
+   * cannot be reached, refuses us, or fails to authenticate, or after `timeoutMs`.
+   */
+  probe(address: string, timeoutMs = 5_000): Promise<PeerIdentity> {
+    const tls = this.tls;
+    return new Promise<PeerIdentity>((resolve, reject) => {
+      let session: http2.ClientHttp2Session;
+      const fail = (why: string, code: number | null = null): void => {
+        clearTimeout(timer);
+        if (!session.destroyed) session.destroy();
+        reject(new PeerStreamError('', code, `${address}: ${why}`));
+      };
+      try {
+        session = http2.connect(`${tls === undefined ? 'http' : 'https'}://${address}`, {
+          ...(tls === undefined
+            ? {}
+            : { cert: tls.cert, key: tls.key, ...(tls.ca === undefined ? {} : { ca: tls.ca }) }),
+        });
+      } catch (e) {
+        reject(new PeerStreamError('', null, `${address}: ${(e as Error).message}`));
+        return;
+      }
+      const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`), timeoutMs);
+      session.on('error', (e: Error) => fail(e.message));
+      const nonce = this.auth.kind === 'secret' ? newNonce() : null;
+      const stream = session.request(REQUEST_HEADERS, { endStream: false });
+      const sink: FrameSink = {
+        onMessage: (message: Buffer): boolean => {
+          let ack: PeerAck;
+          try {
+            ack = ackType().decode(message) as PeerAck;
+          } catch {
+            fail('undecodable answer');
+            return false;
+          }
+          const h = ack.hello;
+          if (h === null || h === undefined || h.from === '') {
+            fail('answered without a hello');
+            return false;
+          }
+          if (h.cluster_id !== this.clusterId) {
+            fail(`it belongs to cluster "${h.cluster_id}", this node to "${this.clusterId}"`);
+            return false;
+          }
+          const why = checkServer(this, session, h, nonce);
+          if (why !== null) {
+            fail(`did not authenticate: ${why}`);
+            return false;
+          }
+          clearTimeout(timer);
+          resolve({ id: h.from, clientAddress: h.client_address ?? '', peerAddress: h.peer_address ?? '' });
+          session.close();
+          return false;
+        },
+        onFrameError: () => fail('malformed gRPC frame'),
+      };
+      const deframer = new Deframer(64 * 1024);
+      stream.on('data', (chunk: Buffer) => deframer.push(chunk, sink));
+      const onStatus = (headers: http2.IncomingHttpHeaders): void => {
+        const code = headers['grpc-status'];
+        if (code !== undefined && code !== '0') {
+          const msg = headers['grpc-message'];
+          fail(
+            `${statusName(Number(code))}: ${typeof msg === 'string' ? decodeURIComponent(msg) : ''}`,
+            Number(code),
+          );
+        }
+      };
+      stream.on('response', onStatus);
+      stream.on('trailers', onStatus);
+      stream.on('error', (e: Error) => fail(e.message));
+      stream.on('close', () => fail('stream closed before an answer'));
+      stream.write(grpcMessage({ hello: helloOf(this, '', nonce) }));
+    });
+  }
+
   /** Current address book. */
   peers(): Map<NodeId, string> {
     return new Map([...this.#links].map(([id, l]) => [id, l.address]));
@@ -289,26 +408,55 @@ export class GrpcTransport implements Transport {
   // ---- inbound ----
   async #serve(call: ServerStreamCall<PeerFrame, PeerAck>): Promise<void> {
     const it = call[Symbol.asyncIterator]();
-    const first = await it.next();
+    const hs = this.opts.handshakeTimeoutMs;
+    const handshakeEnds = Date.now() + hs;
+    const first = await nextWithin(it, handshakeEnds, hs);
     if (first.done === true) return;
     const hello = first.value.hello;
     if (hello === null || hello === undefined) {
       this.log.warn({ node: this.id, remote: call.peer }, 'peer stream refused: first frame is not a hello');
       throw new GrpcError(Status.INVALID_ARGUMENT, 'peer protocol: the first frame must be a hello');
     }
+    const refuse = (code: StatusCode, reason: string): GrpcError => {
+      this.log.warn({ node: this.id, peer: hello.from, remote: call.peer, reason }, 'peer handshake refused');
+      return new GrpcError(code, reason);
+    };
+    const unauthenticated = this.#authenticate(call, hello);
+    if (unauthenticated !== null) throw refuse(Status.UNAUTHENTICATED, unauthenticated);
     const refusal = this.#checkHello(hello);
-    if (refusal !== null) {
-      this.log.warn(
-        { node: this.id, peer: hello.from, remote: call.peer, reason: refusal },
-        'peer handshake refused',
-      );
-      throw new GrpcError(Status.FAILED_PRECONDITION, refusal);
-    }
+    if (refusal !== null) throw refuse(Status.FAILED_PRECONDITION, refusal);
     if (this.closed) throw new GrpcError(Status.UNAVAILABLE, `node ${this.id} is shutting down`);
     const peer = hello.from;
-    call.write({
-      hello: { version: PEER_PROTOCOL_VERSION, cluster_id: this.clusterId, from: this.id, to: peer },
-    });
+    const ack: PeerHello = {
+      version: PEER_PROTOCOL_VERSION,
+      cluster_id: this.clusterId,
+      from: this.id,
+      to: peer,
+      client_address: this.advertise.client,
+      peer_address: this.advertise.peer,
+    };
+    let serverNonce: Buffer | null = null;
+    if (this.auth.kind === 'secret') {
+      serverNonce = newNonce();
+      ack.nonce = serverNonce;
+      ack.proof = serverProof(this.auth.secret, this.#proofInput(hello, serverNonce));
+    }
+    call.write({ hello: ack });
+    // A discovery probe learns who we are and nothing else.
+    if (hello.to === '') return;
+    if (this.auth.kind === 'secret' && serverNonce !== null) {
+      const r = await nextWithin(it, handshakeEnds, hs);
+      if (r.done === true) return;
+      const expected = clientProof(this.auth.secret, this.#proofInput(hello, serverNonce));
+      if (!proofMatches(expected, r.value.proof)) {
+        throw refuse(
+          Status.UNAUTHENTICATED,
+          r.value.proof === undefined || r.value.proof.length === 0
+            ? 'peer authentication required: the frame after the hello must carry the proof of the cluster secret'
+            : 'peer authentication failed: wrong proof of the cluster secret (--peer-secret-file differs)',
+        );
+      }
+    }
     this.#inbound.add(call);
     this.log.info({ node: this.id, peer, remote: call.peer }, 'peer stream accepted');
     let ended = 'peer ended the stream';
@@ -352,6 +500,30 @@ export class GrpcTransport implements Transport {
     }
   }
 
+  #proofInput(hello: PeerHello, serverNonce: Uint8Array) {
+    return {
+      clusterId: this.clusterId,
+      client: hello.from,
+      server: this.id,
+      clientNonce: hello.nonce ?? EMPTY,
+      serverNonce,
+    };
+  }
+
+  /** Why the sender of `hello` is not authenticated (null when it is, or needs not be yet). */
+  #authenticate(call: ServerStreamCall<PeerFrame, PeerAck>, hello: PeerHello): string | null {
+    const auth = this.auth;
+    if (auth.kind === 'none') return null;
+    if (auth.kind === 'secret') {
+      if (hello.nonce === undefined || hello.nonce.length !== NONCE_BYTES) {
+        return 'peer authentication required: this node expects the cluster secret (--peer-secret-file), proven in the handshake';
+      }
+      return null;
+    }
+    const why = checkPeerCertificate(call.peerCertificate(), hello.from, auth.allowedNames);
+    return why === null ? null : `peer authentication failed: ${why}`;
+  }
+
   #checkHello(h: PeerHello): string | null {
     if (h.version !== PEER_PROTOCOL_VERSION) {
       return `unsupported peer protocol version ${h.version} (node ${this.id} speaks ${PEER_PROTOCOL_VERSION})`;
@@ -359,7 +531,7 @@ export class GrpcTransport implements Transport {
     if (h.cluster_id !== this.clusterId) {
       return `cluster id mismatch: node ${this.id} belongs to cluster "${this.clusterId}", the peer ${h.from} to "${h.cluster_id}"`;
     }
-    if (h.to !== this.id) {
+    if (h.to !== this.id && h.to !== '') {
       return `node id mismatch: the peer ${h.from} expected node "${h.to}" at this address, but this is node "${this.id}"`;
     }
     if (h.from === '' || h.from === this.id) return `bad sender id "${h.from}"`;
@@ -367,8 +539,90 @@ export class GrpcTransport implements Transport {
   }
 }
 
+const EMPTY = new Uint8Array(0);
+
+/** The next frame of a stream, or UNAUTHENTICATED when the handshake's time (`end`) runs out first. */
+function nextWithin<T>(it: AsyncIterator<T>, end: number, totalMs: number): Promise<IteratorResult<T>> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(new GrpcError(Status.UNAUTHENTICATED, `peer handshake not completed within ${totalMs} ms`)),
+      Math.max(0, end - Date.now()),
+    );
+  });
+  return Promise.race([it.next(), timeout]).finally(() => clearTimeout(timer));
+}
+
 const ackType = (): ReturnType<typeof peerServiceDefinition>['methods'][number]['responseType'] =>
   peerServiceDefinition().methods[0]!.responseType;
+const frameType = (): ReturnType<typeof peerServiceDefinition>['methods'][number]['requestType'] =>
+  peerServiceDefinition().methods[0]!.requestType;
+
+/** One gRPC length-prefixed message holding `frame`. */
+function grpcMessage(frame: PeerFrame): Buffer {
+  const body = frameType().encode(frame).finish();
+  const out = Buffer.allocUnsafe(5 + body.length);
+  out[0] = 0;
+  out.writeUInt32BE(body.length, 1);
+  out.set(body, 5);
+  return out;
+}
+
+/** The hello a node opens a stream with (to '' in a discovery probe). */
+function helloOf(t: GrpcTransport, to: NodeId, nonce: Buffer | null): PeerHello {
+  return {
+    version: PEER_PROTOCOL_VERSION,
+    cluster_id: t.clusterId,
+    from: t.id,
+    to,
+    ...(nonce !== null ? { nonce } : {}),
+    client_address: t.advertise.client,
+    peer_address: t.advertise.peer,
+  };
+}
+
+/** Why the server that answered `ack` on `session` is not authenticated as `ack.from` (null when it is). */
+function checkServer(
+  t: GrpcTransport,
+  session: http2.Http2Session | undefined,
+  ack: PeerHello,
+  nonce: Buffer | null,
+): string | null {
+  const auth = t.auth;
+  if (auth.kind === 'none') return null;
+  if (auth.kind === 'secret') {
+    if (nonce === null || ack.nonce === undefined || ack.nonce.length !== NONCE_BYTES) {
+      return 'it sent no challenge (is its --peer-secret-file set?)';
+    }
+    const expected = serverProof(auth.secret, {
+      clusterId: t.clusterId,
+      client: t.id,
+      server: ack.from,
+      clientNonce: nonce,
+      serverNonce: ack.nonce,
+    });
+    return proofMatches(expected, ack.proof)
+      ? null
+      : 'wrong proof of the cluster secret (--peer-secret-file differs)';
+  }
+  const socket = session?.socket as { getPeerCertificate?: () => CertificateLike } | undefined;
+  const cert = typeof socket?.getPeerCertificate === 'function' ? socket.getPeerCertificate() : null;
+  return checkPeerCertificate(cert, ack.from, auth.allowedNames);
+}
+
+function clientProofFor(t: GrpcTransport, ack: PeerHello, nonce: Buffer): Buffer {
+  const auth = t.auth;
+  if (auth.kind !== 'secret' || ack.nonce === undefined)
+    throw new Error('clientProofFor: not in secret mode');
+  return clientProof(auth.secret, {
+    clusterId: t.clusterId,
+    client: t.id,
+    server: ack.from,
+    clientNonce: nonce,
+    serverNonce: ack.nonce,
+  });
+}
 
 /** The outbound side for one peer: its connection, stream, queue and backoff. */
 class PeerLink implements FrameSink {
@@ -392,6 +646,10 @@ class PeerLink implements FrameSink {
   #keepalive: NodeJS.Timeout | null = null;
   #pingTimer: NodeJS.Timeout | null = null;
   #shutdown: Promise<void> | null = null;
+  /** Cluster-secret mode: this stream's nonce, and frames written before the server proved itself. */
+  #nonce: Buffer | null = null;
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
 
   constructor(t: GrpcTransport, peer: NodeId, address: string) {
     this.t = t;
@@ -458,7 +716,7 @@ class PeerLink implements FrameSink {
     while (len >= 2 ** (7 * lenBytes)) lenBytes++;
     const start = HEADROOM - lenBytes - 1 - 5;
     const frame = buf.subarray(start, end);
-    if (stream.writableLength + frame.length > this.t.opts.maxBufferedBytes) {
+    if (stream.writableLength + this.#pendingBytes + frame.length > this.t.opts.maxBufferedBytes) {
       if (!this.#overflowLogged) {
         this.#overflowLogged = true;
         this.t.log.warn(
@@ -479,7 +737,11 @@ class PeerLink implements FrameSink {
       v >>>= 7;
     }
     buf[p] = v;
-    stream.write(frame);
+    if (this.#nonce !== null && !this.#acked) {
+      // the server has not proven the secret yet: hold the frame until it has (one round trip)
+      this.#pending.push(frame);
+      this.#pendingBytes += frame.length;
+    } else stream.write(frame);
     this.t.stats.framesSent++;
     this.t.stats.messagesSent += msgs.length;
     return true;
@@ -515,6 +777,9 @@ class PeerLink implements FrameSink {
     this.#error = null;
     this.#acked = false;
     this.#refused = null;
+    this.#nonce = t.auth.kind === 'secret' ? newNonce() : null;
+    this.#pending = [];
+    this.#pendingBytes = 0;
     this.#deframer = new Deframer(64 * 1024);
     t.stats.streamsOpened++;
     session.on('error', (e: Error) => {
@@ -550,16 +815,7 @@ class PeerLink implements FrameSink {
     stream.on('close', () => {
       if (this.#stream === stream) this.#failed(session);
     });
-    const hello = peerServiceDefinition()
-      .methods[0]!.requestType.encode({
-        hello: { version: PEER_PROTOCOL_VERSION, cluster_id: t.clusterId, from: t.id, to: this.peer },
-      })
-      .finish();
-    const frame = Buffer.allocUnsafe(5 + hello.length);
-    frame[0] = 0;
-    frame.writeUInt32BE(hello.length, 1);
-    frame.set(hello, 5);
-    stream.write(frame);
+    stream.write(grpcMessage({ hello: helloOf(t, this.peer, this.#nonce) }));
     this.#startKeepalive(session);
   }
 
@@ -644,7 +900,19 @@ class PeerLink implements FrameSink {
       );
       return false;
     }
+    const stream = this.#stream;
+    const why = stream === null ? 'stream closed' : checkServer(this.t, stream.session, h, this.#nonce);
+    if (why !== null) {
+      this.#refuse(`${this.address} did not authenticate as node "${this.peer}": ${why}`);
+      return false;
+    }
     this.#acked = true;
+    if (this.#nonce !== null && stream !== null) {
+      stream.write(grpcMessage({ proof: clientProofFor(this.t, h, this.#nonce) }));
+      for (const f of this.#pending) stream.write(f);
+      this.#pending = [];
+      this.#pendingBytes = 0;
+    }
     this.#attempts = 0;
     this.#failureLogged = false;
     this.#lastRefusal = null;
@@ -671,11 +939,15 @@ class PeerLink implements FrameSink {
     this.#session = null;
     this.#deframer = null;
     this.#acked = false;
+    this.#pending = [];
+    this.#pendingBytes = 0;
     this.#stopKeepalive();
     if (session !== null && !session.destroyed) session.destroy();
     if (this.#shutdown !== null || this.t.closed) return;
     const t = this.t;
-    const refused = status !== null && status.code === Status.FAILED_PRECONDITION;
+    const refused =
+      status !== null &&
+      (status.code === Status.FAILED_PRECONDITION || status.code === Status.UNAUTHENTICATED);
     this.#attempts++;
     const max = t.opts.backoffMaxMs;
     const base = refused ? max : Math.min(max, t.opts.backoffMinMs * 2 ** (this.#attempts - 1));

@@ -10,9 +10,17 @@ export {
   PEER_PROTOCOL_VERSION,
   PEER_SERVER_OPTIONS,
   PEER_STREAM_PATH,
+  type PeerIdentity,
   PeerStreamError,
   peerServiceDefinition,
   type TransportLogger,
 } from './grpc.ts';
 export { MemoryNetwork, MemoryTransport } from './memory.ts';
+export {
+  certificateNames,
+  checkPeerCertificate,
+  isLoopbackHost,
+  MIN_SECRET_BYTES,
+  type PeerAuth,
+} from './peer-auth.ts';
 export type { Transport, TransportHandlers } from './transport.ts';

@@ -5,7 +5,7 @@
 // started and stopped. Every process started here is killed in `after`, even on failure.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -65,6 +65,7 @@ const until = <T>(
 describe('real processes', () => {
   let dir = '';
   const addr = new Map<string, string>();
+  const peerAddr = new Map<string, string>();
   const nodes = new Map<string, Proc>();
   let peers = '';
   let client: RaftKvClient;
@@ -76,12 +77,16 @@ describe('real processes', () => {
       id,
       '--listen',
       addr.get(id) as string,
+      '--peer-listen',
+      peerAddr.get(id) as string,
       '--peers',
       peers,
       '--data-dir',
       join(dir, id),
       '--tick-ms',
       '30',
+      '--admin-token-file',
+      join(dir, 'admin-token'),
     ]);
     nodes.set(id, p);
     return p;
@@ -95,7 +100,9 @@ describe('real processes', () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'raftkv-e2e-'));
     for (const id of ids) addr.set(id, `127.0.0.1:${await freePort()}`);
-    peers = ids.map((id) => `${id}=${addr.get(id)}`).join(',');
+    for (const id of ids) peerAddr.set(id, `127.0.0.1:${await freePort()}`);
+    peers = ids.map((id) => `${id}=${addr.get(id)}/${peerAddr.get(id)}`).join(',');
+    writeFileSync(join(dir, 'admin-token'), 'e2e-admin-token-0123456789\n', { mode: 0o600 });
     for (const id of ids) serve(id);
     client = new RaftKvClient({ endpoints: [...addr.values()], timeoutMs: 10_000, retries: 100 });
     await leaderId();
@@ -252,7 +259,7 @@ describe('real processes', () => {
     const base = await freePort();
     const httpBase = await freePort();
     const clusterDir = join(dir, 'cluster');
-    const run = async (extra: string[], f: (c: RaftKvClient, p: Proc) => Promise<void>) => {
+    const run = async (extra: string[], f: (c: RaftKvClient, p: Proc, eps: string[]) => Promise<void>) => {
       const p = start([
         'cluster',
         '--data-dir',
@@ -270,13 +277,13 @@ describe('real processes', () => {
         async () => (/Ctrl-C stops all nodes/.test(p.output) ? true : undefined),
         30_000,
       );
-      const eps = [...p.output.matchAll(/^ {2}n\d {2}(127\.0\.0\.1:\d+) {2}data/gm)].map(
-        (m) => m[1] as string,
-      );
+      const eps = [
+        ...p.output.matchAll(/^ {2}n\d {2}(127\.0\.0\.1:\d+) {2}peers 127\.0\.0\.1:\d+ {2}data/gm),
+      ].map((m) => m[1] as string);
       assert.equal(eps.length, 3, p.output);
       const c = new RaftKvClient({ endpoints: eps, timeoutMs: 10_000, retries: 100 });
       try {
-        await f(c, p);
+        await f(c, p, eps);
       } finally {
         c.close();
         p.child.kill('SIGTERM');
@@ -285,11 +292,35 @@ describe('real processes', () => {
       assert.match(p.output, /all nodes stopped/);
       return p;
     };
-    const first = await run([], async (c, p) => {
+    const first = await run([], async (c, p, eps) => {
       assert.match(p.output, /3 nodes up, leader n\d/);
       assert.match(p.output, /grpcurl -plaintext 127\.0\.0\.1:\d+ raft\.KeyValueService\/GetClusterStatus/);
       assert.match(p.output, /^n1 \| /m);
       await c.put('cluster-key', 'kept');
+      // raftkv cluster wrote an admin token next to the data, so its own admin commands work
+      const leader = (await c.status()).leader;
+      const target = leader === 'n2' ? 'n3' : 'n2';
+      const tl = await cli(
+        'transfer-leader',
+        target,
+        '--endpoints',
+        eps.join(','),
+        '--admin-token-file',
+        join(clusterDir, 'admin-token'),
+        '--timeout',
+        '20000',
+      );
+      assert.equal(tl.code, 0, tl.err);
+      writeFileSync(join(dir, 'wrong-token'), 'not-the-admin-token-at-all\n');
+      const denied = await cli(
+        'transfer-leader',
+        leader,
+        '--endpoints',
+        eps.join(','),
+        '--admin-token-file',
+        join(dir, 'wrong-token'),
+      );
+      assert.match(denied.err, /PERMISSION_DENIED/);
       const url = /Dashboard: (http:\/\/\S+)/.exec(p.output)?.[1];
       assert.ok(url, 'the banner gives the dashboard URL');
       const st = (await (await fetch(new URL('/status', url))).json()) as { id: string; members: unknown[] };
@@ -326,6 +357,10 @@ describe('real processes', () => {
       'n4',
       '--listen',
       a4,
+      '--peer-listen',
+      `127.0.0.1:${await freePort()}`,
+      '--admin-token-file',
+      join(dir, 'admin-token'),
       '--join',
       addr.get('n1') as string,
       '--data-dir',

@@ -9,13 +9,15 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { freePort } from '../../src/cli/free-port.ts';
 import { RaftKvClient, RaftKvError } from '../../src/client/index.ts';
-import { haveOpenssl, makeCa, makeLeaf, NODE_EXT } from '../support/certs.ts';
+import { haveOpenssl, makeCa, makeLeaf, NODE_EXT, peerExt } from '../support/certs.ts';
 
 const ENTRY = ['--import', 'tsx', 'src/cli/main.ts'];
 
 function makeCerts(dir: string): void {
   makeCa(dir, 'ca', 'raftkv test ca');
   makeLeaf(dir, 'node', 'ca', NODE_EXT);
+  // each node's peer certificate names its node id
+  for (const id of ['n1', 'n2', 'n3']) makeLeaf(dir, id, 'ca', peerExt(id));
 }
 
 async function cli(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
@@ -44,7 +46,9 @@ describe('TLS with real processes', {
     const ids = ['n1', 'n2', 'n3'];
     endpoints = [];
     for (const _ of ids) endpoints.push(`127.0.0.1:${await freePort()}`);
-    const peers = ids.map((id, i) => `${id}=${endpoints[i]}`).join(',');
+    const peerAddrs: string[] = [];
+    for (const _ of ids) peerAddrs.push(`127.0.0.1:${await freePort()}`);
+    const peers = ids.map((id, i) => `${id}=${endpoints[i]}/${peerAddrs[i]}`).join(',');
     for (const [i, id] of ids.entries()) {
       const c = spawn(
         process.execPath,
@@ -55,6 +59,8 @@ describe('TLS with real processes', {
           id,
           '--listen',
           endpoints[i] as string,
+          '--peer-listen',
+          peerAddrs[i] as string,
           '--peers',
           peers,
           '--data-dir',
@@ -67,6 +73,10 @@ describe('TLS with real processes', {
           f('node.key'),
           '--ca',
           f('ca.pem'),
+          '--peer-cert',
+          f(`${id}.pem`),
+          '--peer-key',
+          f(`${id}.key`),
         ],
         { stdio: 'ignore' },
       );

@@ -44,10 +44,11 @@ export class ProcCluster {
   readonly dir = mkdtempSync(join(tmpdir(), 'raftkv-e2e-'));
   readonly ids: string[];
   readonly ports = new Map<string, number>();
+  readonly peerPorts = new Map<string, number>();
   readonly procs = new Map<string, ChildProcess>();
   readonly clients = new Map<string, KvClient>();
   readonly logs = new Map<string, string[]>();
-  private readonly extra: string[];
+  private extra: string[];
 
   private constructor(ids: string[], extra: string[]) {
     this.ids = ids;
@@ -55,21 +56,37 @@ export class ProcCluster {
   }
 
   static async start(n = 3, extra: string[] = []): Promise<ProcCluster> {
+    const c = await ProcCluster.prepare(n, extra);
+    for (const id of c.ids) c.startNode(id);
+    return c;
+  }
+
+  /** Ports chosen and the directory made, nothing started (write files into `dir`, then `startNode`). */
+  static async prepare(n = 3, extra: string[] = []): Promise<ProcCluster> {
     const c = new ProcCluster(
       Array.from({ length: n }, (_, i) => `n${i + 1}`),
       extra,
     );
     for (const id of c.ids) c.ports.set(id, await freePort());
-    for (const id of c.ids) c.startNode(id);
+    for (const id of c.ids) c.peerPorts.set(id, await freePort());
     return c;
+  }
+
+  /** Flags given to nodes started from now on. */
+  setExtra(extra: string[]): void {
+    this.extra = extra;
   }
 
   address(id: string): string {
     return `127.0.0.1:${this.ports.get(id)}`;
   }
 
+  peerAddress(id: string): string {
+    return `127.0.0.1:${this.peerPorts.get(id)}`;
+  }
+
   peers(): string {
-    return this.ids.map((id) => `${id}=${this.address(id)}`).join(',');
+    return this.ids.map((id) => `${id}=${this.address(id)}/${this.peerAddress(id)}`).join(',');
   }
 
   startNode(id: string): void {
@@ -84,6 +101,8 @@ export class ProcCluster {
         id,
         '--listen',
         this.address(id),
+        '--peer-listen',
+        this.peerAddress(id),
         '--peers',
         this.peers(),
         '--data-dir',
@@ -125,7 +144,7 @@ export class ProcCluster {
   }
 
   /** The node every reachable node agrees is leader, waiting up to `ms`. */
-  async leader(ms = 20_000): Promise<string> {
+  async leader(ms = 60_000): Promise<string> {
     const end = Date.now() + ms;
     while (Date.now() < end) {
       for (const id of this.ids) {

@@ -11,6 +11,14 @@ export const haveOpenssl = spawnSync('openssl', ['version'], { stdio: 'ignore' }
 /** Extensions of a certificate usable by a node as both server and client on 127.0.0.1. */
 export const NODE_EXT = 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n';
 
+/** A node's peer certificate extensions: NODE_EXT, naming the node id as a DNS SAN too. */
+export function peerExt(id: string): string {
+  return `subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:${id}\nextendedKeyUsage=serverAuth,clientAuth\n`;
+}
+
+/** An ordinary client certificate: clientAuth only. */
+export const CLIENT_EXT = 'extendedKeyUsage=clientAuth\n';
+
 function openssl(dir: string, ...args: string[]): void {
   execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
 }

@@ -78,7 +78,15 @@ export class GrpcHarness implements TransportHarness {
     });
   }
 
-  #transport(id: NodeId): GrpcTransport {
+  /** Restarts `id` at the same port with other transport options (e.g. another secret). */
+  async restartWith(id: NodeId, transport: GrpcHarnessOptions['transport']): Promise<GrpcTransport> {
+    const server = this.#server();
+    await server.listen('127.0.0.1', Number(this.addresses.get(id)!.split(':')[1]));
+    this.servers.set(id, server);
+    return this.#transport(id, transport);
+  }
+
+  #transport(id: NodeId, override?: GrpcHarnessOptions['transport']): GrpcTransport {
     const log = new CapturingLogger();
     this.logs.set(id, log);
     const t = new GrpcTransport({
@@ -89,6 +97,7 @@ export class GrpcHarness implements TransportHarness {
       backoffMinMs: 10,
       backoffMaxMs: 200,
       ...this.#opts.transport,
+      ...override,
       ...(this.#opts.clientTls === undefined ? {} : { tls: this.#opts.clientTls }),
     });
     t.register(this.servers.get(id)!);
