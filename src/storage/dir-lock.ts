@@ -60,7 +60,9 @@ interface LockRecord {
   readonly nonce: string;
 }
 
-type Verdict = { readonly alive: true; readonly why: string } | { readonly alive: false; readonly why: string };
+type Verdict =
+  | { readonly alive: true; readonly why: string }
+  | { readonly alive: false; readonly why: string };
 
 /** Directories (resolved paths) locked by this process: a second open in-process is refused at once. */
 const heldHere = new Set<string>();
@@ -129,7 +131,8 @@ export async function judgeOwner(owner: LockOwner, self: LockOwner): Promise<Ver
     const st = await procStat(owner.pid);
     if (st === null) return { alive: false, why: 'no such process' };
     if (DEAD_STATES.has(st.state)) return { alive: false, why: 'the process is a zombie' };
-    if (st.startTime !== owner.startTime) return { alive: false, why: 'the pid now belongs to another process' };
+    if (st.startTime !== owner.startTime)
+      return { alive: false, why: 'the pid now belongs to another process' };
     return { alive: true, why: 'the process is running' };
   }
   return judgeInOtherNamespace(owner);
@@ -175,7 +178,8 @@ async function judgeByPid(owner: { pid: number; host: string }, self: LockOwner)
   }
   // We have not written it (a second open in this process is refused before judging): an earlier
   // incarnation with our pid, as in a container.
-  if (owner.pid === self.pid) return { alive: false, why: 'it names this process’s pid: an earlier incarnation' };
+  if (owner.pid === self.pid)
+    return { alive: false, why: 'it names this process’s pid: an earlier incarnation' };
   const st = await procStat(owner.pid);
   if (st !== null) {
     return DEAD_STATES.has(st.state)

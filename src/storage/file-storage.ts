@@ -43,6 +43,7 @@ import {
   segmentName,
   snapshotName,
 } from './codec.ts';
+import { DirLock } from './dir-lock.ts';
 import {
   IdentityMismatchError,
   ioError,
@@ -52,7 +53,6 @@ import {
   StorageFailedError,
   StorageUsageError,
 } from './errors.ts';
-import { DirLock } from './dir-lock.ts';
 import { LogView } from './log-view.ts';
 import { readDataDir, readMeta, syncDir, type TornTail } from './recovery.ts';
 
