@@ -22,6 +22,7 @@ import { bool, type CommandSpec, int, type Parsed, str } from './args.ts';
 import { DEFAULT_ADMIN_TOKEN_FILE, type Io } from './commands.ts';
 import { CliError } from './errors.ts';
 import { freePort } from './free-port.ts';
+import { describeDown, Supervisor, startSupervisorHttp } from './supervisor.ts';
 
 export const clusterSpec: CommandSpec = {
   name: 'cluster',
@@ -138,6 +139,19 @@ export async function runCluster(p: Parsed, io: Io): Promise<number> {
   const exited = new Map<string, Promise<number | null>>();
   let stopping = false;
   let startedAll = false;
+  const sup = new Supervisor(
+    ids.map((id) => ({ id, address: addrs.get(id) as string, http: httpAddrs.get(id) as string })),
+  );
+  // Resolved once fewer than a majority of the nodes can run: the cluster cannot serve any more.
+  let lostMajority: () => void = () => undefined;
+  const noMajority = new Promise<void>((resolve) => {
+    lostMajority = resolve;
+  });
+  sup.onDown((r) => {
+    if (stopping) return;
+    io.err(describeDown(r, sup, startedAll ? 'while running' : 'during start-up'));
+    if (!sup.majority()) lostMajority();
+  });
 
   const width = Math.max(...ids.map((id) => id.length));
   for (const [i, id] of ids.entries()) {
@@ -176,16 +190,22 @@ export async function runCluster(p: Parsed, io: Io): Promise<number> {
     const prefix = color
       ? `${COLORS[i % COLORS.length]}${id.padEnd(width)}\x1b[0m | `
       : `${id.padEnd(width)} | `;
-    for (const stream of [child.stdout, child.stderr]) {
-      createInterface({ input: stream }).on('line', (l) => io.out(`${prefix}${l}\n`));
+    for (const [stream, name] of [
+      [child.stdout, 'out'],
+      [child.stderr, 'err'],
+    ] as const) {
+      createInterface({ input: stream }).on('line', (l) => {
+        sup.noteLine(id, name, l);
+        io.out(`${prefix}${l}\n`);
+      });
     }
     children.set(id, child);
+    sup.watch(id, child);
     exited.set(
       id,
       new Promise((resolve) =>
-        child.once('exit', (code, signal) => {
+        child.once('exit', (code) => {
           children.delete(id);
-          if (!stopping) io.out(`${prefix}exited (${signal ?? `code ${code}`})\n`);
           resolve(code);
         }),
       ),
@@ -206,10 +226,14 @@ export async function runCluster(p: Parsed, io: Io): Promise<number> {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
   });
-  const allExited = Promise.all(exited.values());
-  const anyExited = Promise.race(exited.values());
+  const downList = () =>
+    sup
+      .down()
+      .map((r) => r.id)
+      .join(', ');
 
-  // Wait for a leader, unless a node dies or we are told to stop first.
+  // Wait for a leader, unless a majority of the nodes is gone or we are told to stop first. A node that
+  // fails to start is reported (onDown) and the others go on.
   const client = new RaftKvClient({ endpoints: [...addrs.values()], timeoutMs: 1_000, retries: 0 });
   const ready = (async () => {
     const end = Date.now() + 60_000;
@@ -226,31 +250,54 @@ export async function runCluster(p: Parsed, io: Io): Promise<number> {
   })();
   const first = await Promise.race([
     ready.then((leader) => ({ kind: 'ready' as const, leader })),
-    anyExited.then(() => ({ kind: 'died' as const, leader: '' })),
+    noMajority.then(() => ({ kind: 'no-majority' as const, leader: '' })),
     signalled.then(() => ({ kind: 'signal' as const, leader: '' })),
   ]);
   client.close();
   if (first.kind !== 'ready' || !first.leader) {
-    if (first.kind === 'died') io.err('raftkv cluster: a node exited during start-up; stopping the others\n');
-    else if (first.kind === 'ready') io.err('raftkv cluster: no leader was elected within 60 s; stopping\n');
+    if (first.kind === 'no-majority') {
+      io.err(
+        `raftkv cluster: ${downList()} exited during start-up; ${sup.running()} of ${n} nodes cannot form a majority: stopping\n`,
+      );
+    } else if (first.kind === 'ready')
+      io.err('raftkv cluster: no leader was elected within 60 s; stopping\n');
     await stopAll();
     return first.kind === 'signal' ? 0 : 1;
   }
   startedAll = true;
+  for (const r of sup.reports()) if (r.state !== 'down') sup.markUp(r.id);
+  // The supervisor's report (GET /nodes) for the dashboard; GET / opens the dashboard of a node that is up.
+  const supPort = httpBase + n <= 65535 && (await portFree(httpBase + n)) ? httpBase + n : await freePort();
+  const supHttp = await startSupervisorHttp(sup, '127.0.0.1', supPort).catch(() => null);
   const endpoints = [...addrs.values()].join(',');
   const defaults = [...addrs.values()].every((a, i) => a === `127.0.0.1:${50051 + i}`) && n === 3;
   const ep = defaults ? '' : ` --endpoints ${endpoints}`;
-  const a1 = addrs.get('n1') as string;
+  const upIds = ids.filter((id) => !sup.down().some((r) => r.id === id));
+  const a1 = addrs.get(upIds[0] ?? 'n1') as string;
+  const dash = `http://${httpAddrs.get(upIds[0] ?? 'n1')}/${supHttp ? `?supervisor=${supHttp.url.slice(7)}` : ''}`;
+  const down = sup.down();
   const b = [
     '',
-    `raftkv cluster: ${n} node${n > 1 ? 's' : ''} up, leader ${first.leader}`,
-    ...ids.map(
-      (id) =>
-        `  ${id.padEnd(width)}  ${addrs.get(id)}  peers ${peerAddrs.get(id)}  data ${join(dataDir, id)}`,
-    ),
+    `raftkv cluster: ${upIds.length} of ${n} node${n > 1 ? 's' : ''} up, leader ${first.leader}`,
+    ...sup
+      .reports()
+      .map((r) =>
+        r.state === 'down'
+          ? `  ${r.id.padEnd(width)}  ${r.address}  DOWN (${r.exit}): ${r.lastLines.at(-1) ?? 'no output'}`
+          : `  ${r.id.padEnd(width)}  ${r.address}  peers ${peerAddrs.get(r.id)}  data ${join(dataDir, r.id)}`,
+      ),
     `  peers prove the secret in ${secretFile}; admin calls send the token in ${tokenFile}`,
+    ...(down.length > 0
+      ? [
+          '',
+          `!!! ${down.map((r) => r.id).join(', ')} ${down.length > 1 ? 'are' : 'is'} DOWN; the other ${upIds.length} serve on (a majority). See the lines above for why.`,
+        ]
+      : []),
     '',
-    `Dashboard: http://${httpAddrs.get('n1')}/   (metrics: /metrics, status JSON: /status)`,
+    `Dashboard: ${dash}   (metrics: /metrics, status JSON: /status)`,
+    ...(supHttp
+      ? [`Node states: ${supHttp.url}/nodes   (${supHttp.url}/ opens the dashboard of a node that is up)`]
+      : []),
     '',
     'Try:',
     `  npx raftkv put foo bar${ep}`,
@@ -269,14 +316,16 @@ export async function runCluster(p: Parsed, io: Io): Promise<number> {
 
   const outcome = await Promise.race([
     signalled.then(() => 'signal' as const),
-    allExited.then(() => 'dead' as const),
+    noMajority.then(() => 'no-majority' as const),
   ]);
   if (outcome === 'signal') io.out('\nraftkv cluster: stopping all nodes...\n');
+  else {
+    io.err(
+      `raftkv cluster: ${downList()} ${sup.down().length > 1 ? 'are' : 'is'} down; ${sup.running()} of ${n} nodes cannot form a majority: stopping\n`,
+    );
+  }
   await stopAll();
-  io.out(
-    startedAll && outcome === 'signal'
-      ? 'raftkv cluster: all nodes stopped\n'
-      : 'raftkv cluster: every node exited\n',
-  );
+  await supHttp?.close();
+  io.out(outcome === 'signal' ? 'raftkv cluster: all nodes stopped\n' : 'raftkv cluster: stopped\n');
   return outcome === 'signal' ? 0 : 1;
 }

@@ -65,6 +65,8 @@ tr.leader .badge { border-color: var(--leader-edge); }
 #events time { color: var(--muted); font-variant-numeric: tabular-nums; margin-right: 8px; }
 #events .who { color: var(--muted); font-size: 12px; }
 .empty { color: var(--muted); font-style: italic; }
+#alerts { margin: 0; flex-basis: 100%; display: flex; flex-direction: column; gap: 4px; }
+.alert { color: var(--bad); font-weight: 600; overflow-wrap: anywhere; }
 footer { padding: 0 24px 24px; color: var(--muted); font-size: 13px; }
 footer a { color: inherit; }
 code { font-size: 13px; }
@@ -99,6 +101,39 @@ export const DASHBOARD_SCRIPT = String.raw`
   }
   if (explicit.length > 0) explicit.forEach(function (u) { addSource(u, false); });
   else addSource(new URL('status', location.href).href, false);
+
+  // ?supervisor=host:port: the report of the process that runs the nodes (raftkv cluster), naming the
+  // nodes that are down and why.
+  var supParam = params.get('supervisor');
+  var supUrl = null;
+  if (supParam) {
+    supUrl = /^https?:\/\//i.test(supParam) ? supParam : 'http://' + supParam;
+    var su = new URL(supUrl);
+    if (su.pathname === '/' || su.pathname === '') su.pathname = '/nodes';
+    supUrl = su.href;
+  }
+  var supById = new Map(), supByHost = new Map(), supInflight = false;
+  function pollSupervisor() {
+    if (!supUrl || supInflight) return;
+    supInflight = true;
+    var ctl = new AbortController();
+    var timer = setTimeout(function () { ctl.abort(); }, TIMEOUT_MS);
+    fetch(supUrl, { signal: ctl.signal, cache: 'no-store' }).then(function (r) {
+      if (!r.ok) throw new Error('HTTP ' + r.status);
+      return r.json();
+    }).then(function (j) {
+      supById = new Map(); supByHost = new Map();
+      (j && Array.isArray(j.nodes) ? j.nodes : []).forEach(function (n) {
+        if (!n || typeof n.id !== 'string') return;
+        supById.set(n.id, n);
+        if (typeof n.http === 'string') supByHost.set(n.http, n);
+      });
+    }).catch(function () { /* the supervisor is optional */ }).finally(function () {
+      clearTimeout(timer);
+      supInflight = false;
+      scheduleRender();
+    });
+  }
 
   // ---------------------------------------------------------------- events
   var events = new Map();
@@ -155,7 +190,7 @@ export const DASHBOARD_SCRIPT = String.raw`
       scheduleRender();
     });
   }
-  function pollAll() { sources.forEach(pollOne); }
+  function pollAll() { sources.forEach(pollOne); pollSupervisor(); }
 
   // ---------------------------------------------------------------- rendering
   var pending = false, eventsSig = null;
@@ -249,9 +284,17 @@ export const DASHBOARD_SCRIPT = String.raw`
 
     var rows = Array.from(byId.entries()).sort(function (a, b) { return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0; });
     var tbody = el('tbody');
+    var downNotes = [];
     rows.forEach(function (entry) {
       var s = entry[1], st = s.st, id = st ? st.id : entry[0];
       if (!st && !s.member) id = hostOf(s.url);
+      var sv = supById.get(id) || (s.url ? supByHost.get(hostOf(s.url)) : undefined);
+      var svDown = !s.ok && sv && sv.state === 'down';
+      if (svDown) {
+        id = sv.id;
+        var lines = Array.isArray(sv.lastLines) ? sv.lastLines : [];
+        downNotes.push({ id: sv.id, text: sv.id + ' is down (' + (sv.exit || 'exited') + ')' + (lines.length ? ': ' + lines[lines.length - 1] : ''), title: lines.join('\n') });
+      }
       var isLeader = leader && s === leader;
       var cls = (isLeader ? 'leader' : '') + (s.ok ? '' : ' down');
       var p = progress.get(id);
@@ -259,6 +302,7 @@ export const DASHBOARD_SCRIPT = String.raw`
       var role = st ? st.role : (s.member ? s.member.role : 'unknown');
       var roleCell = isLeader ? el('span', { class: 'badge' }, ['★ leader']) : el('span', null, [role]);
       var stateCell = s.ok ? el('span', { class: 'state ok' }, ['● up'])
+        : svDown ? el('span', { class: 'state bad', title: (sv.lastLines || []).join('\n') }, ['○ down (' + (sv.exit || 'exited') + ')'])
         : el('span', { class: 'state bad', title: s.err }, ['○ ' + (s.err || 'down')]);
       var lagText = lag == null ? '—' : fmt(lag) + (p && p.state && p.state !== 'replicate' && !isLeader ? ' (' + p.state + ')' : '');
       tbody.append(el('tr', { class: cls.trim(), 'data-node': id }, [
@@ -287,6 +331,12 @@ export const DASHBOARD_SCRIPT = String.raw`
       el('span', null, ['nodes up ', el('b', null, [reachable + '/' + total])]),
       el('span', null, ['updated ', el('b', null, [time(Date.now())])])
     );
+
+    var alerts = document.getElementById('alerts');
+    alerts.replaceChildren.apply(alerts, downNotes.map(function (d) {
+      return el('span', { class: 'alert', 'data-down': d.id, title: d.title }, [d.text]);
+    }));
+    alerts.hidden = downNotes.length === 0;
 
     var list = document.getElementById('events');
     var evs = Array.from(events.values()).sort(function (a, b) { return b.at - a.at; }).slice(0, MAX_EVENTS);
@@ -331,6 +381,7 @@ export function dashboardHtml(): string {
 <header>
 <h1>raftkv <small>cluster dashboard</small></h1>
 <p id="summary">connecting…</p>
+<p id="alerts" role="alert" hidden></p>
 </header>
 <main>
 <section aria-labelledby="nodes-h">

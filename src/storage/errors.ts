@@ -126,11 +126,14 @@ export class StorageLockedError extends StorageError {
   constructor(
     readonly dir: string,
     readonly holder: { readonly pid: number; readonly host: string },
+    /** Why the holder counts as alive, and the lock file naming it. */
+    readonly detail: { readonly why?: string; readonly file?: string } = {},
   ) {
+    const why = [detail.why, `see ${detail.file ?? `${dir}/LOCK.*`}`].filter(Boolean).join('; ');
     super(
-      `data directory ${dir} is in use by process ${holder.pid} on ${holder.host} (see ${dir}/LOCK). ` +
+      `data directory ${dir} is in use by process ${holder.pid} on ${holder.host} (${why}). ` +
         'Two processes must never write one log: stop the other one. If it is really gone ' +
-        '(for instance the directory was copied from another host), remove the LOCK file.',
+        `(for instance the directory was copied from another host), remove the lock files ${dir}/LOCK*.`,
     );
   }
 }

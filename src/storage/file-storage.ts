@@ -28,8 +28,7 @@
  */
 import { constants as fsConstants, writevSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { link, mkdir, open, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { mkdir, open, readdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { PersistBatch, RaftStorage, StorageStats } from '../raft/storage.ts';
 import type { DurableState, Snapshot } from '../raft/types.ts';
@@ -44,6 +43,7 @@ import {
   segmentName,
   snapshotName,
 } from './codec.ts';
+import { DirLock } from './dir-lock.ts';
 import {
   IdentityMismatchError,
   ioError,
@@ -51,7 +51,6 @@ import {
   StorageClosedError,
   type StorageError,
   StorageFailedError,
-  StorageLockedError,
   StorageUsageError,
 } from './errors.ts';
 import { LogView } from './log-view.ts';
@@ -222,7 +221,8 @@ export class FileStorage implements RaftStorage {
     const segmentBytes = options.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
     const syncMode = options.sync ?? 'fdatasync';
     await initDir(dir, options.nodeId, options.clusterId);
-    const unlock = await acquireLock(dir);
+    const lock = await DirLock.acquire(dir);
+    const unlock = () => lock.release();
     try {
       return await FileStorage.recover(dir, options, io, segmentBytes, syncMode, unlock);
     } catch (err) {
@@ -643,53 +643,4 @@ async function initDir(dir: string, nodeId: string, clusterId: string): Promise<
     throw ioError(err, path, 'create');
   }
   await syncDir(dir);
-}
-
-export const LOCK_FILE = 'LOCK';
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/**
- * Takes the data directory's LOCK file (pid and host of the owner). A LOCK left by a
- * process that is gone (killed) is stale and taken over; one held by a live process on
- * this host, by this very process, or by another host is a StorageLockedError.
- */
-async function acquireLock(dir: string): Promise<() => Promise<void>> {
-  const path = join(dir, LOCK_FILE);
-  const host = hostname();
-  for (let attempt = 0; attempt < 3; attempt++) {
-    // Written aside, then hard-linked into place: LOCK appears atomically, complete.
-    const tmp = `${path}.${process.pid}.tmp`;
-    try {
-      await writeFile(tmp, `${JSON.stringify({ pid: process.pid, host })}\n`);
-      await link(tmp, path);
-      let released = false;
-      return async () => {
-        if (released) return;
-        released = true;
-        await unlink(path).catch(() => undefined);
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(err, path, 'create lock file');
-    } finally {
-      await unlink(tmp).catch(() => undefined);
-    }
-    let holder: { pid: number; host: string } | null = null;
-    try {
-      const v = JSON.parse(await readFile(path, 'utf8')) as { pid?: unknown; host?: unknown };
-      if (typeof v.pid === 'number' && typeof v.host === 'string') holder = { pid: v.pid, host: v.host };
-    } catch {
-      holder = null; // not written by us: treat as stale
-    }
-    if (holder && (holder.host !== host || isAlive(holder.pid))) throw new StorageLockedError(dir, holder);
-    await unlink(path).catch(ignoreMissing);
-  }
-  throw new StorageLockedError(dir, { pid: -1, host });
 }
