@@ -540,8 +540,8 @@ export class RaftNode<R> {
    * handled: after a stall (SIGSTOP, a long GC, a blocking write) the messages and calls read
    * in the same loop turn must meet a core that knows how much time passed, or a leader would
    * serve reads from a lease that expired while it stood still (§6.4). Raft.catchUp moves every
-   * timer at once but leaves the decisions that need news from peers (campaigning, CheckQuorum
-   * past its first check) to the messages read next, so a stall alone deposes no healthy leader.
+   * timer at once but leaves the decisions that need news from peers (campaigning, CheckQuorum)
+   * to the messages read next, so a stall alone deposes no healthy leader.
    * Ticks beyond `maxCatchUp` (several election timeouts) are dropped. Costs one clock read per
    * call when no tick is due. Returns the number of ticks delivered.
    */

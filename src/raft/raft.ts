@@ -299,9 +299,8 @@ export class Raft {
    * in this term (a late TimeoutNow lets its target win despite leases); reset by becomeLeader.
    */
   private leaseFence = 0;
-  /** Inside catchUp(): one quorum check and one heartbeat round for the whole stall. */
+  /** Inside catchUp(): no quorum check, and one heartbeat round for the whole stall. */
   private catchingUp = false;
-  private quorumCheckedInCatchUp = false;
   private heartbeatDue = false;
   /**
    * With lease reads, a restarted node may have been in a leader's lease when it stopped:
@@ -411,8 +410,10 @@ export class Raft {
    * leader stood still would serve reads (§6.4). Every timer moves by `n` ticks (the lease,
    * election, transfer and snapshot timeouts), but the decisions that depend on hearing from
    * others wait for what queued: a follower or candidate does not campaign here (it does at its
-   * next tick if its leader is still silent), and a leader checks its quorum at most once (over
-   * what it heard before the stall) and sends one heartbeat round, at the end.
+   * next tick if its leader is still silent), and a leader skips its quorum checks (the replies
+   * that prove its quorum are queued, unread: the next check, at most an election timeout
+   * later, counts them) and sends one heartbeat round, at the end. CheckQuorum is liveness
+   * only; the lease is measured from heartbeat send times, so it is gone either way.
    */
   catchUp(n: number): void {
     if (n <= 1) {
@@ -422,7 +423,6 @@ export class Raft {
     let left = n;
     if (this.role === Role.Leader) {
       this.catchingUp = true;
-      this.quorumCheckedInCatchUp = false;
       this.heartbeatDue = false;
       try {
         while (left > 0 && this.role === Role.Leader) {
@@ -892,8 +892,8 @@ export class Raft {
     this.leaderTicks++;
     if (this.electionElapsed >= this.electionTick) {
       this.electionElapsed = 0;
-      if (this.checkQuorum && !(this.catchingUp && this.quorumCheckedInCatchUp)) {
-        if (this.catchingUp) this.quorumCheckedInCatchUp = true;
+      // Not while catching up: the replies that prove the quorum are queued, unread.
+      if (this.checkQuorum && !this.catchingUp) {
         if (!this.quorumActive()) {
           this.becomeFollower(this.term, NONE);
           return;
