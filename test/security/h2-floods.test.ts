@@ -28,7 +28,7 @@ import {
 
 const RSS_BOUND = 64 << 20;
 
-/** Writes `unit` repeatedly until `cap` bytes went or the server stops reading for half a second. */
+/** Writes `unit` repeatedly until `cap` bytes went or the server stops reading for 3 s. */
 async function floodUnread(c: RawConn, unit: Buffer, cap: number): Promise<number> {
   const chunk = Buffer.concat(Array.from({ length: Math.ceil(65536 / unit.length) }, () => unit));
   let offered = 0;
@@ -37,7 +37,7 @@ async function floodUnread(c: RawConn, unit: Buffer, cap: number): Promise<numbe
     if (!c.sock.write(chunk)) {
       const drained = await Promise.race([
         once(c.sock, 'drain').then(() => true),
-        new Promise<boolean>((r) => setTimeout(() => r(false), 500)),
+        new Promise<boolean>((r) => setTimeout(() => r(false), 3000)),
       ]);
       if (!drained) break;
     }
