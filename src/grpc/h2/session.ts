@@ -11,7 +11,8 @@
 // - Outbound windows cost O(1) per frame received, whatever the number of streams (docs/http2-limits.md):
 //   a stream's send window is kept as `sendCredit` relative to the peer's SETTINGS_INITIAL_WINDOW_SIZE, so a
 //   settings change touches no stream. A stream with DATA waiting is in exactly one of two places: the ready
-//   queue (its own window is open, it waits for the connection window; FIFO) or the starved heap (its own
+//   queue (its own window was open when it joined, it waits for the connection window; FIFO; a stream whose
+//   window a lowered setting shut moves to the heap when the queue reaches it) or the starved heap (its own
 //   window is shut; a max-heap on sendCredit). A connection WINDOW_UPDATE serves the ready queue from its head
 //   and stops when the window is spent; a stream WINDOW_UPDATE moves one stream; a raised initial window moves
 //   only the heap's top streams that now have at least `wakeMin()` bytes of window.
