@@ -111,6 +111,9 @@ describe('WINDOW_UPDATE abuse', () => {
       await c.pump(Buffer.concat(Array.from({ length: 2000 }, (_, i) => settings([[0x4, i + 1]]))));
       await c.sync();
       const nudged = c.dataFrames;
+      console.log(
+        `# 2,000 one-byte raises of the initial window, ${n} starved streams: ${nudged} DATA frames`,
+      );
       // the previous engine sent a 1-byte DATA frame on every stream per frame: 200,000 frames
       assert.ok(nudged <= 50 * n, `${nudged} DATA frames for ${n} streams`);
       assert.ok(nudged >= n, `${nudged} DATA frames: the streams were woken`);
