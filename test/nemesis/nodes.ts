@@ -1,0 +1,130 @@
+/**
+ * `raftkv serve` processes, one per namespace of a NetLab, as users run them (the CLI, a
+ * data directory each, JSON logs appended to `<dir>/<id>.log` across restarts).
+ *
+ * Invariants: at most one process per node id; every process started is known by pid and
+ * killed by `destroy()` (the lab's teardown kills anything left in its namespaces too);
+ * an exit the suite did not cause (not a kill -9 it sent) is recorded in `unexpectedExits`.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { NetLab } from './netlab.ts';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const CLI = join(ROOT, 'src/cli/main.ts');
+export const CLIENT_PORT = 50051;
+
+interface Proc {
+  readonly child: ChildProcess;
+  readonly exited: Promise<void>;
+  /** Set before the suite kills it, so its exit is not a finding. */
+  killed: boolean;
+}
+
+export class NsCluster {
+  readonly lab: NetLab;
+  readonly dir: string;
+  readonly unexpectedExits: string[] = [];
+  private readonly extra: readonly string[];
+  private readonly procs = new Map<string, Proc>();
+
+  constructor(lab: NetLab, dir: string, extra: readonly string[] = []) {
+    this.lab = lab;
+    this.dir = dir;
+    this.extra = extra;
+  }
+
+  get ids(): readonly string[] {
+    return this.lab.ids;
+  }
+
+  address(id: string): string {
+    return `${this.lab.ip(id)}:${CLIENT_PORT}`;
+  }
+
+  peers(): string {
+    return this.ids.map((id) => `${id}=${this.address(id)}`).join(',');
+  }
+
+  pid(id: string): number | undefined {
+    return this.procs.get(id)?.child.pid;
+  }
+
+  start(id: string): void {
+    if (this.procs.has(id)) throw new Error(`${id} is already running`);
+    const argv = this.lab.exec(id, [
+      process.execPath,
+      '--import',
+      'tsx',
+      CLI,
+      'serve',
+      '--id',
+      id,
+      '--listen',
+      this.address(id),
+      '--peers',
+      this.peers(),
+      '--data-dir',
+      join(this.dir, id),
+      '--log-format',
+      'json',
+      ...this.extra,
+    ]);
+    const fd = openSync(join(this.dir, `${id}.log`), 'a');
+    let child: ChildProcess;
+    try {
+      child = spawn(argv[0] as string, argv.slice(1), { cwd: ROOT, stdio: ['ignore', fd, fd] });
+    } finally {
+      closeSync(fd);
+    }
+    const p: Proc = {
+      child,
+      killed: false,
+      exited: new Promise((r) => {
+        child.once('exit', (code, signal) => {
+          if (this.procs.get(id) === p) this.procs.delete(id);
+          if (!p.killed) this.unexpectedExits.push(`${id} exited by itself (code ${code}, signal ${signal})`);
+          r();
+        });
+      }),
+    };
+    child.once('error', (e) => this.unexpectedExits.push(`${id} could not start: ${e.message}`));
+    this.procs.set(id, p);
+  }
+
+  running(id: string): boolean {
+    return this.procs.has(id);
+  }
+
+  /** kill -9, and wait until it is gone. */
+  async kill(id: string): Promise<void> {
+    const p = this.procs.get(id);
+    if (!p) return;
+    p.killed = true;
+    p.child.kill('SIGKILL');
+    await p.exited;
+  }
+
+  signal(id: string, sig: 'SIGSTOP' | 'SIGCONT'): void {
+    this.procs.get(id)?.child.kill(sig);
+  }
+
+  /** The last lines of a node's log. */
+  tail(id: string, n = 20): string {
+    try {
+      return readFileSync(join(this.dir, `${id}.log`), 'utf8')
+        .trimEnd()
+        .split('\n')
+        .slice(-n)
+        .join('\n');
+    } catch {
+      return '(no log)';
+    }
+  }
+
+  async destroy(): Promise<void> {
+    await Promise.all(this.ids.map((id) => this.kill(id)));
+  }
+}
