@@ -69,7 +69,8 @@ export function computeFigures(
   for (const k of kindsFor(nodes)) byFault[k] = { count: 0, maxUnavailableMs: null, maxRecoveryMs: null };
   const max = (a: number | null, b: number | null) => (b === null ? a : a === null ? b : Math.max(a, b));
   for (const f of faults) {
-    const kf = (byFault[f.kind] ??= { count: 0, maxUnavailableMs: null, maxRecoveryMs: null });
+    const kf = byFault[f.kind] ?? { count: 0, maxUnavailableMs: null, maxRecoveryMs: null };
+    byFault[f.kind] = kf;
     kf.count++;
     let first: number | null = null;
     for (let lo = lowerBound(acked, f.start); lo < acked.length; lo++) {

@@ -123,7 +123,6 @@ export class NetLab {
   readonly ids: readonly string[];
   /** The address of this process's end of the lab (clients connect from it). */
   readonly hostIp: string;
-  private readonly claimDir: string;
   private destroyed = false;
   private readonly onExit = () => this.destroy();
 
@@ -131,7 +130,6 @@ export class NetLab {
     this.n = n;
     this.ids = ids;
     this.hostIp = `${NET}.${n}.254`;
-    this.claimDir = join(CLAIM_ROOT, String(n));
   }
 
   get prefix(): string {
