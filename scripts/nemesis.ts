@@ -124,7 +124,10 @@ try {
   console.log(`\nfinal read-back: ${r.finalKeys} keys, ${r.finalPresent} with a value`);
   console.log(`history: ${r.verdict}`);
   if (r.kept) console.log(`data and logs: ${r.dir}`);
-  if (ac.signal.aborted) process.exit(130);
+  if (ac.signal.aborted) {
+    console.log('\nINTERRUPTED: the run was stopped; everything it started is gone');
+    process.exit(130);
+  }
   if (!r.ok) {
     console.log(`\nFAILED:\n${r.failures.join('\n')}`);
     process.exit(1);

@@ -24,6 +24,7 @@
  * owner is dead is swept (its processes killed, its namespaces deleted) by the next lab.
  */
 import { execFile, spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -123,11 +124,14 @@ export class NetLab {
   readonly ids: readonly string[];
   /** The address of this process's end of the lab (clients connect from it). */
   readonly hostIp: string;
+  /** What this lab wrote in its claim file (pid and a random token). */
+  private readonly claim: string;
   private destroyed = false;
   private readonly onExit = () => this.destroy();
 
-  private constructor(n: number, ids: readonly string[]) {
+  private constructor(n: number, claim: string, ids: readonly string[]) {
     this.n = n;
+    this.claim = claim;
     this.ids = ids;
     this.hostIp = `${NET}.${n}.254`;
   }
@@ -162,7 +166,8 @@ export class NetLab {
     const why = netLabUnavailable();
     if (why !== null) throw new NetLabError(why);
     sweep();
-    const lab = new NetLab(await claim(), ids);
+    const { n, claim: token } = await claim();
+    const lab = new NetLab(n, token, ids);
     process.once('exit', lab.onExit);
     try {
       await lab.build();
@@ -174,37 +179,33 @@ export class NetLab {
   }
 
   private async build(): Promise<void> {
+    // `ip -batch` runs many commands in one process, but only in one namespace each.
     const hub = this.hubNs;
-    await must(['ip', 'netns', 'add', hub]);
-    await must(['ip', '-n', hub, 'link', 'add', 'br0', 'type', 'bridge']);
-    await must(['ip', '-n', hub, 'link', 'set', 'br0', 'up']);
-    await must(['ip', 'link', 'add', this.prefix, 'type', 'veth', 'peer', 'name', 'host', 'netns', hub]);
-    await must(['ip', '-n', hub, 'link', 'set', 'host', 'master', 'br0', 'up']);
-    await must(['ip', 'addr', 'add', `${this.hostIp}/24`, 'dev', this.prefix]);
-    await must(['ip', 'link', 'set', this.prefix, 'up']);
-    for (const [i, id] of this.ids.entries()) {
-      const ns = this.ns(id);
-      await must(['ip', 'netns', 'add', ns]);
-      await must([
-        'ip',
-        'link',
-        'add',
-        'eth0',
-        'netns',
-        ns,
-        'type',
-        'veth',
-        'peer',
-        'name',
-        `v${i}`,
-        'netns',
-        hub,
-      ]);
-      await must(['ip', '-n', hub, 'link', 'set', `v${i}`, 'master', 'br0', 'up']);
-      await must(['ip', '-n', ns, 'addr', 'add', `${this.ip(id)}/24`, 'dev', 'eth0']);
-      await must(['ip', '-n', ns, 'link', 'set', 'eth0', 'up']);
-      await must(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
-    }
+    const root = [
+      `netns add ${hub}`,
+      ...this.ids.map((id) => `netns add ${this.ns(id)}`),
+      `link add ${this.prefix} type veth peer name host netns ${hub}`,
+      ...this.ids.map((id, i) => `link add eth0 netns ${this.ns(id)} type veth peer name v${i} netns ${hub}`),
+      `addr add ${this.hostIp}/24 dev ${this.prefix}`,
+      `link set ${this.prefix} up`,
+    ];
+    await must(['ip', '-batch', '-'], `${root.join('\n')}\n`);
+    const bridge = [
+      'link add br0 type bridge',
+      'link set br0 up',
+      'link set host master br0',
+      'link set host up',
+      ...this.ids.flatMap((_, i) => [`link set v${i} master br0`, `link set v${i} up`]),
+    ];
+    await must(['ip', '-n', hub, '-batch', '-'], `${bridge.join('\n')}\n`);
+    await Promise.all(
+      this.ids.map((id) =>
+        must(
+          ['ip', '-n', this.ns(id), '-batch', '-'],
+          `addr add ${this.ip(id)}/24 dev eth0\nlink set eth0 up\nlink set lo up\n`,
+        ),
+      ),
+    );
     await this.apply([]);
   }
 
@@ -234,6 +235,8 @@ export class NetLab {
     if (this.destroyed) return;
     this.destroyed = true;
     process.removeListener('exit', this.onExit);
+    // Swept as dead by someone else (then maybe claimed again): not ours to tear down.
+    if (claimText(this.n) !== this.claim) return;
     teardown(this.n);
   }
 }
@@ -269,6 +272,20 @@ function teardown(n: number): void {
   rmSync(join(CLAIM_ROOT, String(n)), { recursive: true, force: true });
 }
 
+/** The pid in claim `n`, 0 if there is none (or it is unreadable). */
+function claimOwner(n: number): number {
+  return Number(claimText(n).split(' ')[0]) || 0;
+}
+
+/** The claim file of lab `n`: `<pid> <token>` ('' if absent). */
+function claimText(n: number): string {
+  try {
+    return readFileSync(join(CLAIM_ROOT, String(n), 'pid'), 'utf8');
+  } catch {
+    return '';
+  }
+}
+
 /** Tears down the labs of runs whose owner process is gone. */
 function sweep(): void {
   let names: string[];
@@ -279,14 +296,11 @@ function sweep(): void {
   }
   for (const name of names) {
     if (!/^\d+$/.test(name)) continue;
-    const dir = join(CLAIM_ROOT, name);
-    let pid = 0;
-    try {
-      pid = Number(readFileSync(join(dir, 'pid'), 'utf8'));
-    } catch {
+    const pid = claimOwner(Number(name));
+    if (pid === 0) {
       // A claim being written (mkdir, then the pid file) is young: leave it to its owner.
       try {
-        if (Date.now() - statSync(dir).mtimeMs < 60_000) continue;
+        if (Date.now() - statSync(join(CLAIM_ROOT, name)).mtimeMs < 60_000) continue;
       } catch {
         continue;
       }
@@ -297,7 +311,7 @@ function sweep(): void {
 }
 
 /** Takes a free /24 (mkdir is the atomic claim), avoiding any route the host already has. */
-async function claim(): Promise<number> {
+async function claim(): Promise<{ n: number; claim: string }> {
   mkdirSync(CLAIM_ROOT, { recursive: true });
   const routes = await must(['ip', '-4', 'route', 'show', 'table', 'all']);
   const start = process.pid % 250;
@@ -309,8 +323,9 @@ async function claim(): Promise<number> {
     } catch {
       continue;
     }
-    writeFileSync(join(CLAIM_ROOT, String(n), 'pid'), String(process.pid));
-    return n;
+    const claim = `${process.pid} ${randomUUID()}`;
+    writeFileSync(join(CLAIM_ROOT, String(n), 'pid'), claim);
+    return { n, claim };
   }
   throw new NetLabError(`no free subnet in ${NET}.0.0/16 (claims in ${CLAIM_ROOT})`);
 }

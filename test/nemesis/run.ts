@@ -247,17 +247,20 @@ export async function runNemesis(opts: NemesisOptions): Promise<NemesisReport> {
     log(`workload stopped (${w.ops.length} ops); reading back ${keys.length} keys`);
     const readUntil = now() + 60_000;
     for (const [i, key] of keys.entries()) {
-      for (let j = 0; ; j++) {
+      let read = false;
+      let last = 'no time left';
+      for (let j = 0; !read && now() < readUntil; j++) {
         const op = await w.invoke(ids[(i + j) % ids.length] as string, { kind: 'get', key }, 3_000);
-        if (op.outcome === 'ok') {
-          if (op.output?.kind === 'get' && op.output.value !== null) finalPresent++;
-          break;
+        read = op.outcome === 'ok';
+        if (read && op.output?.kind === 'get' && op.output.value !== null) finalPresent++;
+        if (!read) {
+          last = op.error;
+          await sleep(100);
         }
-        if (now() > readUntil) {
-          failures.push(`could not read ${key} back: ${op.error}`);
-          break;
-        }
-        await sleep(100);
+      }
+      if (!read) {
+        failures.push(`could not read every key back within 60 s (${key}: ${last})`);
+        break;
       }
     }
     log('checking the history');
@@ -269,7 +272,7 @@ export async function runNemesis(opts: NemesisOptions): Promise<NemesisReport> {
     else failures.push(`error: ${(e as Error).stack ?? String(e)}`);
   } finally {
     wl?.close();
-    if (failures.length > 0 && cluster) {
+    if (failures.length > 0 && !aborted() && cluster) {
       for (const id of ids)
         log(`--- ${id} (last lines of ${join(dir, `${id}.log`)})\n${cluster.tail(id, 8)}`);
     }
@@ -277,7 +280,8 @@ export async function runNemesis(opts: NemesisOptions): Promise<NemesisReport> {
     lab?.destroy();
   }
   const ok = failures.length === 0;
-  const kept = !ok || opts.keep;
+  // An interrupted run is no finding: its data goes unless asked to keep it.
+  const kept = opts.keep || (!ok && !aborted());
   if (!kept) rmSync(dir, { recursive: true, force: true });
   const figures = computeFigures(opts.nodes, wl?.ops ?? [], faults, now());
   return { ok, failures, figures, faults, verdict, finalKeys, finalPresent, dir, kept };
