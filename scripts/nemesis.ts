@@ -6,12 +6,14 @@
  * 2 on a usage mistake, 3 when this machine cannot run it, 130 when interrupted.
  */
 
+import { existsSync } from 'node:fs';
 import { renderFigures } from '../test/nemesis/figures.ts';
 import { NetLabError, netLabUnavailable } from '../test/nemesis/netlab.ts';
+import { BUILT_MAIN } from '../test/nemesis/nodes.ts';
 import { DEFAULTS, type NemesisOptions, runNemesis } from '../test/nemesis/run.ts';
 
 const USAGE = `usage: npm run nemesis -- [--cycles N] [--nodes 3|5] [--seed S] [--hold MIN-MAX] [--calm MS]
-                        [--clients-per-node K] [--op-timeout MS] [--keys-per-cycle K] [--tick-ms MS] [--keep]
+                        [--clients-per-node K] [--op-timeout MS] [--keys-per-cycle K] [--tick-ms MS] [--built] [--keep]
   --cycles N          faults to inject, one per cycle (default ${DEFAULTS.cycles})
   --nodes 3|5         cluster size (default ${DEFAULTS.nodes}; the bridge fault needs 5)
   --seed S            seeds the fault schedule, the targets, hold times and the workload (default ${DEFAULTS.seed})
@@ -21,6 +23,7 @@ const USAGE = `usage: npm run nemesis -- [--cycles N] [--nodes 3|5] [--seed S] [
   --op-timeout MS     deadline of one call; past it a write is indeterminate (default ${DEFAULTS.opTimeoutMs})
   --keys-per-cycle K  keys each cycle's operations use (default ${DEFAULTS.keysPerCycle})
   --tick-ms MS        passed to raftkv serve (its default when absent)
+  --built             run the compiled CLI (bin/raftkv.mjs, as installed; npm run build first), not tsx
   --keep              keep data directories and logs even when the run passes`;
 
 function usage(msg: string): never {
@@ -83,6 +86,9 @@ function parse(argv: readonly string[]): Omit<NemesisOptions, 'log'> {
       case '--keep':
         o.keep = true;
         break;
+      case '--built':
+        o.built = true;
+        break;
       case '--help':
       case '-h':
         console.log(USAGE);
@@ -96,6 +102,10 @@ function parse(argv: readonly string[]): Omit<NemesisOptions, 'log'> {
 }
 
 const opts = parse(process.argv.slice(2));
+if (opts.built && !existsSync(BUILT_MAIN)) {
+  console.error(`nemesis: --built needs the compiled CLI (${BUILT_MAIN} is missing): run npm run build`);
+  process.exit(2);
+}
 const why = netLabUnavailable();
 if (why !== null) {
   console.error(`nemesis: cannot run on this machine: ${why}`);
@@ -116,7 +126,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 
 console.log(
   `nemesis: ${opts.nodes} nodes, ${opts.cycles} cycles, seed ${opts.seed}, hold ${opts.holdMs[0]}-${opts.holdMs[1]} ms` +
-    ` (replay: npm run nemesis -- --nodes ${opts.nodes} --cycles ${opts.cycles} --seed ${opts.seed})`,
+    ` (the same schedule and targets again: npm run nemesis -- ${process.argv.slice(2).join(' ')})`,
 );
 try {
   const r = await runNemesis({ ...opts, log: (s) => console.log(s), signal: ac.signal });

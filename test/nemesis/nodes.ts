@@ -14,6 +14,9 @@ import type { NetLab } from './netlab.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const CLI = join(ROOT, 'src/cli/main.ts');
+/** The installed command (runs the compiled dist/src/cli/main.js). */
+export const BIN = join(ROOT, 'bin/raftkv.mjs');
+export const BUILT_MAIN = join(ROOT, 'dist/src/cli/main.js');
 export const CLIENT_PORT = 50051;
 
 interface Proc {
@@ -28,12 +31,15 @@ export class NsCluster {
   readonly dir: string;
   readonly unexpectedExits: string[] = [];
   private readonly extra: readonly string[];
+  private readonly built: boolean;
   private readonly procs = new Map<string, Proc>();
 
-  constructor(lab: NetLab, dir: string, extra: readonly string[] = []) {
+  /** `built`: run bin/raftkv.mjs (the compiled CLI, as installed) instead of the sources with tsx. */
+  constructor(lab: NetLab, dir: string, extra: readonly string[] = [], built = false) {
     this.lab = lab;
     this.dir = dir;
     this.extra = extra;
+    this.built = built;
   }
 
   get ids(): readonly string[] {
@@ -56,9 +62,7 @@ export class NsCluster {
     if (this.procs.has(id)) throw new Error(`${id} is already running`);
     const argv = this.lab.exec(id, [
       process.execPath,
-      '--import',
-      'tsx',
-      CLI,
+      ...(this.built ? [BIN] : ['--import', 'tsx', CLI]),
       'serve',
       '--id',
       id,

@@ -11,7 +11,7 @@
  * the clients are gone when `runNemesis` returns; the data directory and logs are kept
  * when the run failed or `keep` is set, and their path is in the report.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kvModel } from '../../src/check/kv-model.ts';
@@ -20,7 +20,7 @@ import { SeededRng } from '../../src/raft/rng.ts';
 import { type FaultPlan, planFault, Schedule } from './faults.ts';
 import { computeFigures, type FaultRecord, type Figures } from './figures.ts';
 import { NetLab } from './netlab.ts';
-import { NsCluster } from './nodes.ts';
+import { BUILT_MAIN, NsCluster } from './nodes.ts';
 import { checkedHistory, type OpRecord, Workload } from './workload.ts';
 
 export interface NemesisOptions {
@@ -40,6 +40,8 @@ export interface NemesisOptions {
   /** Extra `raftkv serve` flags, e.g. ['--tick-ms', '100']. */
   readonly serveArgs: readonly string[];
   readonly keep: boolean;
+  /** Run the compiled CLI (bin/raftkv.mjs; `npm run build` first) instead of the sources with tsx. */
+  readonly built: boolean;
   readonly log: (line: string) => void;
   readonly signal?: AbortSignal;
   /** Called once the cluster is up (the lab's number and the nodes' pids), e.g. for tests. */
@@ -59,6 +61,7 @@ export const DEFAULTS: Omit<NemesisOptions, 'log'> = {
   recoverMs: 30_000,
   serveArgs: [],
   keep: false,
+  built: false,
 };
 
 export interface NemesisReport {
@@ -99,6 +102,8 @@ export function verdictOf(ops: readonly OpRecord[], maxStates = 2_000_000): { ok
 
 export async function runNemesis(opts: NemesisOptions): Promise<NemesisReport> {
   if (opts.nodes < 3) throw new RangeError(`--nodes must be 3 or more, not ${opts.nodes}`);
+  if (opts.built && !existsSync(BUILT_MAIN))
+    throw new RangeError(`--built needs the compiled CLI (${BUILT_MAIN} is missing): run npm run build`);
   const ids = Array.from({ length: opts.nodes }, (_, i) => `n${i + 1}`);
   const rng = new SeededRng(opts.seed);
   const schedule = new Schedule(opts.nodes, rng.fork());
@@ -138,7 +143,7 @@ export async function runNemesis(opts: NemesisOptions): Promise<NemesisReport> {
     log(
       `lab ${lab.n}: namespaces ${lab.ns('n1')}.., nodes at ${lab.ip('n1')}.., host ${lab.hostIp}; data in ${dir}`,
     );
-    const c = new NsCluster(lab, dir, opts.serveArgs);
+    const c = new NsCluster(lab, dir, opts.serveArgs, opts.built);
     cluster = c;
     for (const id of ids) c.start(id);
     const w = new Workload({

@@ -148,7 +148,7 @@ describe('iptables rules', () => {
 
 describe('failed calls', () => {
   const put: KvInput = { kind: 'put', key: 'k', value: 'v' };
-  test('a failed read is a definite failure; a write refused before it was proposed too', () => {
+  test('a failed read is a definite failure; so is a write refused before it was proposed, or never sent', () => {
     assert.equal(classify({ kind: 'get', key: 'k' }, { code: 4, details: 'Deadline exceeded' }), 'fail');
     assert.equal(classify(put, { code: 14, details: 'no leader: an election is in progress' }), 'fail');
     assert.equal(
@@ -156,6 +156,8 @@ describe('failed calls', () => {
       'fail',
     );
     assert.equal(classify(put, { code: 3, details: 'key must not be empty' }), 'fail');
+    const refused = 'No connection established. Last error: connect ECONNREFUSED 10.213.1.2:50051';
+    assert.equal(classify(put, { code: 14, details: refused }), 'fail');
   });
   test('any other failed write may have happened', () => {
     assert.equal(classify(put, { code: 4, details: 'Deadline exceeded' }), 'unknown');
@@ -167,7 +169,7 @@ describe('failed calls', () => {
       classify(put, { code: 14, details: 'leadership moved away from n1 while the proposal was forwarded' }),
       'unknown',
     );
-    assert.equal(classify(put, { code: 14, details: 'No connection established' }), 'unknown');
+    assert.equal(classify(put, { code: 14, details: 'Connection dropped' }), 'unknown');
     assert.equal(classify({ kind: 'delete', key: 'k' }, { code: 13, details: 'boom' }), 'unknown');
   });
 });

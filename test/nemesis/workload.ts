@@ -5,7 +5,8 @@
  * recorded as an operation of a KV history for src/check/.
  *
  * Outcomes: `ok` (answered), `fail` (definitely had no effect: any failed read; a write the
- * node refused before proposing it, "no leader:"/"not the leader"/INVALID_ARGUMENT), and
+ * node refused before proposing it, "no leader:"/"not the leader"/INVALID_ARGUMENT, or one
+ * grpc-js never sent for want of a connection, "No connection established"), and
  * `unknown` (everything else, deadlines included: the write may have happened). Unknown
  * operations have `ret = null`, so the checker lets them take effect at any later time or
  * never; failed ones are left out of the checked history.
@@ -97,7 +98,12 @@ export class NodeChannel {
 export function classify(input: KvInput, err: CallError): 'fail' | 'unknown' {
   if (input.kind === 'get') return 'fail';
   if (err.code === grpc.status.INVALID_ARGUMENT) return 'fail';
-  if (err.code === grpc.status.UNAVAILABLE && /^(no leader:|not the leader)/.test(err.details)) return 'fail';
+  // The node refused it before proposing; or grpc-js failed the pick (no connection): never sent.
+  if (
+    err.code === grpc.status.UNAVAILABLE &&
+    /^(no leader:|not the leader|No connection established)/.test(err.details)
+  )
+    return 'fail';
   return 'unknown';
 }
 
