@@ -9,9 +9,10 @@
  *
  * Invariants: whatever happens (an error, the abort signal), the lab, its processes and
  * the clients are gone when `runNemesis` returns; the data directory and logs are kept
- * when the run failed or `keep` is set, and their path is in the report.
+ * when the run failed or `keep` is set (with the history and faults in history.jsonl),
+ * and their path is in the report.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kvModel } from '../../src/check/kv-model.ts';
@@ -34,6 +35,8 @@ export interface NemesisOptions {
   readonly clientsPerNode: number;
   readonly opTimeoutMs: number;
   readonly thinkMs: number;
+  /** A client's pause after a failed or indeterminate call, ms. */
+  readonly backoffMs: number;
   readonly keysPerCycle: number;
   /** After a heal, every node must acknowledge a write within this, ms. */
   readonly recoverMs: number;
@@ -57,6 +60,7 @@ export const DEFAULTS: Omit<NemesisOptions, 'log'> = {
   clientsPerNode: 2,
   opTimeoutMs: 1_500,
   thinkMs: 10,
+  backoffMs: 100,
   keysPerCycle: 16,
   recoverMs: 30_000,
   serveArgs: [],
@@ -152,6 +156,7 @@ export async function runNemesis(opts: NemesisOptions): Promise<NemesisReport> {
       seed: rng.u32(),
       opTimeoutMs: opts.opTimeoutMs,
       thinkMs: opts.thinkMs,
+      backoffMs: opts.backoffMs,
       keysPerWindow: opts.keysPerCycle,
       now,
     });
@@ -190,7 +195,14 @@ export async function runNemesis(opts: NemesisOptions): Promise<NemesisReport> {
       return Math.max(...(r as number[]));
     };
 
-    const up = await everyNodeWrites(now() + 60_000);
+    // Up: every node answers and one leads (not recorded), then every node takes a write.
+    const upBy = now() + 60_000;
+    while (now() < upBy) {
+      const st = await Promise.all(ids.map((id) => w.status(id, 1_000).catch(() => undefined)));
+      if (st.every((x) => x !== undefined) && (await findLeader()) !== '') break;
+      await sleep(200);
+    }
+    const up = await everyNodeWrites(upBy);
     if (up === null) throw new Error(`the cluster did not come up within 60 s:\n${tails(c, ids)}`);
     const pids: Record<string, number> = {};
     for (const id of ids) pids[id] = c.pid(id) ?? 0;
@@ -288,6 +300,14 @@ export async function runNemesis(opts: NemesisOptions): Promise<NemesisReport> {
   // An interrupted run is no finding: its data goes unless asked to keep it.
   const kept = opts.keep || (!ok && !aborted());
   if (!kept) rmSync(dir, { recursive: true, force: true });
+  else {
+    // The history and the faults, one JSON object a line, for a closer look.
+    const lines = [
+      ...faults.map((f) => JSON.stringify({ fault: f })),
+      ...(wl?.ops ?? []).map((o) => JSON.stringify(o)),
+    ];
+    writeFileSync(join(dir, 'history.jsonl'), `${lines.join('\n')}\n`);
+  }
   const figures = computeFigures(opts.nodes, wl?.ops ?? [], faults, now());
   return { ok, failures, figures, faults, verdict, finalKeys, finalPresent, dir, kept };
 }

@@ -157,6 +157,8 @@ export interface WorkloadOptions {
   readonly opTimeoutMs: number;
   /** Pause between a client's calls, ms. */
   readonly thinkMs: number;
+  /** Pause after a call that failed or timed out, ms (a client backs off before trying again). */
+  readonly backoffMs: number;
   readonly keysPerWindow: number;
   /** The run's clock (ms). */
   readonly now: () => number;
