@@ -3,8 +3,10 @@
  *
  * Unavailability of one fault: from the fault's start to the completion of the first
  * acknowledged write (put, delete or CAS, through any node) invoked at or after that start;
- * per kind, the longest. Recovery of one fault: from its heal to the moment every node had
- * acknowledged a write; per kind, the longest. `null` when it never happened in the run.
+ * per kind, the longest. Restart (kill only): from the heal, when the killed node is started
+ * again, to its first answer. Recovery: from the heal (after a kill: from that first answer)
+ * to the moment every node had acknowledged a write. Per kind, the longest of each; `null`
+ * when it never happened in the run.
  */
 import type { KvInput } from '../../src/check/kv-model.ts';
 import { type FaultKind, kindsFor } from './faults.ts';
@@ -17,7 +19,9 @@ export interface FaultRecord {
   /** Run clock, ms. */
   readonly start: number;
   healed: number | null;
-  /** When every node had taken a write after the heal. */
+  /** When the nodes restarted at the heal (kill) answered again; the heal time otherwise. */
+  serving: number | null;
+  /** When every node had taken a write after `serving`. */
   recovered: number | null;
 }
 
@@ -31,6 +35,7 @@ export interface KindFigures {
   count: number;
   maxUnavailableMs: number | null;
   maxRecoveryMs: number | null;
+  maxRestartMs: number | null;
 }
 
 export interface Figures {
@@ -66,10 +71,16 @@ export function computeFigures(
   // Acknowledged writes by call time, to find the first one at or after each fault's start.
   const acked = ops.filter((o) => isWrite(o) && o.outcome === 'ok').sort((a, b) => a.call - b.call);
   const byFault: Partial<Record<FaultKind, KindFigures>> = {};
-  for (const k of kindsFor(nodes)) byFault[k] = { count: 0, maxUnavailableMs: null, maxRecoveryMs: null };
+  for (const k of kindsFor(nodes))
+    byFault[k] = { count: 0, maxUnavailableMs: null, maxRecoveryMs: null, maxRestartMs: null };
   const max = (a: number | null, b: number | null) => (b === null ? a : a === null ? b : Math.max(a, b));
   for (const f of faults) {
-    const kf = byFault[f.kind] ?? { count: 0, maxUnavailableMs: null, maxRecoveryMs: null };
+    const kf = byFault[f.kind] ?? {
+      count: 0,
+      maxUnavailableMs: null,
+      maxRecoveryMs: null,
+      maxRestartMs: null,
+    };
     byFault[f.kind] = kf;
     kf.count++;
     let first: number | null = null;
@@ -80,8 +91,10 @@ export function computeFigures(
       if (first !== null && (acked[lo] as OpRecord).call > first) break;
     }
     kf.maxUnavailableMs = max(kf.maxUnavailableMs, first === null ? null : first - f.start);
-    if (f.healed !== null && f.recovered !== null)
-      kf.maxRecoveryMs = max(kf.maxRecoveryMs, f.recovered - f.healed);
+    if (f.serving !== null && f.recovered !== null)
+      kf.maxRecoveryMs = max(kf.maxRecoveryMs, f.recovered - f.serving);
+    if (f.kind === 'kill' && f.healed !== null && f.serving !== null)
+      kf.maxRestartMs = max(kf.maxRestartMs, f.serving - f.healed);
   }
   return { nodes, cycles: faults.length, durationMs, ops: ops.length, total, byOp, byFault };
 }
@@ -111,10 +124,13 @@ export function renderFigures(f: Figures): string {
   for (const [k, c] of Object.entries(f.byOp)) {
     lines.push(`${k.padEnd(8)}${String(c.ok).padEnd(10)}${String(c.failed).padEnd(10)}${c.indeterminate}`);
   }
-  lines.push('', 'fault               count  longest unavailability  longest recovery after heal');
+  lines.push(
+    '',
+    'fault               count  longest unavailability  longest recovery after heal  longest restart',
+  );
   for (const [k, v] of Object.entries(f.byFault)) {
     lines.push(
-      `${k.padEnd(20)}${String(v.count).padEnd(7)}${ms(v.maxUnavailableMs).padEnd(24)}${ms(v.maxRecoveryMs)}`,
+      `${k.padEnd(20)}${String(v.count).padEnd(7)}${ms(v.maxUnavailableMs).padEnd(24)}${ms(v.maxRecoveryMs).padEnd(30)}${ms(v.maxRestartMs)}`,
     );
   }
   return lines.join('\n');

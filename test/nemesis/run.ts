@@ -5,7 +5,8 @@
  *
  * A run passes when: the history (final reads included) is linearizable, so every
  * acknowledged write is in the final state unless a later write replaced it; after every
- * heal each node acknowledged a write within `recoverMs`; no node exited by itself.
+ * heal each node acknowledged a write within `recoverMs` (for a kill, counted from when the
+ * restarted process answers, which must happen within `startMs`); no node exited by itself.
  *
  * Invariants: whatever happens (an error, the abort signal), the lab, its processes and
  * the clients are gone when `runNemesis` returns; the data directory and logs are kept
@@ -38,8 +39,10 @@ export interface NemesisOptions {
   /** A client's pause after a failed or indeterminate call, ms. */
   readonly backoffMs: number;
   readonly keysPerCycle: number;
-  /** After a heal, every node must acknowledge a write within this, ms. */
+  /** After a heal (and the restart of killed nodes), every node must acknowledge a write within this, ms. */
   readonly recoverMs: number;
+  /** A killed node, started again at the heal, must answer within this, ms. */
+  readonly startMs: number;
   /** Extra `raftkv serve` flags, e.g. ['--tick-ms', '100']. */
   readonly serveArgs: readonly string[];
   readonly keep: boolean;
@@ -63,6 +66,7 @@ export const DEFAULTS: Omit<NemesisOptions, 'log'> = {
   backoffMs: 100,
   keysPerCycle: 16,
   recoverMs: 30_000,
+  startMs: 120_000,
   serveArgs: [],
   keep: false,
   built: false,
@@ -222,6 +226,7 @@ export async function runNemesis(opts: NemesisOptions): Promise<NemesisReport> {
         description: plan.description,
         start: now(),
         healed: null,
+        serving: null,
         recovered: null,
       };
       faults.push(f);
@@ -240,17 +245,38 @@ export async function runNemesis(opts: NemesisOptions): Promise<NemesisReport> {
         }
       }
       f.healed = now();
-      f.recovered = await everyNodeWrites(f.healed + opts.recoverMs);
+      // A restarted process first has to start (seconds on a busy machine): the recovery
+      // clock starts once it answers, and its start-up has a bound of its own.
+      const startBy = f.healed + opts.startMs;
+      for (const id of plan.kill) {
+        while (
+          now() < startBy &&
+          !(await w.status(id, 1_000).then(
+            () => true,
+            () => false,
+          ))
+        )
+          await sleep(100);
+      }
+      if (now() >= startBy) {
+        failures.push(
+          `cycle ${cycle} (${plan.description}): ${plan.kill.join(' ')} did not start within ${opts.startMs} ms`,
+        );
+        log(failures[failures.length - 1] as string);
+        break;
+      }
+      f.serving = now();
+      f.recovered = await everyNodeWrites(f.serving + opts.recoverMs);
       if (f.recovered === null) {
         failures.push(
-          `cycle ${cycle} (${plan.description}): not every node took a write within ${opts.recoverMs} ms of the heal`,
+          `cycle ${cycle} (${plan.description}): not every node took a write within ${opts.recoverMs} ms of the heal${plan.kill.length > 0 ? ' and restart' : ''}`,
         );
         log(failures[failures.length - 1] as string);
         break;
       }
       const unavailable = firstAckAfter(w.ops, f.start);
       log(
-        `  healed; first write acknowledged ${unavailable === null ? '-' : `${((unavailable - f.start) / 1000).toFixed(2)} s`} after the fault began, every node writing ${((f.recovered - f.healed) / 1000).toFixed(2)} s after the heal`,
+        `  healed; first write acknowledged ${unavailable === null ? '-' : `${((unavailable - f.start) / 1000).toFixed(2)} s`} after the fault began, every node writing ${((f.recovered - f.serving) / 1000).toFixed(2)} s after the heal${plan.kill.length > 0 ? ` and a restart of ${((f.serving - f.healed) / 1000).toFixed(2)} s` : ''}`,
       );
       if (c.unexpectedExits.length > 0) break;
       await sleep(opts.calmMs);

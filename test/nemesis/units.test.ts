@@ -242,6 +242,7 @@ describe('figures', () => {
         description: '',
         start: 1_000,
         healed: 3_000,
+        serving: 3_000,
         recovered: 3_700,
       },
       {
@@ -250,13 +251,43 @@ describe('figures', () => {
         description: '',
         start: 4_900,
         healed: 5_500,
+        serving: 5_500,
         recovered: 5_600,
       },
-      { cycle: 3, kind: 'kill' as FaultKind, description: '', start: 9_000, healed: 9_100, recovered: null },
+      // Restarted 2 s after the heal, then every node writing 0.5 s later.
+      {
+        cycle: 3,
+        kind: 'kill' as FaultKind,
+        description: '',
+        start: 9_000,
+        healed: 9_100,
+        serving: 11_100,
+        recovered: 11_600,
+      },
+      {
+        cycle: 4,
+        kind: 'kill' as FaultKind,
+        description: '',
+        start: 12_000,
+        healed: 12_100,
+        serving: 12_900,
+        recovered: null,
+      },
     ];
-    const f = computeFigures(3, ops, faults, 10_000);
-    assert.deepEqual(f.byFault['isolate-leader'], { count: 2, maxUnavailableMs: 1_400, maxRecoveryMs: 700 });
-    assert.deepEqual(f.byFault['kill'], { count: 1, maxUnavailableMs: null, maxRecoveryMs: null });
+    const f = computeFigures(3, ops, faults, 13_000);
+    assert.deepEqual(f.byFault['isolate-leader'], {
+      count: 2,
+      maxUnavailableMs: 1_400,
+      maxRecoveryMs: 700,
+      maxRestartMs: null,
+    });
+    // Recovery after a kill counts from the restarted node's first answer; its start-up apart.
+    assert.deepEqual(f.byFault['kill'], {
+      count: 2,
+      maxUnavailableMs: null,
+      maxRecoveryMs: 500,
+      maxRestartMs: 2_000,
+    });
     assert.equal(f.byFault['bridge'], undefined);
     assert.deepEqual(f.total, { ok: 6, failed: 1, indeterminate: 1 });
     assert.deepEqual(f.byOp.get, { ok: 1, failed: 0, indeterminate: 0 });
