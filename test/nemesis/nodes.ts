@@ -1,13 +1,15 @@
 /**
  * `raftkv serve` processes, one per namespace of a NetLab, as users run them (the CLI, a
- * data directory each, JSON logs appended to `<dir>/<id>.log` across restarts).
+ * data directory each, JSON logs appended to `<dir>/<id>.log` across restarts): the client
+ * port and the peer port on the namespace's address, peers authenticated by a cluster secret.
  *
  * Invariants: at most one process per node id; every process started is known by pid and
  * killed by `destroy()` (the lab's teardown kills anything left in its namespaces too);
  * an exit the suite did not cause (not a kill -9 it sent) is recorded in `unexpectedExits`.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NetLab } from './netlab.ts';
@@ -18,6 +20,8 @@ const CLI = join(ROOT, 'src/cli/main.ts');
 export const BIN = join(ROOT, 'bin/raftkv.mjs');
 export const BUILT_MAIN = join(ROOT, 'dist/src/cli/main.js');
 export const CLIENT_PORT = 50051;
+/** Raft traffic (raft.PeerService), on the same namespace address: a cut takes both ports. */
+export const PEER_PORT = 51051;
 
 interface Proc {
   readonly child: ChildProcess;
@@ -50,8 +54,20 @@ export class NsCluster {
     return `${this.lab.ip(id)}:${CLIENT_PORT}`;
   }
 
+  peerAddress(id: string): string {
+    return `${this.lab.ip(id)}:${PEER_PORT}`;
+  }
+
+  /** `id=CLIENT/PEER,...` as `raftkv serve --peers` takes it. */
   peers(): string {
-    return this.ids.map((id) => `${id}=${this.address(id)}`).join(',');
+    return this.ids.map((id) => `${id}=${this.address(id)}/${this.peerAddress(id)}`).join(',');
+  }
+
+  /** The cluster secret peers prove to each other (the peer port is not on loopback). */
+  private secretFile(): string {
+    const f = join(this.dir, 'peer-secret');
+    if (!existsSync(f)) writeFileSync(f, randomBytes(32).toString('hex'), { mode: 0o600 });
+    return f;
   }
 
   pid(id: string): number | undefined {
@@ -68,8 +84,12 @@ export class NsCluster {
       id,
       '--listen',
       this.address(id),
+      '--peer-listen',
+      this.peerAddress(id),
       '--peers',
       this.peers(),
+      '--peer-secret-file',
+      this.secretFile(),
       '--data-dir',
       join(this.dir, id),
       '--log-format',
