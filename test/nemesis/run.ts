@@ -180,8 +180,8 @@ export async function runNemesis(opts: NemesisOptions): Promise<NemesisReport> {
       return best;
     };
     // Every node acknowledges a write (probe/<id>) before `until`; returns the time all had.
+    let seq = 0; // probe values, like all values written, are unique in the run
     const everyNodeWrites = async (until: number): Promise<number | null> => {
-      let seq = 0;
       const one = async (id: string): Promise<number | null> => {
         while (now() < until) {
           const op = await w.invoke(
