@@ -54,6 +54,17 @@ test('linearizable under SIGKILL and SIGSTOP of random nodes, and nothing acknow
     const clientLoop = async (client: number) => {
       let n = 0;
       let seq = 0;
+      // Writes carry a client session, opened first (its id comes from the cluster).
+      let session = 0;
+      for (let attempt = 0; attempt < 200 && session === 0 && !stop; attempt++) {
+        const node = c.ids[Math.floor(Math.random() * c.ids.length)] as string;
+        try {
+          session = Number((await rpc(c.client(node), 'RegisterSession', {}, 1_500))['client_id']);
+        } catch {
+          await new Promise((res) => setTimeout(res, 50));
+        }
+      }
+      if (session === 0) return;
       while (!stop) {
         const key = `k${Math.floor(Math.random() * 5)}`;
         const r = Math.random();
@@ -67,9 +78,9 @@ test('linearizable under SIGKILL and SIGSTOP of random nodes, and nothing acknow
                 ? { kind: 'delete', key }
                 : { kind: 'cas', key, expected: Math.random() < 0.3 ? null : `c${client}.${n - 1}`, value };
         const [method, base] = toRequest(input);
-        // Writes carry a client session: a retry of the same (client_id, sequence) is applied
-        // at most once, so a write is retried until it is acknowledged or we give up.
-        const req = input.kind === 'get' ? base : { ...base, client_id: 1000 + client, sequence: ++seq };
+        // A retry of the same (client_id, sequence) is applied at most once, so a write is
+        // retried until it is acknowledged or we give up.
+        const req = input.kind === 'get' ? base : { ...base, client_id: session, sequence: ++seq };
         const op: HistoryOp = { id: ++opId, client, input, call: now(), ret: null, output: null };
         const attempts = input.kind === 'get' ? 1 : 8;
         for (let attempt = 0; attempt < attempts && op.ret === null; attempt++) {
