@@ -330,9 +330,10 @@ export class RaftNode<R> {
     const seq = ++this.seq;
     const out = this.raft.propose(wrapProposal(this.originBytes, seq, data));
     if (out.kind === 'rejected') {
-      return Promise.reject(
-        out.reason === 'not-leader' ? new NotLeaderError(this.raft.leader) : new NoLeaderError(out.message),
-      );
+      if (out.reason === 'not-leader') return Promise.reject(new NotLeaderError(this.raft.leader));
+      // Not retryable: the same entry would be refused again.
+      if (out.reason === 'entry-too-large') return Promise.reject(new RejectedError(out.reason, out.message));
+      return Promise.reject(new NoLeaderError(out.message));
     }
     this.schedule();
     const index = out.kind === 'appended' ? out.index : 0;

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { encodeRequest, type KvResult, KvStateMachine } from '../../src/kv/state-machine.ts';
+import { RejectedError } from '../../src/node/errors.ts';
 import { RaftNode } from '../../src/node/raft-node.ts';
 import type { PersistBatch, RaftStorage, StorageStats } from '../../src/raft/storage.ts';
 import { ConfChangeType, type DurableState, type Snapshot } from '../../src/raft/types.ts';
@@ -83,6 +84,29 @@ test('a failed write stops the node: reported once, and every later call fails a
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(storage.persists, before, 'no write after the failure');
     assert.equal(fatals.length, 1, 'reported once');
+  } finally {
+    await node.stop();
+  }
+});
+
+test('an entry above maxEntryBytes is refused for good (RejectedError), not as a retryable no-leader', async () => {
+  const node: RaftNode<KvResult | null> = await RaftNode.start({
+    id: 'n1',
+    storage: new MemoryStorage(),
+    transport: new MemoryNetwork().transport('n1'),
+    stateMachine: new KvStateMachine(),
+    bootstrap: ['n1'],
+    tickMs: 10,
+    raft: { maxEntryBytes: 1024 },
+  });
+  try {
+    await waitFor('leadership', () => node.role === 'leader');
+    await assert.rejects(node.propose(new Uint8Array(4096)), (e: unknown) => {
+      assert.ok(e instanceof RejectedError, String(e));
+      assert.equal(e.reason, 'entry-too-large');
+      assert.equal(e.retryable, false);
+      return true;
+    });
   } finally {
     await node.stop();
   }
