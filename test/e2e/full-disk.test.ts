@@ -49,8 +49,10 @@ test('a node whose disk fills stops with a clear error; the others serve on; not
   if (m.status !== 0) return t.skip(`cannot mount a tmpfs here: ${m.stderr.trim()}`);
   mounted = true;
   const addr = new Map<string, string>();
+  const peerAddr = new Map<string, string>();
   for (const id of ids) addr.set(id, `127.0.0.1:${await freePort()}`);
-  const peers = ids.map((id) => `${id}=${addr.get(id)}`).join(',');
+  for (const id of ids) peerAddr.set(id, `127.0.0.1:${await freePort()}`);
+  const peers = ids.map((id) => `${id}=${addr.get(id)}/${peerAddr.get(id)}`).join(',');
   const output = new Map<string, string>();
   const serve = (id: string) => {
     const child = spawn(
@@ -64,6 +66,8 @@ test('a node whose disk fills stops with a clear error; the others serve on; not
         id,
         '--listen',
         addr.get(id) as string,
+        '--peer-listen',
+        peerAddr.get(id) as string,
         '--peers',
         peers,
         '--data-dir',
@@ -86,8 +90,11 @@ test('a node whose disk fills stops with a clear error; the others serve on; not
   const client = new RaftKvClient({ endpoints: [...addr.values()], timeoutMs: 10_000, retries: 100 });
   const value = (i: number) => `${String(i).padStart(6, '0')}${'x'.repeat(64 * 1024 - 6)}`;
   try {
-    await until('a leader', async () =>
-      (await client.status({ timeoutMs: 1_000 })).leader ? true : undefined,
+    // Node + tsx start-up takes tens of seconds on a loaded 2-core machine.
+    await until(
+      'a leader',
+      async () => ((await client.status({ timeoutMs: 1_000 })).leader ? true : undefined),
+      120_000,
     );
     // Fill n3's 2 MiB: about 30 writes of 64 KiB. Go on for 10 acknowledged writes after it stopped.
     const acked: string[] = [];
@@ -115,15 +122,18 @@ test('a node whose disk fills stops with a clear error; the others serve on; not
       ),
     );
     // Nothing acknowledged is lost on the two that serve on.
-    const got = await client.list('fill/', { limit: 1000 });
-    const present = new Map(got.items.map((kv) => [kv.key, kv.value]));
-    // Every acknowledged write is there (an indeterminate one may be too).
-    for (const k of acked) assert.equal(present.get(k), value(Number(k.slice(5))), `${k} survived`);
+    for (const k of acked)
+      assert.equal((await client.get(k)).value, value(Number(k.slice(5))), `${k} survived`);
     // Free space, restart n3: it catches up and holds every acknowledged write.
     assert.equal(spawnSync('mount', ['-o', 'remount,size=64m', mnt]).status, 0);
     nodes.set('n3', serve('n3'));
     const last = await client.status({ timeoutMs: 2_000 });
-    const local = new RaftKvClient({ endpoints: [addr.get('n3') as string], timeoutMs: 5_000, retries: 20 });
+    const local = new RaftKvClient({
+      endpoints: [addr.get('n3') as string],
+      timeoutMs: 20_000,
+      attemptTimeoutMs: 10_000,
+      retries: 20,
+    });
     try {
       await until(
         'n3 to catch up',
@@ -133,12 +143,11 @@ test('a node whose disk fills stops with a clear error; the others serve on; not
         },
         60_000,
       );
-      const mine = await local.list('fill/', { limit: 1000, local: true });
-      assert.deepEqual(mine.items.map((kv) => kv.key).sort(), got.items.map((kv) => kv.key).sort());
-      assert.equal(
-        mine.items.find((kv) => kv.key === acked.at(-1))?.value,
-        value(Number(acked.at(-1)?.slice(5))),
-      );
+      // Read n3's own state (local reads), one key at a time: a 2.6 MB list is slow on a busy machine.
+      for (const k of acked) {
+        const v = await local.get(k, { local: true });
+        assert.equal(v.value, value(Number(k.slice(5))), `${k} on n3`);
+      }
     } finally {
       local.close();
     }
