@@ -8,6 +8,10 @@
  * cluster secret (--data-dir/peer-secret) and admin calls need a token
  * (--data-dir/admin-token); both are generated with mode 0600 when absent, and reused.
  *
+ * A node that fails to start or exits later is reported loudly (how it exited, its last lines:
+ * supervisor.ts) and the others go on: the cluster serves while a majority runs. The command exits 0
+ * when asked to stop, 1 when no majority can run (or no leader is elected within 60 s).
+ *
  * Invariant: every child started is stopped before this command returns.
  */
 import { type ChildProcess, spawn } from 'node:child_process';

@@ -545,6 +545,7 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
               clusterId,
               sync: walSync,
               inlineWriteBytes: walInlineBytes,
+              onWarning: (msg, err) => logger.warn({ err: String(err) }, msg),
             }),
           )
         : undefined;

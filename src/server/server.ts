@@ -141,6 +141,7 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
       clusterId,
       sync: config.walSync ?? 'dsync',
       ...(config.walInlineBytes !== undefined ? { inlineWriteBytes: config.walInlineBytes } : {}),
+      ...(log ? { onWarning: (msg: string, err: unknown) => log.warn({ err: String(err) }, msg) } : {}),
     }));
   const sm = new KvStateMachine({
     ...(config.maxSessions !== undefined ? { maxSessions: config.maxSessions } : {}),

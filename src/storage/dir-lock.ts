@@ -33,6 +33,7 @@ import { link, readdir, readFile, readlink, unlink, writeFile } from 'node:fs/pr
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ioError, StorageLockedError } from './errors.ts';
+import { withFreeSpace } from './recovery.ts';
 
 /** The earlier lock file (`{pid, host}`), still judged and cleared when stale. */
 export const LEGACY_LOCK_FILE = 'LOCK';
@@ -197,6 +198,16 @@ async function judgeByPid(owner: { pid: number; host: string }, self: LockOwner)
   }
 }
 
+function sameOwner(a: LockOwner, b: LockOwner): boolean {
+  return (
+    a.pid === b.pid &&
+    a.host === b.host &&
+    a.bootId === b.bootId &&
+    a.startTime === b.startTime &&
+    a.pidNs === b.pidNs
+  );
+}
+
 function parseRecord(text: string): LockRecord | null {
   try {
     const v = JSON.parse(text) as Partial<LockRecord> | null;
@@ -245,7 +256,7 @@ async function createVersion(dir: string, version: number, record: LockRecord): 
     return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw ioError(err, path, 'create lock file');
+    throw await withFreeSpace(ioError(err, path, 'create lock file'), dir, 4096);
   } finally {
     await unlink(tmp).catch(() => undefined);
   }
@@ -291,7 +302,9 @@ export class DirLock {
           }
           const rec = parseRecord(text);
           // An unreadable record was not written whole by anyone (records appear by link, complete): free.
-          if (rec?.state === 'held') {
+          // A record naming this very process is a leftover of a release that could not be written (a full
+          // disk): heldHere, not the file, says what this process holds.
+          if (rec?.state === 'held' && !sameOwner(rec.owner, self)) {
             const v = await judgeOwner(rec.owner, self);
             if (v.alive) throw new StorageLockedError(dir, rec.owner, { why: v.why, file });
           }

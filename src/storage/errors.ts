@@ -159,15 +159,32 @@ export class StoragePermissionError extends StorageError {
 export class StorageFullError extends StorageError {
   override readonly name = 'StorageFullError';
   readonly code = StorageErrorCode.Full;
+  /** The data directory, when known. */
+  readonly dir: string | undefined;
+  /** Bytes the failed write needed, when known. */
+  readonly needed: number | undefined;
+  /** Bytes free for this user on the file system just after the failure, when known. */
+  readonly free: number | undefined;
   constructor(
     readonly path: string,
     options?: ErrorOptions,
+    space: { readonly dir?: string; readonly needed?: number; readonly free?: number } = {},
   ) {
+    const where = space.dir !== undefined ? `data directory ${space.dir} (writing ${path})` : path;
+    const need =
+      space.needed !== undefined
+        ? ` The write needed ${space.needed} bytes${space.free !== undefined ? `; ${space.free} bytes are free` : ''}.`
+        : '';
     super(
-      `no space left on the device holding ${path}: the node stopped accepting writes. ` +
-        'Every write acknowledged before this is durable. Free disk space, then restart the node.',
+      `no space left on the device holding ${where}: the node stopped accepting writes.${need} ` +
+        'Every write acknowledged before this is durable. Free disk space (at least ' +
+        `${space.needed !== undefined ? `${space.needed} bytes, better much more: the log grows until the next snapshot` : 'a few MiB'}), ` +
+        'then restart the node: it catches up from the others.',
       options,
     );
+    this.dir = space.dir;
+    this.needed = space.needed;
+    this.free = space.free;
   }
 }
 

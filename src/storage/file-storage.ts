@@ -54,7 +54,7 @@ import {
   StorageUsageError,
 } from './errors.ts';
 import { LogView } from './log-view.ts';
-import { readDataDir, readMeta, syncDir, type TornTail } from './recovery.ts';
+import { readDataDir, readMeta, syncDir, type TornTail, withFreeSpace } from './recovery.ts';
 
 /** The few file operations on the write path, replaceable to inject faults (ENOSPC, EIO) in tests. */
 export interface StorageIO {
@@ -66,6 +66,8 @@ export interface StorageIO {
    * replaced but this is the default one, every write goes to the pool.
    */
   writevSync?(fh: FileHandle, buffers: readonly Buffer[], position: number): number;
+  /** Extends a new segment (preallocation); default FileHandle.truncate. */
+  truncate?(fh: FileHandle, size: number): Promise<void>;
 }
 
 export const defaultIO: StorageIO = {
@@ -94,6 +96,11 @@ export interface FileStorageOptions {
    * inside the file instead of growing it. The unused tail is zeros (sparse), which recovery recognizes.
    */
   readonly preallocate?: boolean;
+  /**
+   * Called with a message when the storage works around a problem (today: preallocating a new segment
+   * failed, see createSegment). Default: none.
+   */
+  readonly onWarning?: (message: string, cause: unknown) => void;
   /**
    * With `sync: 'dsync'`, while setInlineWrites(true) is in force, a group of at most this many bytes
    * (and no snapshot) is written inline on the calling thread instead of through libuv's thread pool
@@ -126,6 +133,8 @@ export interface FileStorageStats extends StorageStats {
   readonly inlineGroups: number;
   /** What open() found and repaired: a torn last write, or null. */
   readonly recoveredTornTail: TornTail | null;
+  /** Segments that could not be preallocated (after the first such failure, none is tried). */
+  readonly preallocationFailures: number;
 }
 
 interface Segment {
@@ -169,6 +178,7 @@ export class FileStorage implements RaftStorage {
     segmentsCreated: 0,
     segmentsRemoved: 0,
     inlineGroups: 0,
+    preallocationFailures: 0,
   };
   /** Groups up to this size are written inline while `inlineOn` (0: never). */
   private readonly inlineBytes: number;
@@ -179,8 +189,8 @@ export class FileStorage implements RaftStorage {
     private readonly io: StorageIO,
     private readonly segmentBytes: number,
     private readonly syncMode: 'fdatasync' | 'dsync',
-    /** New segments are extended (sparse) to this size when created; 0: not at all. */
-    private readonly preallocBytes: number,
+    /** New segments are extended (sparse) to this size when created; 0: not at all (or no more). */
+    private preallocBytes: number,
     state: DurableState,
     segments: Segment[],
     private fh: FileHandle,
@@ -190,7 +200,10 @@ export class FileStorage implements RaftStorage {
     private readonly tornTail: TornTail | null,
     private readonly unlock: () => Promise<void>,
     inlineBytes: number,
+    private readonly onWarning: ((message: string, cause: unknown) => void) | undefined,
+    preallocationFailures: number,
   ) {
+    this.counters.preallocationFailures = preallocationFailures;
     // An io that replaces writev (fault injection, tracing) but inherits the default writevSync would
     // be bypassed by inline writes: those go inline only with a writevSync of their own.
     const sync = io.writevSync;
@@ -286,6 +299,7 @@ export class FileStorage implements RaftStorage {
     }
     let fh: FileHandle;
     let segSize: number;
+    let preallocFailed: unknown = null;
     const last = segments[segments.length - 1];
     if (last) {
       const path = join(dir, last.name);
@@ -298,7 +312,11 @@ export class FileStorage implements RaftStorage {
     } else {
       const seq = rec.segments[0]?.seq ?? 1;
       const created = await createSegment(dir, io, seq, syncMode, prealloc);
-      fh = created;
+      fh = created.fh;
+      if (created.preallocError !== null) {
+        preallocFailed = created.preallocError;
+        options.onWarning?.(preallocWarning(dir, prealloc, created.preallocError), created.preallocError);
+      }
       segSize = encodeSegmentHeader(seq).length;
       segments.push({ seq, name: segmentName(seq), maxEntryIndex: 0 });
     }
@@ -308,7 +326,7 @@ export class FileStorage implements RaftStorage {
       io,
       segmentBytes,
       syncMode,
-      prealloc,
+      preallocFailed === null ? prealloc : 0,
       rec.state,
       segments,
       fh,
@@ -318,6 +336,8 @@ export class FileStorage implements RaftStorage {
       rec.tornTail,
       unlock,
       options.inlineWriteBytes ?? DEFAULT_INLINE_WRITE_BYTES,
+      options.onWarning,
+      preallocFailed === null ? 0 : 1,
     );
   }
 
@@ -406,7 +426,13 @@ export class FileStorage implements RaftStorage {
       try {
         await this.writeGroup(group);
       } catch (err) {
-        const failure = ioError(err, join(this.dir, this.currentSegment().name), 'write');
+        let needed = 0;
+        for (const op of group) needed += op.buf.length + (op.snapshot ? op.snapshot.data.length : 0);
+        const failure = await withFreeSpace(
+          ioError(err, join(this.dir, this.currentSegment().name), 'write'),
+          this.dir,
+          needed,
+        );
         this.failure = failure;
         for (const op of group) op.reject(failure);
         for (const op of this.queue) op.reject(new StorageFailedError({ cause: failure }));
@@ -472,7 +498,16 @@ export class FileStorage implements RaftStorage {
   }
 
   private async rollover(seq: number): Promise<void> {
-    const fh = await createSegment(this.dir, this.io, seq, this.syncMode, this.preallocBytes);
+    const created = await createSegment(this.dir, this.io, seq, this.syncMode, this.preallocBytes);
+    const fh = created.fh;
+    if (created.preallocError !== null) {
+      this.onWarning?.(
+        preallocWarning(this.dir, this.preallocBytes, created.preallocError),
+        created.preallocError,
+      );
+      this.preallocBytes = 0;
+      this.counters.preallocationFailures++;
+    }
     this.counters.fsyncs += 2;
     this.counters.segmentsCreated++;
     const old = this.fh;
@@ -589,7 +624,7 @@ async function createSegment(
   seq: number,
   syncMode: 'fdatasync' | 'dsync',
   preallocate: number,
-): Promise<FileHandle> {
+): Promise<{ fh: FileHandle; preallocError: unknown }> {
   const path = join(dir, segmentName(seq));
   let fh: FileHandle;
   try {
@@ -597,18 +632,41 @@ async function createSegment(
   } catch (err) {
     throw ioError(err, path, 'create segment');
   }
+  const header = encodeSegmentHeader(seq);
+  let preallocError: unknown = null;
   try {
-    const header = encodeSegmentHeader(seq);
     const n = await io.writev(fh, [header], 0);
     if (n !== header.length) throw new Error(`short write of segment header (${n} bytes)`);
-    if (preallocate > header.length) await fh.truncate(preallocate);
+    if (preallocate > header.length) {
+      // Preallocation is an optimization: if the file cannot be extended (a file size limit, a file
+      // system without sparse files that is nearly full), the segment is cut back to its header and
+      // grows by appends instead, as with `preallocate: false`.
+      try {
+        await (io.truncate ?? truncateHandle)(fh, preallocate);
+      } catch (err) {
+        preallocError = err;
+        await fh.truncate(header.length);
+      }
+    }
     await fh.sync();
   } catch (err) {
     await fh.close();
-    throw ioError(err, path, 'write segment header');
+    // Nothing of this segment is used yet: leave no file that recovery would have to judge.
+    await unlink(path).catch(() => undefined);
+    throw await withFreeSpace(ioError(err, path, 'write segment header'), dir, header.length);
   }
   await syncDir(dir);
-  return fh;
+  return { fh, preallocError };
+}
+
+const truncateHandle = (fh: FileHandle, size: number): Promise<void> => fh.truncate(size);
+
+function preallocWarning(dir: string, bytes: number, err: unknown): string {
+  const why = err instanceof Error ? err.message : String(err);
+  return (
+    `could not preallocate ${bytes} bytes for a new WAL segment in ${dir} (${why}); ` +
+    'going on without preallocation: appends grow the segment files instead'
+  );
 }
 
 /** Creates the directory and its metadata file if needed; checks an existing directory. */

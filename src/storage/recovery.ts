@@ -17,7 +17,7 @@
  *    snapshot) up to the hard state's commit index, and a segment closed by a Continue
  *    record must have its successor.
  */
-import { open, readdir, readFile } from 'node:fs/promises';
+import { open, readdir, readFile, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DurableState, Entry, HardState, Snapshot } from '../raft/types.ts';
 import {
@@ -40,6 +40,8 @@ import {
   MissingSegmentError,
   MissingSnapshotError,
   NotDataDirError,
+  type StorageError,
+  StorageFullError,
 } from './errors.ts';
 import { EMPTY_HARD_STATE } from './log-view.ts';
 
@@ -459,4 +461,24 @@ function hasZeroSector(buf: Uint8Array, from: number, to: number): boolean {
     if (zero) return true;
   }
   return false;
+}
+
+/**
+ * A StorageFullError naming how many bytes the failed write needed and how many the file system has free
+ * (statfs); any other error unchanged.
+ */
+export async function withFreeSpace(err: StorageError, dir: string, needed: number): Promise<StorageError> {
+  if (!(err instanceof StorageFullError) || err.needed !== undefined) return err;
+  let free: number | undefined;
+  try {
+    const st = await statfs(dir);
+    free = st.bavail * st.bsize;
+  } catch {
+    free = undefined;
+  }
+  return new StorageFullError(
+    err.path,
+    { cause: err.cause },
+    { dir, needed, ...(free !== undefined ? { free } : {}) },
+  );
 }
