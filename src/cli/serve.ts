@@ -176,6 +176,18 @@ export const serveSpec: CommandSpec = {
       help: 'log format (default: pretty on a terminal)',
     },
     'log-level': { type: 'string', value: 'LEVEL', help: 'debug, info, warn or error', default: 'info' },
+    'max-request-bytes': {
+      type: 'string',
+      value: 'N',
+      help: 'largest API request message; larger ones get RESOURCE_EXHAUSTED (docs/grpc-limits.md)',
+      default: String(4 * 1024 * 1024),
+    },
+    'max-connections': {
+      type: 'string',
+      value: 'N',
+      help: 'concurrent connections; more are closed as soon as accepted',
+      default: '4096',
+    },
   },
 };
 
@@ -346,6 +358,8 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
   const snapshotEntries = int(p, 'snapshot-entries', 0) ?? 100_000;
   const walSync = str(p, 'wal-sync') ?? 'dsync';
   const walInlineBytes = int(p, 'wal-inline-bytes', 0, MAX_INLINE_WRITE_BYTES) ?? DEFAULT_INLINE_WRITE_BYTES;
+  const maxRequestBytes = int(p, 'max-request-bytes', 1, 2 ** 31 - 1);
+  const maxConnections = int(p, 'max-connections', 1, 1_000_000);
   if (walSync !== 'dsync' && walSync !== 'fdatasync') {
     throw new UsageError(`--wal-sync must be dsync or fdatasync, not "${walSync}"`, 'serve');
   }
@@ -572,6 +586,8 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
       logger,
       onFatal: (err) => onFatal(err),
       ...(joinAddr !== undefined ? { joining: true } : {}),
+      ...(maxRequestBytes !== undefined ? { maxRequestBytes } : {}),
+      ...(maxConnections !== undefined ? { maxConnections } : {}),
       transport: transport.factory,
     });
     if (httpListen !== undefined && storage) {

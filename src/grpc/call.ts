@@ -11,24 +11,26 @@
 //   whenever the call leaves OPEN. `ServerState.calls` counts the live calls, `deadlines.size` those waiting.
 // - The AbortSignal is created only when the handler reads it; it aborts when the client cancels (RST_STREAM or
 //   a lost connection), when the deadline passes, or when a graceful shutdown runs out of time.
+// - Cost bounds (docs/grpc-limits.md): a request message is limited by its method's service (`maxReceive`), and
+//   compressed messages are refused UNIMPLEMENTED (no decompression). A streaming call's queue of decoded messages
+//   waiting for the handler holds at most INPUT_HIGH_WATER_BYTES (or INPUT_HIGH_WATER messages) before the
+//   stream is paused, which stops its flow-control window from being returned; so a stream's input is bounded
+//   by that, one message and the stream window. A response is refused RESOURCE_EXHAUSTED when its connection
+//   already holds `maxPendingResponseBytes` of output the client has not taken (own engine), and a call whose
+//   client leaves its window shut for `stalls.limitMs` is cancelled (stalls.ts).
 // - The hot path allocates the call and the decoded message (a request that arrives as exactly one whole frame
 //   in one chunk is decoded from a view of that chunk; a Deframer is made only otherwise); listeners are shared functions that
 //   find the call through the stream (no per-call closures, except for promise continuations of async handlers).
 
 import type { OutgoingHttpHeaders } from 'node:http2';
 import type { PeerCertificate } from 'node:tls';
+import protobuf from 'protobufjs';
 import type { Deadlines } from './deadlines.ts';
-import {
-  ACCEPT_ENCODING,
-  Deframer,
-  decompress,
-  encodeFrame,
-  type FrameSink,
-  isSupportedEncoding,
-} from './framing.ts';
+import { ACCEPT_ENCODING, Deframer, type FrameSink } from './framing.ts';
 import type { IncomingHeaders } from './h2/session.ts';
 import { addMetadataToHeaders, Metadata, type OutgoingMetadata, percentEncode } from './metadata.ts';
 import type { MethodDefinition } from './proto.ts';
+import type { Stallable, StallWatch } from './stalls.ts';
 import { GrpcError, Status, type StatusCode } from './status.ts';
 
 /** What every handler can see and set about its call. */
@@ -90,8 +92,11 @@ export interface GrpcLogger {
 
 /** Server-wide state that calls read and update. */
 export interface ServerState {
-  readonly maxReceiveMessageSize: number;
   readonly maxSendMessageSize: number;
+  /** Output a connection may hold that its client has not taken, before responses are refused. */
+  readonly maxPendingResponseBytes: number;
+  /** Calls whose client stopped reading (stalls.ts). */
+  readonly stalls: StallWatch;
   readonly log: GrpcLogger;
   /** Live calls (accepted streams with a known method, until the stream closes). */
   calls: number;
@@ -105,6 +110,8 @@ export interface RegisteredMethod {
   readonly def: MethodDefinition;
   readonly handler: Handler;
   readonly streaming: boolean;
+  /** Largest request message accepted (its service's limit, else the server's). */
+  readonly maxReceive: number;
 }
 
 /**
@@ -115,6 +122,8 @@ export interface GrpcStream {
   readonly destroyed: boolean;
   readonly headersSent: boolean;
   readonly writableNeedDrain: boolean;
+  /** Bytes written but not yet sent (waiting for flow-control window). */
+  readonly writableLength: number;
   readonly session:
     | {
         readonly socket: {
@@ -123,6 +132,8 @@ export interface GrpcStream {
           /** TLS sockets only. */
           getPeerCertificate?(detailed?: boolean): PeerCertificate | object | null;
         };
+        /** Output the connection holds that the client has not taken (own engine only). */
+        readonly pendingOutput?: number;
       }
     | undefined;
   respond(headers: OutgoingHttpHeaders, options?: { endStream?: boolean; waitForTrailers?: boolean }): void;
@@ -131,6 +142,8 @@ export interface GrpcStream {
   sendTrailers(headers: OutgoingHttpHeaders): void;
   pause(): unknown;
   resume(): unknown;
+  /** Resets the stream with an HTTP/2 error code. */
+  close(code?: number): unknown;
   on(event: string, listener: Listener): unknown;
   off(event: string, listener: Listener): unknown;
 }
@@ -160,6 +173,8 @@ const INPUT_HIGH_WATER = 256;
  * not read costs at most this plus one stream window (docs/http2-limits.md).
  */
 const INPUT_HIGH_WATER_BYTES = 64 * 1024;
+/** RST_STREAM code for a client that stopped reading; gRPC clients map it to RESOURCE_EXHAUSTED. */
+const ENHANCE_YOUR_CALM = 0xb;
 const INTERNAL_MESSAGE = 'Internal server error';
 
 /** A trailers-only response with a status (used for calls that never got a Call object). */
@@ -227,7 +242,7 @@ interface Waiter {
   reject(e: unknown): void;
 }
 
-export class Call implements ServerStreamCall, FrameSink {
+export class Call implements ServerStreamCall, FrameSink, Stallable {
   state = OPEN;
   readonly stream: CallStream;
   /** Made on the first chunk that is not exactly one whole frame. */
@@ -250,6 +265,11 @@ export class Call implements ServerStreamCall, FrameSink {
   #trailers: OutgoingHttpHeaders | null = null;
   #headersSent = false;
   #received = 0;
+  /** Bytes handed to the stream (response frames). */
+  bytesOut = 0;
+  stallWatched = false;
+  stallSent = 0;
+  stallSince = 0;
   // streaming input: a queue read by the async iterator
   #queue: (object | undefined)[] | null = null;
   #qHead = 0;
@@ -293,7 +313,41 @@ export class Call implements ServerStreamCall, FrameSink {
   }
 
   get maxReceive(): number {
-    return this.#server.maxReceiveMessageSize;
+    return this.#method.maxReceive;
+  }
+
+  get unsentBytes(): number {
+    return this.stream.writableLength;
+  }
+
+  get streamClosed(): boolean {
+    return this.state === CLOSED || this.stream.destroyed;
+  }
+
+  /** After a write: a call whose bytes wait for the client's window is watched for a client that stopped reading. */
+  #watchUnsent(): void {
+    if (!this.stallWatched && this.stream.writableLength > 0) this.#server.stalls.watch(this);
+  }
+
+  abortStalled(ms: number): void {
+    if (this.state === CLOSED) return;
+    const err = new GrpcError(
+      Status.RESOURCE_EXHAUSTED,
+      `Client read none of the response for ${ms} ms (its flow-control window stayed shut); call cancelled`,
+    );
+    this.#server.log.warn({ path: this.path, peer: this.peer, unsent: this.unsentBytes }, err.message);
+    if (this.state === OPEN) {
+      this.state = DONE;
+      this.#clearTimer();
+      this.stopInput();
+      this.#cancel(err);
+      this.#failInput(err);
+    }
+    try {
+      this.stream.close(ENHANCE_YOUR_CALM);
+    } catch {
+      // already gone
+    }
   }
 
   stopInput(): void {
@@ -337,7 +391,6 @@ export class Call implements ServerStreamCall, FrameSink {
   // ---- FrameSink ----
   onMessage(message: Buffer, compressed: boolean): boolean {
     if (this.state !== OPEN) return false;
-    let body = message;
     if (compressed) {
       const rawEnc = this.#headers['grpc-encoding'];
       const enc = Array.isArray(rawEnc) ? rawEnc[0] : rawEnc;
@@ -345,34 +398,23 @@ export class Call implements ServerStreamCall, FrameSink {
         this.finish(Status.INTERNAL, 'Compressed flag set on a message without grpc-encoding');
         return false;
       }
-      if (!isSupportedEncoding(enc)) {
-        this.finish(
-          Status.UNIMPLEMENTED,
-          `Message compressed with unsupported grpc-encoding "${enc}"`,
-          undefined,
-          {
-            'grpc-accept-encoding': ACCEPT_ENCODING,
-          },
-        );
-        return false;
+      // No decompression (framing.ts): say so, and which encodings are accepted, as PROTOCOL-HTTP2.md asks. In
+      // response headers rather than a trailers-only answer: grpc-js learns it from headers only, and then stops
+      // compressing on that channel.
+      if (!this.#headersSent) {
+        this.#respHeaders ??= { ...RESPONSE_HEADERS };
+        this.#respHeaders['grpc-accept-encoding'] = ACCEPT_ENCODING;
+        this.sendHeaders();
       }
-      try {
-        body = decompress(enc, message, this.#server.maxReceiveMessageSize);
-      } catch (e) {
-        if (e instanceof RangeError) {
-          this.finish(
-            Status.RESOURCE_EXHAUSTED,
-            `Received message larger than max after decompression (limit ${this.#server.maxReceiveMessageSize})`,
-          );
-        } else {
-          this.finish(Status.INTERNAL, `Failed to decompress ${enc} message`);
-        }
-        return false;
-      }
+      this.finish(
+        Status.UNIMPLEMENTED,
+        `Message compressed with unsupported grpc-encoding "${enc}" (this server accepts ${ACCEPT_ENCODING} only)`,
+      );
+      return false;
     }
     let request: object;
     try {
-      request = this.#method.def.requestType.decode(body);
+      request = this.#method.def.requestType.decode(message);
     } catch {
       this.finish(Status.INTERNAL, 'Failed to parse request message');
       return false;
@@ -383,7 +425,7 @@ export class Call implements ServerStreamCall, FrameSink {
         this.finish(Status.INTERNAL, 'More than one request message for a server-streaming method');
         return false;
       }
-      this.#enqueue(request, body.length);
+      this.#enqueue(request, message.length);
       return true;
     }
     if (this.#received > 1) {
@@ -398,7 +440,7 @@ export class Call implements ServerStreamCall, FrameSink {
     if (tooLarge) {
       this.finish(
         Status.RESOURCE_EXHAUSTED,
-        `Received message larger than max (${length} vs. ${this.#server.maxReceiveMessageSize})`,
+        `Received message larger than max (${length} vs. ${this.#method.maxReceive})`,
       );
     } else {
       this.finish(Status.INTERNAL, 'Malformed gRPC frame: bad compressed-flag byte');
@@ -435,31 +477,52 @@ export class Call implements ServerStreamCall, FrameSink {
       this.stream.respond(this.#respHeaders ?? RESPONSE_HEADERS, RESPOND_WITH_TRAILERS);
       this.#headersSent = true;
       this.stream.end(frame);
+      this.bytesOut = frame.length;
+      this.#watchUnsent();
     } catch (e) {
       this.#server.log.warn({ err: e, path: this.path }, 'grpc: could not send response');
     }
   }
 
-  /** Encodes and frames a response, or ends the call with the right status and returns null. */
+  /**
+   * Encodes and frames a response, or ends the call with the right status and returns null. The message is
+   * encoded after 5 placeholder bytes that become the gRPC prefix, so the frame is one buffer (no second copy),
+   * and the limits are checked on the writer's length before that buffer is allocated.
+   */
   #encode(response: unknown): Buffer | null {
-    let body: Uint8Array;
+    let out: Uint8Array;
+    let len: number;
     try {
       if (response === null || typeof response !== 'object')
         throw new TypeError('handler returned a non-object');
-      body = this.#method.def.responseType.encode(response).finish();
+      const w = protobuf.Writer.create().uint32(0).fixed32(0);
+      this.#method.def.responseType.encode(response, w);
+      len = w.len - 5;
+      if (len > this.#server.maxSendMessageSize) {
+        this.finish(
+          Status.RESOURCE_EXHAUSTED,
+          `Sent message larger than max (${len} vs. ${this.#server.maxSendMessageSize})`,
+        );
+        return null;
+      }
+      const held = this.stream.session?.pendingOutput;
+      if (held !== undefined && held > 0 && held + len + 5 > this.#server.maxPendingResponseBytes) {
+        this.finish(
+          Status.RESOURCE_EXHAUSTED,
+          `Response of ${len} bytes refused: the connection already holds ${held} bytes its client has not read (limit ${this.#server.maxPendingResponseBytes})`,
+        );
+        return null;
+      }
+      out = w.finish();
     } catch (e) {
       this.#server.log.error({ err: e, path: this.path }, 'grpc: failed to encode response');
       this.finish(Status.INTERNAL, INTERNAL_MESSAGE);
       return null;
     }
-    if (body.length > this.#server.maxSendMessageSize) {
-      this.finish(
-        Status.RESOURCE_EXHAUSTED,
-        `Sent message larger than max (${body.length} vs. ${this.#server.maxSendMessageSize})`,
-      );
-      return null;
-    }
-    return encodeFrame(body);
+    const frame = Buffer.isBuffer(out) ? out : Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+    frame[0] = 0;
+    frame.writeUInt32BE(len, 1);
+    return frame;
   }
 
   // ---- ending ----
@@ -585,6 +648,7 @@ export class Call implements ServerStreamCall, FrameSink {
     this.state = CLOSED;
     this.#clearTimer();
     this.stopInput();
+    if (this.stallWatched) this.#server.stalls.delete(this);
     this.#server.calls--;
     this.#server.live.delete(this);
     if (wasOpen) {
@@ -707,7 +771,10 @@ export class Call implements ServerStreamCall, FrameSink {
     const frame = this.#encode(message);
     if (frame === null) return false;
     if (!this.#headersSent) this.sendHeaders();
-    return this.stream.write(frame);
+    const ok = this.stream.write(frame);
+    this.bytesOut += frame.length;
+    this.#watchUnsent();
+    return ok;
   }
 
   drain(): Promise<void> {

@@ -1,15 +1,19 @@
-// gRPC length-prefixed message framing (PROTOCOL-HTTP2.md, "Length-Prefixed-Message"), grpc-timeout parsing and
-// message decompression.
+// gRPC length-prefixed message framing (PROTOCOL-HTTP2.md, "Length-Prefixed-Message") and grpc-timeout parsing.
 //
 // Invariants:
 // - A frame is 1 flag byte (0 = plain, 1 = compressed; any other value is a protocol error), a 4-byte big-endian
 //   length, then that many bytes. Frames may be split across chunks at any byte, and one chunk may hold many.
 // - The Deframer never buffers more than one message: a length over the receive limit is rejected from its 5-byte
 //   prefix alone, before any of the body is kept. A message that fits in the chunk is handed on as a view of it
-//   (no copy); a split one is copied once into a buffer of its exact size.
+//   (no copy).
+// - Memory follows the bytes that arrived, never the declared length: a split message is gathered in a buffer
+//   that starts at the size of its first piece (at least MIN_GATHER) and doubles as more arrives, capped at the
+//   message's length. So it holds at most 2x the bytes received (+ MIN_GATHER) and each byte is copied at most
+//   twice on average; a prefix declaring 4 GiB followed by nothing costs MIN_GATHER bytes.
 // - After the sink reports an error (or `stop()` is called) the Deframer drops everything.
-
-import { gunzipSync, inflateSync } from 'node:zlib';
+// - Only `identity` messages are decoded: this layer does no decompression (a 16 KB gzip bomb inflates to
+//   megabytes of CPU work); call.ts answers compressed messages UNIMPLEMENTED with the truthful
+//   grpc-accept-encoding below.
 
 /** Receives whole messages (and framing errors) from a Deframer. */
 export interface FrameSink {
@@ -19,13 +23,18 @@ export interface FrameSink {
   onFrameError(tooLarge: boolean, length: number): void;
 }
 
+/** Smallest buffer a split message is gathered in (it grows by doubling from there). */
+const MIN_GATHER = 1024;
+
 export class Deframer {
   // Header bytes gathered so far when a 5-byte prefix is split across chunks.
   #hdr: Buffer | null = null;
   #hdrLen = 0;
-  // The message being filled when its body is split across chunks.
+  // The message being gathered when its body is split across chunks: `#body` holds `#bodyLen` bytes of the
+  // `#want` the prefix announced; it grows (doubling) as they arrive.
   #body: Buffer | null = null;
   #bodyLen = 0;
+  #want = 0;
   #compressed = false;
   #stopped = false;
   readonly maxLength: number;
@@ -39,6 +48,11 @@ export class Deframer {
     return this.#hdrLen > 0 || this.#body !== null;
   }
 
+  /** Bytes held for an unfinished message (its gathering buffer's size). */
+  get bufferedBytes(): number {
+    return this.#body === null ? 0 : this.#body.length;
+  }
+
   stop(): void {
     this.#stopped = true;
     this.#hdr = null;
@@ -49,13 +63,19 @@ export class Deframer {
     let off = 0;
     const n = chunk.length;
     while (off < n && !this.#stopped) {
-      const body = this.#body;
+      let body = this.#body;
       if (body !== null) {
-        const take = Math.min(body.length - this.#bodyLen, n - off);
+        const take = Math.min(this.#want - this.#bodyLen, n - off);
+        const need = this.#bodyLen + take;
+        if (need > body.length) {
+          const grown = Buffer.allocUnsafe(Math.min(this.#want, Math.max(need, body.length * 2)));
+          body.copy(grown, 0, 0, this.#bodyLen);
+          body = this.#body = grown;
+        }
         chunk.copy(body, this.#bodyLen, off, off + take);
-        this.#bodyLen += take;
+        this.#bodyLen = need;
         off += take;
-        if (this.#bodyLen === body.length) {
+        if (need === this.#want) {
           this.#body = null;
           if (!sink.onMessage(body, this.#compressed)) this.stop();
         }
@@ -90,8 +110,10 @@ export class Deframer {
         off += len;
         if (!sink.onMessage(msg, flag === 1)) this.stop();
       } else {
-        this.#body = Buffer.allocUnsafe(len);
+        // Sized by what is here (the loop copies it next), never by the declared length alone.
+        this.#body = Buffer.allocUnsafe(Math.min(len, Math.max(n - off, MIN_GATHER)));
         this.#bodyLen = 0;
+        this.#want = len;
       }
     }
   }
@@ -133,20 +155,8 @@ export function parseTimeout(value: string): number | undefined {
   return n * unit;
 }
 
-/** Message encodings this layer can decompress, in the order advertised in grpc-accept-encoding. */
-export const ACCEPT_ENCODING = 'identity,deflate,gzip';
-
 /**
- * Decompresses one message. Throws a RangeError when the result would exceed `maxLength` and an Error when the
- * data is corrupt.
+ * What this layer accepts in grpc-accept-encoding: identity only. Compressed messages are refused (UNIMPLEMENTED)
+ * rather than inflated: decompression lets a small request cost a large multiple of its size in CPU and memory.
  */
-export function decompress(encoding: string, data: Buffer, maxLength: number): Buffer {
-  const opts = { maxOutputLength: Math.max(1, Math.min(maxLength + 1, 2 ** 31 - 1)) };
-  const out = encoding === 'gzip' ? gunzipSync(data, opts) : inflateSync(data, opts);
-  if (out.length > maxLength) throw new RangeError('decompressed message too large');
-  return out;
-}
-
-export function isSupportedEncoding(encoding: string): boolean {
-  return encoding === 'gzip' || encoding === 'deflate';
-}
+export const ACCEPT_ENCODING = 'identity';

@@ -29,6 +29,7 @@ export {
   serviceDefinition,
 } from './proto.ts';
 export { DescriptorIndex } from './reflection.ts';
+export type { ServiceOptions, ServiceRegistry } from './registry.ts';
 export {
   createGrpcServer,
   type GrpcServer,

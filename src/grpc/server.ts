@@ -11,6 +11,12 @@
 // - close(graceMs): stop accepting connections, send GOAWAY on every session, let in-flight calls finish; when
 //   graceMs passes, cancel what is left (UNAVAILABLE) and destroy the sessions. Resolves when everything is closed.
 // - Flow-control windows default to 1 MiB per stream and 16 MiB per connection.
+// - What one client can cost is bounded (docs/grpc-limits.md): request messages per service
+//   (`maxReceiveMessageSize`, or the service's own limit given to addService), output a connection holds that
+//   its client has not read (`maxPendingResponseBytes`), how long a call may wait on a client that does not read
+//   (`sendStallTimeoutMs`), and concurrent connections (`maxConnections`: beyond it a new connection is closed at
+//   once). Accept errors (EMFILE, ENFILE...) are logged (at most one line a second) and the server keeps
+//   listening: they never reach the process as an unhandled 'error'.
 // - HTTP/2 is served by this layer's own connection code (h2/session.ts) unless `http2Engine: 'node'` picks
 //   node:http2; both present the same stream surface to call.ts, so calls behave the same on either.
 
@@ -33,7 +39,8 @@ import { H2Session, type IncomingHeaders } from './h2/session.ts';
 import { addHealthService, type HealthService } from './health.ts';
 import type { ServiceDefinition } from './proto.ts';
 import { addReflectionServices } from './reflection.ts';
-import type { ServiceRegistry } from './registry.ts';
+import type { ServiceOptions, ServiceRegistry } from './registry.ts';
+import { StallWatch } from './stalls.ts';
 import { Status } from './status.ts';
 
 export interface TlsOptions {
@@ -44,8 +51,25 @@ export interface TlsOptions {
 }
 
 export interface GrpcServerOptions {
-  /** Largest request message accepted, in bytes (default 4 MiB). Larger ones end the call RESOURCE_EXHAUSTED. */
+  /**
+   * Largest request message accepted, in bytes (default 4 MiB), for services added without a limit of their own
+   * (see {@link ServiceOptions}). Larger ones end the call RESOURCE_EXHAUSTED before their body is buffered.
+   */
   readonly maxReceiveMessageSize?: number;
+  /**
+   * Output one connection may hold that its client has not read (DATA waiting for flow-control window, and the
+   * socket's buffer), in bytes (default 16 MiB). A response that would go beyond it, while the connection holds
+   * anything, ends its call RESOURCE_EXHAUSTED instead of being queued. Own engine only.
+   */
+  readonly maxPendingResponseBytes?: number;
+  /**
+   * A call whose client takes none of its response (flow-control window shut) for this long is cancelled: the
+   * handler's signal aborts with RESOURCE_EXHAUSTED and the stream is reset with ENHANCE_YOUR_CALM (default
+   * 30 s; 0 disables). This applies with or without a grpc-timeout.
+   */
+  readonly sendStallTimeoutMs?: number;
+  /** Concurrent connections accepted (default 4096); a connection beyond it is closed as soon as it is accepted. */
+  readonly maxConnections?: number;
   /** Largest response message sent, in bytes (default 2^31-1). Larger ones end the call RESOURCE_EXHAUSTED. */
   readonly maxSendMessageSize?: number;
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (default 1000). */
@@ -138,6 +162,10 @@ const NOT_GRPC_HEADERS = { ':status': 415, 'content-type': 'text/plain' } as con
 
 class Server implements GrpcServer {
   readonly #state: ServerState;
+  readonly #maxReceive: number;
+  #acceptErrorLoggedAt = Number.NEGATIVE_INFINITY;
+  /** Set while listen() waits: an error then is the listen's own (EADDRINUSE...), not an accept error. */
+  #listenReject: ((e: Error) => void) | null = null;
   readonly #methods = new Map<string, RegisteredMethod>();
   readonly #services: ServiceDefinition[] = [];
   readonly #sessions = new Set<SessionLike>();
@@ -149,9 +177,19 @@ class Server implements GrpcServer {
   #closing: Promise<void> | null = null;
 
   constructor(options: GrpcServerOptions) {
+    this.#maxReceive = checkLimit(options.maxReceiveMessageSize ?? 4 * 1024 * 1024, 'maxReceiveMessageSize');
+    const maxConnections = checkLimit(options.maxConnections ?? 4096, 'maxConnections');
     this.#state = {
-      maxReceiveMessageSize: options.maxReceiveMessageSize ?? 4 * 1024 * 1024,
       maxSendMessageSize: options.maxSendMessageSize ?? 2 ** 31 - 1,
+      maxPendingResponseBytes: checkLimit(
+        options.maxPendingResponseBytes ?? 16 * 1024 * 1024,
+        'maxPendingResponseBytes',
+      ),
+      stalls: new StallWatch(
+        options.sendStallTimeoutMs === 0
+          ? 0
+          : checkLimit(options.sendStallTimeoutMs ?? 30_000, 'sendStallTimeoutMs'),
+      ),
       log: options.log === undefined ? defaultLog : guarded(options.log),
       calls: 0,
       deadlines: new Deadlines(),
@@ -236,6 +274,9 @@ class Server implements GrpcServer {
         // the session is destroyed and its streams closed; nothing else to do
       });
     }
+    this.#http.maxConnections = maxConnections;
+    // After listen(), errors are accept errors (EMFILE when out of descriptors, ...): the server keeps listening.
+    this.#http.on('error', (e: Error) => this.#onAcceptError(e));
     this.health = options.health === false ? undefined : addHealthService(this);
     if (options.reflection !== false) addReflectionServices(this);
   }
@@ -244,7 +285,15 @@ class Server implements GrpcServer {
     return this.#services;
   }
 
-  addService(service: ServiceDefinition, handlers: Readonly<Record<string, Handler>>): void {
+  addService(
+    service: ServiceDefinition,
+    handlers: Readonly<Record<string, Handler>>,
+    options: ServiceOptions = {},
+  ): void {
+    const maxReceive =
+      options.maxReceiveMessageSize === undefined
+        ? this.#maxReceive
+        : checkLimit(options.maxReceiveMessageSize, `maxReceiveMessageSize of ${service.fullName}`);
     const names = new Set(service.methods.map((m) => m.name));
     for (const k of Object.keys(handlers)) {
       if (!names.has(k)) throw new Error(`service ${service.fullName} has no method ${k}`);
@@ -255,7 +304,12 @@ class Server implements GrpcServer {
     for (const m of service.methods) {
       const handler = handlers[m.name];
       if (handler === undefined) continue;
-      this.#methods.set(m.path, { def: m, handler, streaming: m.requestStream || m.responseStream });
+      this.#methods.set(m.path, {
+        def: m,
+        handler,
+        streaming: m.requestStream || m.responseStream,
+        maxReceive,
+      });
     }
     this.#services.push(service);
     this.health?.setStatus(service.fullName, 'SERVING');
@@ -263,13 +317,28 @@ class Server implements GrpcServer {
 
   listen(host = '127.0.0.1', port = 0): Promise<number> {
     return new Promise((resolve, reject) => {
-      const onError = (e: Error): void => reject(e);
-      this.#http.once('error', onError);
+      this.#listenReject = reject;
       this.#http.listen(port, host, () => {
-        this.#http.off('error', onError);
+        this.#listenReject = null;
         resolve((this.#http.address() as AddressInfo).port);
       });
     });
+  }
+
+  #onAcceptError(e: Error): void {
+    const reject = this.#listenReject;
+    if (reject !== null) {
+      this.#listenReject = null;
+      reject(e);
+      return;
+    }
+    const now = performance.now();
+    if (now - this.#acceptErrorLoggedAt < 1000) return;
+    this.#acceptErrorLoggedAt = now;
+    this.#state.log.warn(
+      { err: e, code: (e as NodeJS.ErrnoException).code, connections: this.#sessions.size },
+      'grpc: could not accept a connection; still listening',
+    );
   }
 
   stats(): GrpcServerStats {
@@ -354,6 +423,7 @@ class Server implements GrpcServer {
         if (!serverClosed || this.#sessions.size > 0) return;
         if (forced !== null) clearTimeout(forced);
         this.#state.deadlines.stop();
+        this.#state.stalls.stop();
         resolve();
       };
       this.#http.close(() => {
@@ -383,6 +453,12 @@ class Server implements GrpcServer {
 }
 
 function noop(): void {}
+
+function checkLimit(v: number, what: string): number {
+  if (!Number.isSafeInteger(v) || v <= 0)
+    throw new RangeError(`${what} must be a positive integer, got ${v}`);
+  return v;
+}
 
 /** What the server needs of a connection, from either engine. */
 interface SessionLike {

@@ -81,6 +81,10 @@ export interface ServerConfig {
   readonly joining?: boolean;
   /** Options of the client port's gRPC server. */
   readonly grpcOptions?: Omit<GrpcServerOptions, 'tls'>;
+  /** Largest KV API request message (default 4 MiB, RESOURCE_EXHAUSTED beyond); the peer service keeps its own. */
+  readonly maxRequestBytes?: number;
+  /** Concurrent client-port connections (default 4096; see docs/grpc-limits.md). */
+  readonly maxConnections?: number;
   /** The peer transport, given the peer port's server (null without `peer`) to register its service on. */
   readonly transport: (
     peerServer: GrpcServer | null,
@@ -165,7 +169,12 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
   };
   const address = (id: NodeId): string => member(id)?.client ?? '';
   const peerAddress = (id: NodeId): string => member(id)?.peer ?? '';
-  const grpc = createGrpcServer({ ...config.grpcOptions, ...(config.tls ? { tls: config.tls } : {}) });
+  const grpc = createGrpcServer({
+    ...config.grpcOptions,
+    ...(config.maxRequestBytes !== undefined ? { maxReceiveMessageSize: config.maxRequestBytes } : {}),
+    ...(config.maxConnections !== undefined ? { maxConnections: config.maxConnections } : {}),
+    ...(config.tls ? { tls: config.tls } : {}),
+  });
   const peerServer = config.peer
     ? createGrpcServer({
         reflection: false,

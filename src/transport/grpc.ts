@@ -107,8 +107,8 @@ export interface GrpcTransportOptions {
   readonly logger?: TransportLogger;
   /**
    * Largest frame sent, in bytes (default 16 MiB). A batch larger than this is split; a single
-   * message larger than this is dropped (and logged). The receiving server's
-   * `maxReceiveMessageSize` must be at least this (see {@link PEER_SERVER_OPTIONS}).
+   * message larger than this is dropped (and logged). The receiving node's peer service must
+   * accept messages of this size ({@link PEER_MAX_MESSAGE_BYTES}, set by `register`).
    */
   readonly maxFrameBytes?: number;
   /** Bytes a peer's stream may hold unsent before new messages to it are dropped (default 64 MiB). */
@@ -137,10 +137,15 @@ export interface PeerIdentity {
   readonly peerAddress: string;
 }
 
+/**
+ * Largest message raft.PeerService accepts: the default maxFrameBytes plus room for the frame's id table. It is
+ * the peer service's own limit (given to addService by `register`): other services on the same server keep
+ * theirs (the KV API's 4 MiB default).
+ */
+export const PEER_MAX_MESSAGE_BYTES = 17 * 1024 * 1024;
+
 /** Options a server carrying peer traffic needs (merge them into createGrpcServer's). */
 export const PEER_SERVER_OPTIONS = {
-  // the default maxFrameBytes plus room for the frame's id table
-  maxReceiveMessageSize: 17 * 1024 * 1024,
   streamWindowSize: 1024 * 1024,
   connectionWindowSize: 16 * 1024 * 1024,
 } as const;
@@ -249,9 +254,11 @@ export class GrpcTransport implements Transport {
 
   /** Serves raft.PeerService on `server` (created and started by the caller). */
   register(server: GrpcServer): void {
-    server.addService(peerServiceDefinition(), {
-      Stream: (call: ServerStreamCall<PeerFrame, PeerAck>) => this.#serve(call),
-    });
+    server.addService(
+      peerServiceDefinition(),
+      { Stream: (call: ServerStreamCall<PeerFrame, PeerAck>) => this.#serve(call) },
+      { maxReceiveMessageSize: PEER_MAX_MESSAGE_BYTES },
+    );
   }
 
   send(messages: readonly Message[]): void {

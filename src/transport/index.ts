@@ -6,6 +6,7 @@ export {
   type GrpcTransportOptions,
   type GrpcTransportStats,
   type GrpcTransportTls,
+  PEER_MAX_MESSAGE_BYTES,
   PEER_PROTO_FILE,
   PEER_PROTOCOL_VERSION,
   PEER_SERVER_OPTIONS,

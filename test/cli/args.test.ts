@@ -97,6 +97,8 @@ test('unknown flags, missing values, bad numbers, extra or missing arguments: ex
       /--wal-inline-bytes must be an integer from 0 to 1048576/,
     ],
     [['serve', '--id', 'n1', '--log-format', 'xml'], /--log-format must be json or pretty/],
+    [['serve', '--id', 'n1', '--max-request-bytes', '0'], /--max-request-bytes must be an integer from 1 to/],
+    [['serve', '--id', 'n1', '--max-connections', '10k'], /--max-connections must be an integer from 1 to/],
     [['cluster', '--nodes', '12'], /--nodes must be an integer from 1 to 9/],
     [['cluster', 'extra'], /unexpected argument "extra"/],
     [['inspect'], /missing DIR/],

@@ -214,11 +214,15 @@ describe('grpc-js client against the lean server', () => {
     assert.equal(res?.received, 3);
   });
 
-  it('accepts gzip and deflate compressed requests', async () => {
+  it('refuses gzip and deflate requests UNIMPLEMENTED, naming identity, and grpc-js then sends identity', async () => {
     for (const algo of [1, 2]) {
       const c = new Echo(s.address, grpc.credentials.createInsecure(), {
         'grpc.default_compression_algorithm': algo,
       });
+      const first = await unary(c, 'Unary', { text: 'zip', payload: Buffer.alloc(10_000, 65) });
+      assert.equal(first.err?.code, grpc.status.UNIMPLEMENTED, String(first.err));
+      assert.match(first.err?.details ?? '', /grpc-encoding "(gzip|deflate)".*accepts identity only/);
+      // grpc-js reads grpc-accept-encoding and stops compressing on this channel.
       const r = await unary(c, 'Unary', { text: 'zip', payload: Buffer.alloc(10_000, 65) });
       assert.equal(r.err, null, String(r.err));
       assert.equal(r.res?.payload?.length, 10_000);

@@ -93,9 +93,10 @@ describe('Python grpcio client (reflection-driven, no .proto files)', {
     assert.deepEqual(out['internal'], ['INTERNAL', 'Internal server error']);
   });
 
-  it('sees deadlines, big compressed messages, unknown methods, bidi and health', () => {
+  it('sees deadlines, big messages, compression refused, unknown methods, bidi and health', () => {
     assert.equal(out['deadline'], 'DEADLINE_EXCEEDED');
     assert.equal(out['big_ok'], true);
+    assert.equal(out['gzip'], 'UNIMPLEMENTED');
     assert.equal(out['unknown'], 'UNIMPLEMENTED');
     assert.equal(out['bidi_count'], 300);
     assert.equal(out['bidi_in_order'], true);

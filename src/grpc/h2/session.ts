@@ -183,6 +183,11 @@ export class H2Stream extends EventEmitter {
     return this.needDrain;
   }
 
+  /** DATA written but not sent yet (waiting for flow-control window), as on a Writable. */
+  get writableLength(): number {
+    return this.pendingBytes;
+  }
+
   /** Sends the response headers; with `endStream` they end the stream (a trailers-only response). */
   respond(headers: OutgoingHeaders, options?: { endStream?: boolean; waitForTrailers?: boolean }): void {
     if (this.destroyed) throw new Error('stream destroyed');
@@ -311,6 +316,8 @@ export class H2Session extends EventEmitter {
   #out: Buffer[] = [];
   #outBytes = 0;
   #flushScheduled = false;
+  /** Sum of the streams' pendingBytes: DATA waiting for flow-control window. */
+  #queuedData = 0;
   /** Streams whose own window is open, waiting for the connection window (FIFO from #readyHead). */
   #ready: H2Stream[] = [];
   #readyHead = 0;
@@ -358,6 +365,14 @@ export class H2Session extends EventEmitter {
   /** Streams open now. */
   get streamCount(): number {
     return this.#streams.size;
+  }
+
+  /**
+   * Output this connection holds that the client has not taken: DATA waiting for window, frames not yet
+   * written, and the socket's unsent buffer. The gRPC layer refuses responses beyond its cap.
+   */
+  get pendingOutput(): number {
+    return this.#queuedData + this.#outBytes + this.socket.writableLength;
   }
 
   /** True while the socket's own buffer is over its high-water mark. */
@@ -476,12 +491,14 @@ export class H2Session extends EventEmitter {
     if (s.pending !== null) {
       s.pending.push({ buf, off: 0 });
       s.pendingBytes += buf.length;
+      this.#queuedData += buf.length;
       return;
     }
     const off = this.#sendSome(s, buf, 0);
     if (off < buf.length) {
       s.pending = [{ buf, off }];
       s.pendingBytes = buf.length - off;
+      this.#queuedData += buf.length - off;
       if (s.sendCredit + this.#peerInitialWindow > 0) this.#readyPush(s);
       else this.#heapPush(s);
     }
@@ -518,6 +535,7 @@ export class H2Session extends EventEmitter {
       const before = p.off;
       p.off = this.#sendSome(s, p.buf, p.off);
       s.pendingBytes -= p.off - before;
+      this.#queuedData -= p.off - before;
       if (p.off < p.buf.length) return false;
       q.shift();
     }
@@ -704,6 +722,8 @@ export class H2Session extends EventEmitter {
     if (s.destroyed) return;
     s.destroyed = true;
     s.rstCode = code;
+    this.#queuedData -= s.pendingBytes;
+    s.pendingBytes = 0;
     s.pending = null;
     s.inbox = null;
     if (s.heapIndex >= 0) this.#heapRemove(s);
@@ -763,6 +783,7 @@ export class H2Session extends EventEmitter {
   #onSocketClose(): void {
     if (this.destroyed) return;
     this.destroyed = true;
+    this.#queuedData = 0;
     for (const s of this.#streams.values()) {
       s.destroyed = true;
       s.rstCode = H2Error.CANCEL;
