@@ -16,7 +16,6 @@
  * state machine sees entries in log order exactly once per process lifetime (after a
  * restart it is rebuilt from the durable snapshot and replays the log).
  */
-import { randomInt } from 'node:crypto';
 import { parseConfChange } from '../raft/confchange.ts';
 import { bootstrapState, Raft, type RaftConfig, type RaftStatus } from '../raft/raft.ts';
 import { SeededRng } from '../raft/rng.ts';
@@ -41,6 +40,7 @@ import {
   RejectedError,
   TimeoutError,
 } from './errors.ts';
+import { type Runtime, realRuntime, type TimerHandle } from './runtime.ts';
 
 /** The application's replicated state. `apply` is called once per entry, in log order. */
 export interface StateMachine<R> {
@@ -95,6 +95,8 @@ export interface RaftNodeOptions<R> {
    * process that keeps serving frozen state is worse than one that is down.
    */
   readonly onFatal?: (err: Error) => void;
+  /** Scheduler, clocks and randomness (default: Node's own). The simulator injects a virtual one. */
+  readonly runtime?: Runtime;
 }
 
 export interface Applied<R> {
@@ -182,12 +184,12 @@ function ownSeq(data: Uint8Array, origin: Uint8Array): number {
 }
 
 /** A random start for a run's proposal numbers: below 2^52, so 2^52 proposals fit under 2^53. */
-export function randomProposalStart(): number {
+export function randomProposalStart(randomInt: (max: number) => number = realRuntime.randomInt): number {
   return randomInt(0x100000) * 0x100000000 + randomInt(0x100000000);
 }
 
 /** A random start for a run's read contexts: below 2^50 (the peer codec carries up to 2^51). */
-export function randomReadStart(): number {
+export function randomReadStart(randomInt: (max: number) => number = realRuntime.randomInt): number {
   return randomInt(0x40000) * 0x100000000 + randomInt(0x100000000);
 }
 
@@ -207,7 +209,8 @@ export class RaftNode<R> {
   private readonly opts: RaftNodeOptions<R>;
   private readonly originBytes: Uint8Array;
 
-  private timer: NodeJS.Timeout | null = null;
+  private readonly rt: Runtime;
+  private timer: TimerHandle | null = null;
   private lastTickAt = 0;
   private driving = false;
   private scheduled = false;
@@ -217,12 +220,12 @@ export class RaftNode<R> {
   private fatal: Error | null = null;
 
   /** Last proposal number used: starts at a random point per run (see the envelope). */
-  private seq = randomProposalStart();
+  private seq: number;
   private readonly proposals = new Map<number, PendingProposal<R>>();
   /** Log index -> seq of the pending proposal appended there by this node as leader. */
   private readonly proposalAt = new Map<number, number>();
   /** Last read context used: starts at a random point per run, like `seq`. */
-  private readCtx = randomReadStart();
+  private readCtx: number;
   private readonly reads = new Map<number, PendingRead>();
   private readonly confWaiters = new Map<
     number,
@@ -248,6 +251,9 @@ export class RaftNode<R> {
 
   private constructor(opts: RaftNodeOptions<R>, raft: Raft, applied: number) {
     this.opts = opts;
+    this.rt = opts.runtime ?? realRuntime;
+    this.seq = randomProposalStart((max) => this.rt.randomInt(max));
+    this.readCtx = randomReadStart((max) => this.rt.randomInt(max));
     this.id = opts.id;
     this.raft = raft;
     this.storage = opts.storage;
@@ -293,7 +299,7 @@ export class RaftNode<R> {
         commitBroadcast: 'piggyback',
         ...opts.raft,
         id: opts.id,
-        rng: new SeededRng(opts.seed ?? randomInt(0x7fffffff)),
+        rng: new SeededRng(opts.seed ?? (opts.runtime ?? realRuntime).randomInt(0x7fffffff)),
       },
       durable,
     );
@@ -304,8 +310,8 @@ export class RaftNode<R> {
         if (!node.stopped) node.raft.reportUnreachable(peer);
       },
     });
-    node.lastTickAt = performance.now();
-    node.timer = setInterval(() => node.onTimer(), node.tickMs);
+    node.lastTickAt = node.rt.now();
+    node.timer = node.rt.setInterval(() => node.onTimer(), node.tickMs);
     node.schedule();
     return node;
   }
@@ -441,12 +447,6 @@ export class RaftNode<R> {
 
   /** Propose a membership change (leader only); resolves once it is applied here. */
   changeMembership(cc: ConfChange, until?: Until): Promise<number> {
-    // AbortSignal.timeout takes whole milliseconds (grpc-timeout may give fractions), and Node fires
-    // timers longer than 2^31-1 ms at once: cap there.
-    const signal =
-      typeof until === 'number'
-        ? AbortSignal.timeout(Math.min(2 ** 31 - 1, Math.max(0, Math.ceil(until - Date.now()))))
-        : until;
     if (this.stopped) return Promise.reject(new RaftNodeStoppedError(this.id));
     if (this.fatal) return Promise.reject(this.fatal);
     this.catchUpTicks();
@@ -460,12 +460,16 @@ export class RaftNode<R> {
     const { index, term } = out;
     return new Promise<number>((resolve, reject) => {
       const w = { term, resolve, reject, cleanup: () => {} };
-      if (signal) {
-        const onAbort = (): void => {
-          if (this.confWaiters.delete(index)) reject(new TimeoutError('membership change'));
-        };
-        signal.addEventListener('abort', onAbort, { once: true });
-        w.cleanup = () => signal.removeEventListener('abort', onAbort);
+      const onAbort = (): void => {
+        if (this.confWaiters.delete(index)) reject(new TimeoutError('membership change'));
+      };
+      if (typeof until === 'number') {
+        // A deadline on the runtime's clock; Node fires timers longer than 2^31-1 ms at once: cap there.
+        const t = this.rt.setTimeout(onAbort, Math.min(2 ** 31 - 1, Math.max(0, until - this.rt.dateNow())));
+        w.cleanup = () => this.rt.clearTimer(t);
+      } else if (until) {
+        until.addEventListener('abort', onAbort, { once: true });
+        w.cleanup = () => until.removeEventListener('abort', onAbort);
       }
       this.confWaiters.set(index, w);
     });
@@ -501,11 +505,16 @@ export class RaftNode<R> {
     return this.fatal;
   }
 
+  /** The consensus core, for inspection by the simulator and tests: mutating it bypasses this node. */
+  get core(): Raft {
+    return this.raft;
+  }
+
   /** Stop: no new work, fail what is pending, finish the current write, close storage and transport. */
   stop(): Promise<void> {
     if (this.stopping) return this.stopping;
     this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
+    if (this.timer) this.rt.clearTimer(this.timer);
     this.timer = null;
     const err = new RaftNodeStoppedError(this.id);
     this.stopping = (async () => {
@@ -531,7 +540,7 @@ export class RaftNode<R> {
     if (this.stopped) return;
     if (this.catchUpTicks() === 0) return;
     if (this.proposals.size > 0 || this.reads.size > 0 || this.waitingReads.length > 0) {
-      this.expireDeadlines(Date.now());
+      this.expireDeadlines(this.rt.dateNow());
     }
     this.schedule();
   }
@@ -547,7 +556,7 @@ export class RaftNode<R> {
    * call when no tick is due. Returns the number of ticks delivered.
    */
   private catchUpTicks(): number {
-    const elapsed = performance.now() - this.lastTickAt;
+    const elapsed = this.rt.now() - this.lastTickAt;
     if (elapsed < this.tickMs) return 0;
     let n = Math.floor(elapsed / this.tickMs);
     this.lastTickAt += n * this.tickMs;
@@ -568,13 +577,13 @@ export class RaftNode<R> {
       // A Ready is being persisted: still send new replication traffic now (coalesced per turn).
       if (!this.eagerScheduled) {
         this.eagerScheduled = true;
-        setImmediate(this.sendEager);
+        this.rt.setImmediate(this.sendEager);
       }
       return;
     }
     if (this.scheduled || this.driving || this.stopped) return;
     this.scheduled = true;
-    setImmediate(() => {
+    this.rt.setImmediate(() => {
       this.scheduled = false;
       if (!this.driving) this.idle = this.drive();
     });
@@ -606,7 +615,7 @@ export class RaftNode<R> {
     } catch (err) {
       const fatal = err instanceof Error ? err : new Error(String(err));
       this.fatal = fatal;
-      if (this.timer) clearInterval(this.timer);
+      if (this.timer) this.rt.clearTimer(this.timer);
       this.timer = null;
       this.log?.error(
         { err: fatal.message, name: fatal.name },
@@ -637,7 +646,7 @@ export class RaftNode<R> {
     const voteOrTermChanged =
       hs !== null && (hs.term !== this.savedHard.term || hs.vote !== this.savedHard.vote);
     if (rd.snapshot || rd.entries.length > 0 || voteOrTermChanged) {
-      const t0 = performance.now();
+      const t0 = this.rt.now();
       // A write may block the event loop (inline, no thread hop) on a follower, whose write is on the
       // leader's commit path, and on a leader with a single request in hand: one entry in this Ready
       // (proposals forwarded by followers count there) and at most one local request pending. A busier
@@ -649,7 +658,7 @@ export class RaftNode<R> {
       await this.storage.persist({ snapshot: rd.snapshot, entries: rd.entries, hardState: hs });
       if (hs) this.savedHard = hs;
       this.unsavedHard = null;
-      const dt = performance.now() - t0;
+      const dt = this.rt.now() - t0;
       this.counters.persists++;
       this.counters.entriesPersisted += rd.entries.length;
       if (dt > this.slowFsyncMs) {
@@ -791,7 +800,7 @@ export class RaftNode<R> {
     const index = this.applied;
     if (this.sm.beginSnapshot !== undefined) {
       this.snapJob = { index, job: this.sm.beginSnapshot() };
-      setImmediate(this.stepSnapshot);
+      this.rt.setImmediate(this.stepSnapshot);
       return;
     }
     this.compactTo(index, this.sm.snapshot());
@@ -806,7 +815,7 @@ export class RaftNode<R> {
     }
     const data = j.job.step(SNAPSHOT_SLICE_MS);
     if (data === null) {
-      setImmediate(this.stepSnapshot);
+      this.rt.setImmediate(this.stepSnapshot);
       return;
     }
     this.snapJob = null;
