@@ -34,6 +34,7 @@ import {
   RaftKvSessionExpiredError,
   RaftKvTimeoutError,
 } from './errors.ts';
+import { backoffMs, leaderHint, retryable } from './retry.ts';
 
 export const CLIENT_PROTO_FILE = fileURLToPath(new URL('../../proto/raftkv.proto', import.meta.url));
 
@@ -209,12 +210,6 @@ function pem(v: string | Buffer): Buffer {
 }
 
 const ADDRESS = /^(\[[^\]]+\]|[^:\s/]+):(\d{1,5})$/;
-
-/** The text "the leader is n2 at 127.0.0.1:50052" in a NotLeader message, if any. */
-function leaderHint(message: string): string | undefined {
-  const m = /leader is \S+ at (\S+)/.exec(message);
-  return m?.[1];
-}
 
 export class RaftKvClient {
   readonly endpoints: readonly string[];
@@ -515,7 +510,7 @@ export class RaftKvClient {
         const code = typeof err.code === 'number' ? err.code : 2;
         const message = (err.details || err.message).replace(/\.? ?Resolution note: *$/, '');
         const attemptTimedOut = code === grpc.status.DEADLINE_EXCEEDED && attemptDeadline < deadline;
-        const retry = code === grpc.status.UNAVAILABLE || (attemptTimedOut && route.idempotent);
+        const retry = retryable(code, attemptTimedOut, route.idempotent);
         last =
           code === grpc.status.DEADLINE_EXCEEDED
             ? new RaftKvTimeoutError(
@@ -537,8 +532,10 @@ export class RaftKvClient {
           const i = this.endpoints.indexOf(address);
           this.cursor = (i >= 0 ? i + 1 : this.cursor + 1) % this.endpoints.length;
         }
-        const cap = Math.min(this.maxBackoffMs, this.initialBackoffMs * 2 ** attempt);
-        const wait = Math.min(Math.random() * cap, Math.max(0, deadline - Date.now()));
+        const wait = Math.min(
+          backoffMs(attempt, this.initialBackoffMs, this.maxBackoffMs, Math.random()),
+          Math.max(0, deadline - Date.now()),
+        );
         await new Promise((r) => setTimeout(r, wait));
         if (Date.now() >= deadline) throw last;
         if (route.leader && !this.leaderAddress) await this.discover(deadline);
