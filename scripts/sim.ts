@@ -69,10 +69,10 @@ let totalSteps = 0;
 let totalOps = 0;
 let faults = 0;
 for (const s of list) {
-  const r = runSeed(s, steps, overrides, checkKvHistory);
+  const r = await runSeed(s, steps, overrides, checkKvHistory);
   totalSteps += r.steps;
   totalOps += r.ops;
-  faults += r.stats.crashes + r.stats.pauses + r.stats.partitions + r.stats.confChanges + r.stats.transfers;
+  faults += Object.values(r.stats).reduce((a, b) => a + b, 0);
   if (!r.ok) {
     const e = r.error;
     console.error(`\nFAIL seed ${s}: ${e?.message}`);
@@ -84,7 +84,7 @@ for (const s of list) {
   if (list.length === 1 || s % 100 === 0) {
     console.log(
       `seed ${s}: ok, ${r.steps} steps, ${r.virtualMs} virtual ms, ${r.ops} ops (${r.unknownOps} unknown), applied ${r.applied}, ` +
-        `crashes ${r.stats.crashes} pauses ${r.stats.pauses} partitions ${r.stats.partitions} conf ${r.stats.confChanges} transfers ${r.stats.transfers}`,
+        `committed ${r.committed}, trace ${r.traceHash.toString(16)}, ${JSON.stringify(r.stats)}`,
     );
   }
 }

@@ -172,6 +172,12 @@ function envelopePayloadAt(data: Uint8Array): number {
   return data.length < at ? -1 : at;
 }
 
+/** The application payload of an entry proposed through a RaftNode (`data` itself when it carries no envelope). */
+export function proposalPayload(data: Uint8Array): Uint8Array {
+  const at = envelopePayloadAt(data);
+  return at < 0 ? data : data.subarray(at);
+}
+
 /** The sequence number of an envelope (checked by envelopePayloadAt) when `origin` proposed it, else -1. */
 function ownSeq(data: Uint8Array, origin: Uint8Array): number {
   const n = data[1] as number;

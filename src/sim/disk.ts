@@ -73,6 +73,15 @@ export class SimDisk {
     return this.hardState;
   }
 
+  /** The term of the durable entry at `index`: -1 when there is none, -2 when the snapshot covers it. */
+  durableTermAt(index: number): number {
+    const off = this.offset();
+    if (index < off) return -2;
+    if (index === off) return this.snapshot ? this.snapshot.meta.term : -1;
+    const e = this.entries[index - off - 1];
+    return e ? e.term : -1;
+  }
+
   private offset(): number {
     return this.snapshot ? this.snapshot.meta.index : 0;
   }

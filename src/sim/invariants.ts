@@ -1,31 +1,32 @@
 /**
- * Safety properties of Raft (Raft paper, Figure 3), checked by the simulator after every
- * event:
+ * Safety properties of Raft (Raft paper, Figure 3), checked by the simulator on the real
+ * RaftNode after every event:
  * - Election Safety: at most one leader per term;
  * - Log Matching: an entry is identified by (index, term): two entries with the same index
  *   and term hold the same data and follow entries of the same term (so, by induction, the
- *   logs are identical up to there);
- * - Leader Completeness: a new leader holds every entry committed before it;
+ *   logs are identical up to there); checked on every batch a node persists;
+ * - Commitment: every index any node counts as committed holds one entry (one term) for
+ *   ever, and when a leader commits an entry of its term, a quorum of its voters holds that
+ *   entry durably (fsynced) on disk: acknowledgements never run ahead of the disk;
+ * - Leader Completeness: a new leader holds every entry committed before it (everything any
+ *   node counted as committed, not only what some node applied);
  * - State Machine Safety: no two nodes apply different entries at one index;
  * - and applied indices only grow, by one entry at a time, within a node's life; a node's
  *   durable term never decreases.
  */
 import type { Raft } from '../raft/raft.ts';
-import {
-  type DurableState,
-  type Entry,
-  type HardState,
-  type NodeId,
-  type Ready,
-  Role,
-} from '../raft/types.ts';
+import type { PersistBatch } from '../raft/storage.ts';
+import { type DurableState, type Entry, type HardState, type NodeId, Role } from '../raft/types.ts';
 
 export class SafetyViolation extends Error {
   override readonly name = 'SafetyViolation';
 }
 
 export interface ClusterView {
-  readonly nodes: ReadonlyMap<NodeId, { readonly alive: boolean; readonly raft: Raft | null }>;
+  /** Live nodes' cores (crashed nodes absent). */
+  cores(): Iterable<[NodeId, Raft]>;
+  /** The term of the entry at `index` on `node`'s disk, durable part only: -1 none, -2 covered by its snapshot. */
+  durableTermAt(node: NodeId, index: number): number;
   log(line: string): void;
 }
 
@@ -43,6 +44,11 @@ export class Invariants {
   /** index -> the entry applied at that index (by whichever node applied it first). */
   private readonly applied = new Map<number, { term: number; hash: number }>();
   private maxApplied = 0;
+  /** index -> term of the entry committed there (as any node counted it). */
+  private readonly committed = new Map<number, number>();
+  private maxCommitted = 0;
+  /** Per node: the highest commit index already checked. */
+  private readonly nodeCommit = new Map<NodeId, number>();
   private readonly nodeApplied = new Map<NodeId, number>();
   private readonly durableTerm = new Map<NodeId, number>();
   private readonly checkedLeader = new Set<string>();
@@ -50,6 +56,7 @@ export class Invariants {
 
   nodeStarted(id: NodeId, durable: DurableState): void {
     this.nodeApplied.set(id, durable.snapshot ? durable.snapshot.meta.index : 0);
+    this.nodeCommit.set(id, 0);
     const t = this.durableTerm.get(id) ?? 0;
     if (durable.hardState.term < t) {
       throw new SafetyViolation(`${id} restarted with term ${durable.hardState.term} < durable term ${t}`);
@@ -58,6 +65,7 @@ export class Invariants {
 
   nodeCrashed(id: NodeId): void {
     this.nodeApplied.delete(id);
+    this.nodeCommit.delete(id);
   }
 
   onDurable(id: NodeId, hs: HardState): void {
@@ -66,22 +74,24 @@ export class Invariants {
     this.durableTerm.set(id, hs.term);
   }
 
-  onReady(view: ClusterView, id: NodeId, raft: Raft, rd: Ready): void {
+  /** A batch `id` is about to write; `raft` is its core, which holds the batch's entries. */
+  onPersist(id: NodeId, raft: Raft | null, batch: PersistBatch): void {
     let prevTerm = -2;
-    for (const e of rd.entries) {
-      const pt = prevTerm === -2 ? raft.termAt(e.index - 1) : prevTerm;
+    for (const e of batch.entries) {
+      const pt = prevTerm === -2 ? (raft ? raft.termAt(e.index - 1) : -1) : prevTerm;
       this.registerEntry(id, e, pt);
       prevTerm = e.term;
     }
-    if (rd.snapshot) {
-      const a = this.applied.get(rd.snapshot.meta.index);
-      if (a && a.term !== rd.snapshot.meta.term) {
+    if (batch.snapshot) {
+      const { index, term } = batch.snapshot.meta;
+      const a = this.applied.get(index);
+      const c = this.committed.get(index);
+      if ((a && a.term !== term) || (c !== undefined && c !== term)) {
         throw new SafetyViolation(
-          `${id} installs a snapshot at ${rd.snapshot.meta.index} term ${rd.snapshot.meta.term}, but term ${a.term} was applied there`,
+          `${id} installs a snapshot at ${index} term ${term}, but term ${a?.term ?? c} was committed there`,
         );
       }
     }
-    void view;
   }
 
   private registerEntry(id: NodeId, e: Entry, prevTerm: number): void {
@@ -105,42 +115,51 @@ export class Invariants {
     if (known.prevTerm < 0 && fp.prevTerm >= 0) known.prevTerm = fp.prevTerm;
   }
 
-  onApply(id: NodeId, e: Entry): void {
+  /** `id` applies the entry at `index` (term and data from its core when known, else -1 and the payload). */
+  onApply(id: NodeId, index: number, term: number, data: Uint8Array): void {
     const last = this.nodeApplied.get(id) ?? 0;
-    if (e.index !== last + 1) {
+    if (index !== last + 1) {
       throw new SafetyViolation(
-        `${id} applies index ${e.index} after ${last}: applied must grow one entry at a time`,
+        `${id} applies index ${index} after ${last}: applied must grow one entry at a time`,
       );
     }
-    this.nodeApplied.set(id, e.index);
-    const h = hashBytes(e.data);
-    const a = this.applied.get(e.index);
+    this.nodeApplied.set(id, index);
+    const h = hashBytes(data);
+    const a = this.applied.get(index);
     if (!a) {
-      this.applied.set(e.index, { term: e.term, hash: h });
-      if (e.index > this.maxApplied) this.maxApplied = e.index;
-    } else if (a.term !== e.term || a.hash !== h) {
+      this.applied.set(index, { term, hash: h });
+      if (index > this.maxApplied) this.maxApplied = index;
+    } else if ((a.term >= 0 && term >= 0 && a.term !== term) || a.hash !== h) {
       throw new SafetyViolation(
-        `state machine safety: ${id} applies (${e.index}, term ${e.term}) where (${e.index}, term ${a.term}) was applied`,
+        `state machine safety: ${id} applies (${index}, term ${term}) where (${index}, term ${a.term}) was applied`,
       );
+    } else if (a.term < 0) {
+      a.term = term;
+    }
+    const c = this.committed.get(index);
+    if (c !== undefined && term >= 0 && c !== term) {
+      throw new SafetyViolation(`${id} applies term ${term} at ${index}, where term ${c} was committed`);
     }
   }
 
-  onSnapshotApplied(id: NodeId, index: number, term: number): void {
+  onSnapshotApplied(id: NodeId, index: number, stateApplied: number): void {
     const last = this.nodeApplied.get(id) ?? 0;
     if (index < last)
       throw new SafetyViolation(`${id} applied index went back from ${last} to ${index} (snapshot)`);
+    if (stateApplied !== index) {
+      throw new SafetyViolation(
+        `${id} restored a snapshot at ${index} holding state applied to ${stateApplied}`,
+      );
+    }
     this.nodeApplied.set(id, index);
-    const a = this.applied.get(index);
-    if (a && a.term !== term)
-      throw new SafetyViolation(`${id} snapshot at ${index} has term ${term}, applied ${a.term}`);
   }
 
-  /** After every event: one leader per term; a new leader holds everything applied anywhere. */
+  /** After every event: one leader per term; commitment; a new leader holds everything committed. */
   checkCluster(view: ClusterView): void {
     this.checks++;
-    for (const [id, n] of view.nodes) {
-      const r = n.raft;
-      if (!n.alive || !r || r.currentRole !== Role.Leader) continue;
+    for (const [id, r] of view.cores()) {
+      this.checkCommit(view, id, r);
+      if (r.currentRole !== Role.Leader) continue;
       const term = r.currentTerm;
       const other = this.leaders.get(term);
       if (other === undefined) {
@@ -157,15 +176,60 @@ export class Invariants {
     }
   }
 
+  /** Records what `id` newly counts as committed; a leader's commit of its own term must be on a quorum's disk. */
+  private checkCommit(view: ClusterView, id: NodeId, r: Raft): void {
+    const c = r.commitIndex;
+    const seen = this.nodeCommit.get(id) ?? 0;
+    if (c <= seen) return;
+    this.nodeCommit.set(id, c);
+    const first = r.status().firstIndex;
+    for (let i = Math.max(seen + 1, first); i <= c; i++) {
+      const t = r.termAt(i);
+      if (t < 0) continue;
+      const known = this.committed.get(i);
+      if (known === undefined) {
+        this.committed.set(i, t);
+        if (i > this.maxCommitted) this.maxCommitted = i;
+      } else if (known !== t) {
+        throw new SafetyViolation(
+          `${id} counts (${i}, term ${t}) as committed where term ${known} was committed`,
+        );
+      }
+    }
+    if (r.currentRole === Role.Leader && r.termAt(c) === r.currentTerm) {
+      const voters = r.configuration.voters;
+      let durable = 0;
+      for (const v of voters) {
+        const dt = view.durableTermAt(v, c);
+        if (dt === r.currentTerm || dt === -2) durable++;
+      }
+      if (durable * 2 <= voters.length) {
+        throw new SafetyViolation(
+          `${id} (leader of term ${r.currentTerm}) commits ${c}, durable on only ${durable} of voters ${voters.join(',')}`,
+        );
+      }
+    }
+  }
+
   private checkLeaderCompleteness(id: NodeId, r: Raft): void {
     const first = r.status().firstIndex;
+    for (let i = first; i <= this.maxCommitted; i++) {
+      const term = this.committed.get(i);
+      if (term === undefined) continue;
+      const t = r.termAt(i);
+      if (t !== term) {
+        throw new SafetyViolation(
+          `leader completeness: ${id} leads term ${r.currentTerm} with ${t < 0 ? 'no entry' : `term ${t}`} at ${i}, where term ${term} was committed`,
+        );
+      }
+    }
     for (let i = first; i <= this.maxApplied; i++) {
       const a = this.applied.get(i);
-      if (!a) continue;
+      if (!a || a.term < 0) continue;
       const t = r.termAt(i);
       if (t !== a.term) {
         throw new SafetyViolation(
-          `leader completeness: ${id} leads term ${r.currentTerm} with ${t < 0 ? 'no entry' : `term ${t}`} at ${i}, where term ${a.term} was committed`,
+          `leader completeness: ${id} leads term ${r.currentTerm} with ${t < 0 ? 'no entry' : `term ${t}`} at ${i}, where term ${a.term} was applied`,
         );
       }
     }
@@ -173,5 +237,9 @@ export class Invariants {
 
   get appliedMax(): number {
     return this.maxApplied;
+  }
+
+  get committedMax(): number {
+    return this.maxCommitted;
   }
 }

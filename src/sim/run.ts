@@ -13,6 +13,9 @@ export interface RunResult {
   readonly ops: number;
   readonly unknownOps: number;
   readonly applied: number;
+  readonly committed: number;
+  /** Hash of the whole event trace: two runs with equal hashes processed the same events. */
+  readonly traceHash: number;
   readonly stats: Simulator['stats'];
   readonly error?: SimFailure;
 }
@@ -24,33 +27,35 @@ export function replayCommand(seed: number, steps: number, extra = ''): string {
   return `npm run sim -- --seed ${seed} --steps ${steps}${extra ? ` ${extra}` : ''}`;
 }
 
-export function runSeed(
+export async function runSeed(
   seed: number,
   steps: number,
   overrides: Partial<SimOptions> = {},
   checkHistory: HistoryCheck | null = null,
-): RunResult {
+): Promise<RunResult> {
   const sim: Simulator = new Simulator(chaosOptions(seed, overrides));
   try {
     sim.startClients();
     sim.startFaults();
-    while (sim.steps < steps) sim.runFor(50);
+    while (sim.steps < steps) await sim.runFor(50);
     sim.calm();
     // Recovery: with every fault undone, a leader must emerge and clients must finish.
-    const leader = sim.waitForLeader(20_000);
+    const leader = await sim.waitForLeader(20_000);
     if (!leader) sim.fail('no stable leader within 20 s (virtual) after faults stopped');
     sim.stopClients();
-    if (!sim.runUntil(() => sim.clientsIdle(), 20_000))
+    if (!(await sim.runUntil(() => sim.clientsIdle(), 20_000)))
       sim.fail('clients did not finish after faults stopped');
     // Every live member converges on the leader's commit index.
-    const l = sim.waitForLeader(5_000);
+    const l = await sim.waitForLeader(5_000);
     if (!l) sim.fail('leader lost during the calm phase');
     const target = sim.raft(l).commitIndex;
-    const converged = sim.runUntil(() => {
-      const conf = sim.raft(l).configuration;
+    const converged = await sim.runUntil(() => {
+      const r = sim.node(l).raft;
+      if (!r) return false;
+      const conf = r.configuration;
       return [...conf.voters, ...conf.learners].every((id) => {
         const n = sim.node(id);
-        return n.alive && n.raft !== null && n.raft.status().applied >= target;
+        return n.alive && n.node !== null && n.node.appliedIndex >= target;
       });
     }, 20_000);
     if (!converged) sim.fail(`members did not all apply up to ${target} after faults stopped`);
@@ -74,6 +79,8 @@ function result(sim: Simulator, seed: number, ok: boolean): RunResult {
     ops: sim.history.length,
     unknownOps: sim.history.filter((o) => o.ret === null).length,
     applied: sim.inv.appliedMax,
+    committed: sim.inv.committedMax,
+    traceHash: sim.traceHash,
     stats: { ...sim.stats },
   };
 }

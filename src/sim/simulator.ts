@@ -1,31 +1,40 @@
 /**
- * Deterministic cluster simulator: many Raft nodes in one process, a virtual clock, one
- * seeded RNG, a network that delays, drops, duplicates, reorders and partitions, nodes
- * that crash (losing unsynced writes, possibly tearing the last one), pause and restart,
- * membership changes and leadership transfers, and clients running put/get/delete/cas
- * with retries against a KV state machine.
+ * Deterministic cluster simulator that runs the product: every member is a real RaftNode
+ * (src/node/raft-node.ts) with the real KV state machine and the real KV request handlers
+ * (src/server/kv-service.ts), on a simulated runtime, disk and network (./env.ts). One virtual
+ * clock, one seeded RNG; a network that delays, drops, duplicates, reorders and cuts links
+ * (both ways, one way, non-transitively); nodes that crash (losing unsynced writes, possibly
+ * tearing the last one) and restart from their disk through RaftNode.start, crash in loops,
+ * pause (SIGSTOP) and resume, run clocks at different rates; membership changes and
+ * leadership transfers; clients with the real client's session and retry rules (src/client/retry.ts).
+ *
+ * Event loop: events sit in one heap ordered by (virtual time, insertion sequence). Each
+ * event runs its callback, then the microtask queue is drained completely (one real
+ * setImmediate round trip: Node runs every microtask, including those queued while
+ * draining, before the next macrotask; nothing else in the process touches the
+ * simulation), so every Promise continuation of RaftNode runs before the next event.
+ * Everything a node schedules (setImmediate, timers, fsync completions) goes into the heap.
+ * Same options (seed included) => the very same run: the trace hash covers every event.
+ *
+ * Pause: a paused node's events are held (timers do not fire; messages, client calls and
+ * fsync completions queue). On resume they run in the order Node's event loop gives after
+ * a stall: the timers phase first (one call per due timer), then the poll phase (messages,
+ * calls and I/O completions in arrival order), then the setImmediate callbacks.
  *
  * After every event the {@link Invariants} are checked; at the end the client history is
- * checked for linearizability. Same options (seed included) => the very same run.
+ * checked for linearizability.
  */
-import {
-  decodeRequest,
-  encodeRequest,
-  type KvCommand,
-  KvStateMachine,
-  LEGACY_COMMAND_VERSION,
-} from '../kv/state-machine.ts';
-import { bootstrapState, emptyState, type ProposeOutcome, Raft, type RaftConfig } from '../raft/raft.ts';
+
+import { backoffMs, leaderHint, RetryStatus, retryable, SessionPool } from '../client/retry.ts';
+import { GrpcError, type ServerCall } from '../grpc/index.ts';
+import { type KvResult, KvStateMachine } from '../kv/state-machine.ts';
+import { RaftNode } from '../node/raft-node.ts';
+import { bootstrapState, emptyState, type ProposeOutcome, type Raft } from '../raft/raft.ts';
 import { SeededRng } from '../raft/rng.ts';
-import {
-  ConfChangeType,
-  type HardState,
-  type Message,
-  type NodeId,
-  type Ready,
-  Role,
-} from '../raft/types.ts';
+import { type Message, type NodeId, Role } from '../raft/types.ts';
+import { defaultLimits, kvHandlers } from '../server/kv-service.ts';
 import { SimDisk } from './disk.ts';
+import { ObservedKv, type SimHost, SimRuntime, SimStorage, type SimTimer, SimTransport } from './env.ts';
 import { EventHeap } from './heap.ts';
 import { Invariants, SafetyViolation } from './invariants.ts';
 
@@ -43,8 +52,12 @@ export interface FaultOptions {
   /** Mean virtual ms between injected faults (0: none). */
   interval: number;
   crash: boolean;
+  /** Several crashes and restarts of one node within a few ticks. */
+  crashLoop: boolean;
   pause: boolean;
   partition: boolean;
+  /** One-way and non-transitive link cuts. */
+  asymmetric: boolean;
   membership: boolean;
   transfer: boolean;
   /** Let a random prefix of unsynced writes survive a crash, the last possibly torn. */
@@ -73,17 +86,21 @@ export interface SimOptions {
   retain: number;
   fsyncMin: number;
   fsyncMax: number;
+  /** Node clocks run at rates drawn in [1 - clockDrift, 1 + clockDrift] (0: one rate). */
+  clockDrift: number;
   net: NetOptions;
   faults: FaultOptions;
   clients: number;
   keys: number;
+  /** A client's attempt timeout (virtual ms): also the server-side deadline of the call. */
   opTimeout: number;
   maxAttempts: number;
   /** Keep this many trace lines for failure reports. */
   traceSize: number;
   /**
-   * Serve gets from the receiving node's state machine at once, without ReadIndex. Wrong
-   * on purpose: tests use it to show that the history checker catches stale reads.
+   * Clients send their linearizable gets as local reads (`local: true` through the real
+   * request path) while the history still expects linearizable answers. Wrong on purpose:
+   * tests use it to show that the history checker catches stale reads.
    */
   unsafeLocalReads: boolean;
 }
@@ -106,12 +123,15 @@ export const defaultOptions: SimOptions = {
   retain: 0,
   fsyncMin: 0.2,
   fsyncMax: 2,
+  clockDrift: 0,
   net: { minDelay: 0.3, maxDelay: 4, drop: 0, duplicate: 0 },
   faults: {
     interval: 0,
     crash: false,
+    crashLoop: false,
     pause: false,
     partition: false,
+    asymmetric: false,
     membership: false,
     transfer: false,
     partialWrites: true,
@@ -133,12 +153,15 @@ export function chaosOptions(seed: number, overrides: Partial<SimOptions> = {}):
     spares: 2,
     snapshotEvery: 40,
     retain: 5,
+    clockDrift: 0.01,
     net: { minDelay: 0.3, maxDelay: 8, drop: 0.03, duplicate: 0.02 },
     faults: {
       interval: 150,
       crash: true,
+      crashLoop: true,
       pause: true,
       partition: true,
+      asymmetric: true,
       membership: true,
       transfer: true,
       partialWrites: true,
@@ -153,7 +176,11 @@ export function chaosOptions(seed: number, overrides: Partial<SimOptions> = {}):
   };
 }
 
-export type KvInput = KvCommand | { readonly kind: 'get'; readonly key: string };
+export type KvInput =
+  | { readonly kind: 'put'; readonly key: string; readonly value: string }
+  | { readonly kind: 'delete'; readonly key: string }
+  | { readonly kind: 'cas'; readonly key: string; readonly expected: string | null; readonly value: string }
+  | { readonly kind: 'get'; readonly key: string };
 export type KvOutput =
   | { readonly kind: 'put' }
   | { readonly kind: 'get'; readonly value: string | null }
@@ -170,59 +197,83 @@ export interface HistoryOp {
   output: KvOutput | null;
 }
 
-type ClientReply = { ok: true; output: KvOutput } | { ok: false; leaderHint: NodeId };
+type Reply = { ok: true; res: Record<string, unknown> } | { ok: false; code: number; message: string };
+
+interface CallReq {
+  readonly method: 'Put' | 'Get' | 'Delete' | 'CompareAndSwap';
+  readonly req: Record<string, unknown>;
+}
+
+type NodeEv =
+  | { kind: 'timer'; node: NodeId; inc: number; timer: SimTimer }
+  | { kind: 'immediate'; node: NodeId; inc: number; cb: () => void }
+  | { kind: 'fsync'; node: NodeId; inc: number; done: () => void }
+  | { kind: 'deliver'; node: NodeId; msg: Message; held: boolean }
+  | { kind: 'call'; node: NodeId; client: number; attempt: number; call: CallReq; held: boolean };
 
 type Ev =
-  | { time: number; seq: number; kind: 'tick'; node: NodeId; inc: number }
-  | { time: number; seq: number; kind: 'deliver'; msg: Message }
-  | { time: number; seq: number; kind: 'fsync'; node: NodeId; inc: number }
-  | { time: number; seq: number; kind: 'restart'; node: NodeId }
-  | { time: number; seq: number; kind: 'resume'; node: NodeId }
-  | { time: number; seq: number; kind: 'heal'; epoch: number }
-  | { time: number; seq: number; kind: 'drop-end' }
-  | { time: number; seq: number; kind: 'fault' }
-  | { time: number; seq: number; kind: 'client-req'; node: NodeId; client: number; attempt: number }
-  | { time: number; seq: number; kind: 'client-reply'; client: number; attempt: number; reply: ClientReply }
-  | { time: number; seq: number; kind: 'client-timeout'; client: number; attempt: number }
-  | { time: number; seq: number; kind: 'client-next'; client: number };
+  | NodeEv
+  /** Kill `node` (incarnation `inc`, or any when -1), restart it after `restartAfter`, `more` times again. */
+  | { kind: 'crash'; node: NodeId; inc: number; restartAfter: number; more: number }
+  | { kind: 'restart'; node: NodeId }
+  | { kind: 'resume'; node: NodeId }
+  | { kind: 'heal'; epoch: number }
+  | { kind: 'drop-end' }
+  | { kind: 'fault' }
+  | { kind: 'reply'; client: number; attempt: number; reply: Reply }
+  | { kind: 'client-timeout'; client: number; attempt: number }
+  | { kind: 'client-retry'; client: number; attempt: number }
+  | { kind: 'client-next'; client: number };
+type Timed = Ev & { time: number; seq: number };
 
-class SimNode {
+/** One member: its disk outlives its incarnations (RaftNode objects), as a process's data directory does. */
+export class SimNode {
   readonly id: NodeId;
-  raft: Raft | null = null;
+  readonly disk: SimDisk;
+  /** Clock rate and offset: the node's monotonic clock reads `offset + rate * virtual now`. */
+  readonly rate: number;
+  readonly offset: number;
+  /** The current incarnation; null while crashed or starting. */
+  node: RaftNode<KvResult | null> | null = null;
+  kv: KvStateMachine | null = null;
+  transport: SimTransport | null = null;
+  handlers: ReturnType<typeof kvHandlers> | null = null;
   alive = false;
   paused = false;
-  /** Bumped on crash and restart: stale timers and syncs of an earlier life are ignored. */
+  /** Bumped on crash and restart: events of an earlier life are dropped. */
   inc = 0;
-  disk: SimDisk;
-  sm = new KvStateMachine();
-  inflight: Ready | null = null;
-  syncDoneWhilePaused = false;
   crashAtNextWrite = false;
-  unsavedHard: HardState | null = null;
-  missedTicks = 0;
-  inbox: Message[] = [];
-  lastSnapshotIndex = 0;
-  pendingWrites = new Map<string, { client: number; attempt: number }>();
-  pendingReads = new Map<number, { client: number; attempt: number; key: string }>();
-  waitingReads: { ctx: number; index: number }[] = [];
-  /** Read states handed out by the core over this node's lives (for tests). */
-  readStatesSeen = 0;
+  /** Events held while paused, by the phase of Node's loop that runs them. */
+  heldTimers: NodeEv[] = [];
+  heldIo: NodeEv[] = [];
+  heldImmediates: NodeEv[] = [];
+  /** Read states and restarts over this node's lives (for tests). */
+  starts = 0;
 
-  constructor(id: NodeId, disk: SimDisk) {
+  constructor(id: NodeId, disk: SimDisk, rate: number, offset: number) {
     this.id = id;
     this.disk = disk;
+    this.rate = rate;
+    this.offset = offset;
+  }
+
+  /** The core of the live incarnation, if any. */
+  get raft(): Raft | null {
+    return this.node ? this.node.core : null;
   }
 }
 
 interface ClientState {
   readonly id: number;
-  seq: number;
+  readonly sessions: SessionPool;
+  session: { clientId: number; seq: number } | null;
   op: HistoryOp | null;
+  /** Attempt counter over all operations (stale replies and timeouts are ignored). */
   attempt: number;
-  attempts: number;
-  /** Whether some attempt of the current write may have reached the log. */
-  maybeApplied: boolean;
+  /** Attempts of the current operation. */
+  tries: number;
   leaderGuess: NodeId;
+  cursor: number;
 }
 
 export class SimFailure extends Error {
@@ -236,7 +287,36 @@ export class SimFailure extends Error {
   }
 }
 
-export class Simulator {
+const drainMicrotasks = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+const KIND_CODE: Record<Ev['kind'], number> = {
+  timer: 1,
+  immediate: 2,
+  fsync: 3,
+  deliver: 4,
+  call: 5,
+  crash: 6,
+  restart: 7,
+  resume: 8,
+  heal: 9,
+  'drop-end': 10,
+  fault: 11,
+  reply: 12,
+  'client-timeout': 13,
+  'client-retry': 14,
+  'client-next': 15,
+};
+
+function mix(h: number, x: number): number {
+  return Math.imul(h ^ (x | 0), 0x01000193) >>> 0;
+}
+
+function hashString(h: number, s: string): number {
+  for (let i = 0; i < s.length; i++) h = mix(h, s.charCodeAt(i));
+  return h;
+}
+
+export class Simulator implements SimHost {
   readonly opts: SimOptions;
   readonly rng: SeededRng;
   readonly nodes = new Map<NodeId, SimNode>();
@@ -246,21 +326,31 @@ export class Simulator {
   readonly sent = new Map<string, number>();
   now = 0;
   steps = 0;
+  /** FNV hash of every event processed (time, kind, node, message): equal traces, equal hashes. */
+  traceHash = 0x811c9dc5;
   private seq = 0;
-  private readonly events = new EventHeap<Ev>();
+  private readonly events = new EventHeap<Timed>();
   private readonly trace: string[] = [];
-  private readonly recent: (Ev | undefined)[] = new Array(80);
+  private readonly recent: (Timed | undefined)[] = new Array(80);
   private recentAt = 0;
-  /** Partition: node -> group number; nodes in different groups cannot talk. */
-  private groups = new Map<NodeId, number>();
+  /** Cut directed links "a>b": messages and calls from a do not reach b. */
+  private cut = new Set<string>();
   private partitionEpoch = 0;
   private readonly clients: ClientState[] = [];
   private clientsOn = false;
   private faultsOn = false;
-  private nextCtx = 1;
   private dropBoost = 0;
   private opIds = 0;
-  readonly stats = { crashes: 0, pauses: 0, partitions: 0, confChanges: 0, transfers: 0, elections: 0 };
+  private failure: SimFailure | null = null;
+  readonly stats = {
+    crashes: 0,
+    crashLoops: 0,
+    pauses: 0,
+    partitions: 0,
+    oneWay: 0,
+    confChanges: 0,
+    transfers: 0,
+  };
 
   constructor(opts: Partial<SimOptions> & { seed: number }) {
     this.opts = { ...defaultOptions, ...opts };
@@ -268,11 +358,84 @@ export class Simulator {
     const ids: NodeId[] = [];
     for (let i = 1; i <= this.opts.voters + this.opts.spares; i++) ids.push(`n${i}`);
     const voters = ids.slice(0, this.opts.voters);
+    const d = this.opts.clockDrift;
     for (const id of ids) {
       const initial = voters.includes(id) ? bootstrapState(voters) : emptyState();
-      this.nodes.set(id, new SimNode(id, new SimDisk(initial)));
+      const rate = d > 0 ? 1 - d + 2 * d * this.rng.float() : 1;
+      this.nodes.set(id, new SimNode(id, new SimDisk(initial), rate, this.rng.float() * 1e6));
     }
     for (const id of ids) this.boot(id);
+  }
+
+  // ------------------------------------------------------------------ SimHost
+
+  alive(node: NodeId, inc: number): boolean {
+    const n = this.nodes.get(node);
+    return n?.alive === true && n.inc === inc;
+  }
+
+  virtualMs(node: NodeId, localMs: number): number {
+    return localMs / this.node(node).rate;
+  }
+
+  localNow(node: NodeId): number {
+    const n = this.node(node);
+    return n.offset + n.rate * this.now;
+  }
+
+  random(max: number): number {
+    return this.rng.int(max);
+  }
+
+  scheduleTimer(node: NodeId, inc: number, timer: SimTimer, localDelay: number): void {
+    this.schedule({ kind: 'timer', node, inc, timer }, this.virtualMs(node, localDelay));
+  }
+
+  scheduleImmediate(node: NodeId, inc: number, cb: () => void): void {
+    this.schedule({ kind: 'immediate', node, inc, cb }, 0);
+  }
+
+  scheduleFsync(node: NodeId, inc: number, done: () => void): void {
+    const d = this.opts.fsyncMin + this.rng.float() * (this.opts.fsyncMax - this.opts.fsyncMin);
+    this.schedule({ kind: 'fsync', node, inc, done }, d);
+  }
+
+  onWrite(node: NodeId, inc: number): void {
+    const n = this.node(node);
+    if (n.crashAtNextWrite && n.inc === inc && n.disk.hasUnsynced()) {
+      // Crash in the middle of this write: before its fsync completes (delay > 0).
+      n.crashAtNextWrite = false;
+      this.schedule({ kind: 'crash', node, inc, restartAfter: 5 + this.rng.float() * 400, more: 0 }, 0);
+    }
+  }
+
+  onPersist(node: NodeId, batch: Parameters<SimHost['onPersist']>[1]): void {
+    this.inv.onPersist(node, this.node(node).raft, batch);
+  }
+
+  onDurable(node: NodeId): void {
+    this.inv.onDurable(node, this.node(node).disk.durableHardState());
+  }
+
+  send(m: Message): void {
+    this.sent.set(m.type, (this.sent.get(m.type) ?? 0) + 1);
+    if (this.isCut(m.from, m.to)) return;
+    const { net } = this.opts;
+    if (this.rng.chance(Math.min(1, net.drop + this.dropBoost))) return;
+    const copies = this.rng.chance(net.duplicate) ? 2 : 1;
+    for (let i = 0; i < copies; i++) {
+      this.schedule({ kind: 'deliver', node: m.to, msg: m, held: false }, this.netDelay());
+    }
+  }
+
+  onApply(node: NodeId, index: number, data: Uint8Array): void {
+    const r = this.node(node).raft;
+    const e = r?.entryAt(index);
+    this.inv.onApply(node, index, e ? e.term : -1, data);
+  }
+
+  onRestore(node: NodeId, index: number, applied: number): void {
+    this.inv.onSnapshotApplied(node, index, applied);
   }
 
   // ------------------------------------------------------------------ public control
@@ -287,6 +450,7 @@ export class Simulator {
     return n;
   }
 
+  /** The core of a live node (for inspection; mutating it bypasses RaftNode until its next drive). */
   raft(id: NodeId): Raft {
     const r = this.node(id).raft;
     if (!r) throw new RangeError(`node ${id} is down`);
@@ -298,77 +462,99 @@ export class Simulator {
     let best: NodeId | null = null;
     let bestTerm = -1;
     for (const n of this.nodes.values()) {
-      if (!n.alive || n.paused || !n.raft) continue;
-      if (n.raft.currentRole === Role.Leader && n.raft.currentTerm > bestTerm) {
+      const r = n.raft;
+      if (!n.alive || n.paused || !r) continue;
+      if (r.currentRole === Role.Leader && r.currentTerm > bestTerm) {
         best = n.id;
-        bestTerm = n.raft.currentTerm;
+        bestTerm = r.currentTerm;
       }
     }
     return best;
   }
 
   /** Process events until virtual time advances by `ms`. */
-  runFor(ms: number): void {
+  async runFor(ms: number): Promise<void> {
+    await drainMicrotasks(); // what the caller started (a start, a proposal) settles first
     const until = this.now + ms;
     for (;;) {
       const ev = this.events.peek();
       if (!ev || ev.time > until) break;
-      this.events.pop();
-      this.now = ev.time;
-      this.process(ev);
+      await this.step();
     }
-    this.now = until;
+    this.now = Math.max(this.now, until);
   }
 
   /** Run until `pred` holds (checked after each event) or `maxMs` passes. Returns whether it held. */
-  runUntil(pred: () => boolean, maxMs: number): boolean {
+  async runUntil(pred: () => boolean, maxMs: number): Promise<boolean> {
+    await drainMicrotasks();
     const until = this.now + maxMs;
     if (pred()) return true;
     for (;;) {
       const ev = this.events.peek();
       if (!ev || ev.time > until) break;
-      this.events.pop();
-      this.now = ev.time;
-      this.process(ev);
+      await this.step();
       if (pred()) return true;
     }
     this.now = Math.max(this.now, until);
     return pred();
   }
 
-  /** Run until some live node is leader and every live voter agrees on it. */
-  waitForLeader(maxMs = 5000): NodeId | null {
-    this.runUntil(() => this.stableLeader() !== null, maxMs);
+  /** Run until some live node is leader and every live voter it reaches agrees on it. */
+  async waitForLeader(maxMs = 5000): Promise<NodeId | null> {
+    await this.runUntil(() => this.stableLeader() !== null, maxMs);
     return this.stableLeader();
   }
 
   private stableLeader(): NodeId | null {
     const l = this.leader();
     if (!l) return null;
-    const term = this.raft(l).currentTerm;
-    for (const id of this.raft(l).configuration.voters) {
-      const n = this.node(id);
-      if (!n.alive || n.paused || !n.raft || this.isCut(n.id, l)) continue;
-      if (n.raft.leader !== l || n.raft.currentTerm !== term) return null;
+    const lr = this.raft(l);
+    const term = lr.currentTerm;
+    for (const id of lr.configuration.voters) {
+      const n = this.nodes.get(id);
+      const r = n?.raft;
+      if (!n?.alive || n.paused || !r || this.isCut(n.id, l) || this.isCut(l, n.id)) continue;
+      if (r.leader !== l || r.currentTerm !== term) return null;
     }
     return l;
   }
 
+  /**
+   * Propose `data` through node `id`'s RaftNode.propose (the path the server takes); returns
+   * what the core did with it. The proposal's own promise is left to settle.
+   */
   propose(id: NodeId, data: Uint8Array): ProposeOutcome {
-    const out = this.raft(id).propose(data);
-    this.drive(this.node(id));
-    return out;
+    const n = this.node(id);
+    const node = n.node;
+    const r = n.raft;
+    if (!node || !r) return { kind: 'rejected', reason: 'no-leader', message: `${id} is down` };
+    const before = r.lastIndex;
+    node.propose(data).catch(() => {});
+    if (r.lastIndex > before) return { kind: 'appended', index: r.lastIndex, term: r.currentTerm };
+    if (r.currentRole !== Role.Leader && r.leader !== '') return { kind: 'forwarded', to: r.leader };
+    return { kind: 'rejected', reason: 'no-leader', message: 'not appended' };
   }
 
-  /** Cut the network into groups; unlisted nodes form one more group. */
+  /** Cut the network into groups (both ways); unlisted nodes form one more group. */
   partition(groups: readonly (readonly NodeId[])[]): void {
-    this.groups = new Map();
+    const group = new Map<NodeId, number>();
     groups.forEach((g, i) => {
-      for (const id of g) this.groups.set(id, i + 1);
+      for (const id of g) group.set(id, i + 1);
     });
+    this.cut = new Set();
+    for (const a of this.ids)
+      for (const b of this.ids) if ((group.get(a) ?? 0) !== (group.get(b) ?? 0)) this.cut.add(`${a}>${b}`);
     this.partitionEpoch++;
     this.stats.partitions++;
     this.log(`partition ${groups.map((g) => `[${g.join(',')}]`).join(' ')}`);
+  }
+
+  /** Cut the link from `a` to `b` (and back when `bothWays`), keeping other cuts. */
+  cutLink(a: NodeId, b: NodeId, bothWays: boolean): void {
+    this.cut.add(`${a}>${b}`);
+    if (bothWays) this.cut.add(`${b}>${a}`);
+    this.partitionEpoch++;
+    this.log(`cut ${a} ${bothWays ? '<->' : '->'} ${b}`);
   }
 
   isolate(id: NodeId): void {
@@ -376,19 +562,21 @@ export class Simulator {
   }
 
   heal(): void {
-    this.groups = new Map();
+    this.cut = new Set();
     this.partitionEpoch++;
     this.log('heal');
   }
 
+  /** Whether messages from `a` fail to reach `b`. */
   isCut(a: NodeId, b: NodeId): boolean {
-    return (this.groups.get(a) ?? 0) !== (this.groups.get(b) ?? 0);
+    return this.cut.size > 0 && this.cut.has(`${a}>${b}`);
   }
 
   setDrop(p: number): void {
     this.opts.net.drop = p;
   }
 
+  /** Kill the process: the RaftNode object is discarded with everything not fsynced. */
   crash(id: NodeId): void {
     const n = this.node(id);
     if (!n.alive) return;
@@ -397,20 +585,21 @@ export class Simulator {
     n.disk.crash(survivors);
     n.alive = false;
     n.paused = false;
-    n.raft = null;
-    n.inflight = null;
+    n.node = null;
+    n.kv = null;
+    n.transport = null;
+    n.handlers = null;
     n.inc++;
-    n.inbox = [];
     n.crashAtNextWrite = false;
-    n.unsavedHard = null;
-    n.pendingWrites.clear();
-    n.pendingReads.clear();
-    n.waitingReads = [];
+    n.heldTimers = [];
+    n.heldIo = [];
+    n.heldImmediates = [];
     this.stats.crashes++;
     this.inv.nodeCrashed(id);
     this.log(`crash ${id} (kept ${survivors}/${unsynced} unsynced records)`);
   }
 
+  /** Start a new process on the node's disk (RaftNode.start); it is up once the start resolves. */
   restart(id: NodeId): void {
     const n = this.node(id);
     if (n.alive) return;
@@ -422,43 +611,44 @@ export class Simulator {
     const n = this.node(id);
     if (!n.alive || n.paused) return;
     n.paused = true;
-    n.missedTicks = 0;
     this.stats.pauses++;
     this.log(`pause ${id}`);
   }
 
+  /** SIGCONT: what was held runs in Node's order: due timers, then I/O in arrival order, then immediates. */
   resume(id: NodeId): void {
     const n = this.node(id);
-    if (!n.alive || !n.paused || !n.raft) return;
+    if (!n.alive || !n.paused) return;
     n.paused = false;
-    this.log(`resume ${id} (${n.missedTicks} missed ticks, ${n.inbox.length} queued messages)`);
-    // A driver measures elapsed time on a monotonic clock: ticks missed while stopped
-    // are delivered before anything else.
-    for (let i = 0; i < n.missedTicks; i++) n.raft.tick();
-    n.missedTicks = 0;
-    this.drive(n);
-    const inbox = n.inbox;
-    n.inbox = [];
-    for (const m of inbox) this.deliver(n, m);
-    if (n.syncDoneWhilePaused && n.alive) {
-      n.syncDoneWhilePaused = false;
-      this.completeReady(n);
+    this.log(
+      `resume ${id} (${n.heldTimers.length} timers, ${n.heldIo.length} messages/calls/fsyncs, ${n.heldImmediates.length} immediates)`,
+    );
+    const held = [...n.heldTimers, ...n.heldIo, ...n.heldImmediates];
+    n.heldTimers = [];
+    n.heldIo = [];
+    n.heldImmediates = [];
+    for (const ev of held) {
+      if (ev.kind === 'deliver' || ev.kind === 'call') this.schedule({ ...ev, held: true }, 0);
+      else this.schedule(ev, 0);
     }
-    this.drive(n);
   }
 
   startClients(): void {
     if (this.clientsOn) return;
     this.clientsOn = true;
     for (let i = 0; i < this.opts.clients; i++) {
+      const id = i + 1;
+      let sessions = 0;
       const c: ClientState = {
-        id: i + 1,
-        seq: 0,
+        id,
+        // Session ids from the simulation (the real client draws 53 random bits).
+        sessions: new SessionPool(() => id * 1_000_000 + ++sessions),
+        session: null,
         op: null,
         attempt: 0,
-        attempts: 0,
-        maybeApplied: false,
+        tries: 0,
         leaderGuess: '',
+        cursor: this.rng.int(this.nodes.size),
       };
       this.clients.push(c);
       this.schedule({ kind: 'client-next', client: c.id }, this.rng.float() * 20);
@@ -481,6 +671,7 @@ export class Simulator {
     this.dropBoost = 0;
     this.heal();
     for (const n of this.nodes.values()) {
+      n.crashAtNextWrite = false;
       if (!n.alive) this.restart(n.id);
       else if (n.paused) this.resume(n.id);
     }
@@ -520,80 +711,30 @@ export class Simulator {
 
   // ------------------------------------------------------------------ events
 
-  private schedule(ev: DistributiveOmit<Ev, 'time' | 'seq'>, delay: number): void {
-    this.events.push({ ...ev, time: this.now + delay, seq: this.seq++ } as Ev);
+  private netDelay(): number {
+    const { net } = this.opts;
+    return net.minDelay + this.rng.float() * (net.maxDelay - net.minDelay);
   }
 
-  private process(ev: Ev): void {
+  private schedule(ev: Ev, delay: number): void {
+    (ev as Timed).time = this.now + delay;
+    (ev as Timed).seq = this.seq++;
+    this.events.push(ev as Timed);
+  }
+
+  /** Runs the next event, drains the microtasks it caused, checks the invariants. */
+  private async step(): Promise<void> {
+    const ev = this.events.pop() as Timed;
+    this.now = ev.time;
     this.steps++;
-    // Remember the last events cheaply; they are formatted only when a run fails.
     this.recent[this.recentAt] = ev;
     this.recentAt = (this.recentAt + 1) % this.recent.length;
+    this.hashEvent(ev);
     try {
-      switch (ev.kind) {
-        case 'tick': {
-          const n = this.node(ev.node);
-          if (!n.alive || n.inc !== ev.inc) return;
-          this.schedule({ kind: 'tick', node: n.id, inc: n.inc }, this.opts.tickMs);
-          if (n.paused) {
-            n.missedTicks++;
-            return;
-          }
-          (n.raft as Raft).tick();
-          this.drive(n);
-          break;
-        }
-        case 'deliver': {
-          const n = this.node(ev.msg.to);
-          if (!n.alive || this.isCut(ev.msg.from, ev.msg.to)) return;
-          if (n.paused) {
-            n.inbox.push(ev.msg);
-            return;
-          }
-          this.deliver(n, ev.msg);
-          break;
-        }
-        case 'fsync': {
-          const n = this.node(ev.node);
-          if (!n.alive || n.inc !== ev.inc) return;
-          if (n.paused) {
-            n.syncDoneWhilePaused = true;
-            return;
-          }
-          this.completeReady(n);
-          break;
-        }
-        case 'restart':
-          this.restart(ev.node);
-          break;
-        case 'resume':
-          this.resume(ev.node);
-          break;
-        case 'heal':
-          if (ev.epoch === this.partitionEpoch) this.heal();
-          break;
-        case 'drop-end':
-          this.dropBoost = 0;
-          break;
-        case 'fault':
-          if (!this.faultsOn) return;
-          this.injectFault();
-          this.schedule({ kind: 'fault' }, this.rng.float() * this.opts.faults.interval * 2);
-          break;
-        case 'client-req':
-          this.handleClientRequest(ev.node, ev.client, ev.attempt);
-          break;
-        case 'client-reply':
-          this.handleClientReply(ev.client, ev.attempt, ev.reply);
-          break;
-        case 'client-timeout':
-          this.handleClientTimeout(ev.client, ev.attempt);
-          break;
-        case 'client-next':
-          this.nextClientOp(ev.client);
-          break;
-      }
-      this.inv.checkCluster(this);
+      this.process(ev);
+      await drainMicrotasks();
+      if (this.failure) throw this.failure;
+      this.inv.checkCluster(this.view);
     } catch (err) {
       if (err instanceof SimFailure) throw err;
       const msg =
@@ -602,171 +743,204 @@ export class Simulator {
     }
   }
 
-  private deliver(n: SimNode, m: Message): void {
-    if (!n.alive || !n.raft) return;
-    n.raft.step(m);
-    this.drive(n);
+  private hashEvent(ev: Timed): void {
+    let h = mix(this.traceHash, Math.round(ev.time * 1000));
+    h = mix(h, KIND_CODE[ev.kind]);
+    if ('node' in ev) h = hashString(h, ev.node);
+    if (ev.kind === 'deliver') {
+      const m = ev.msg;
+      h = hashString(mix(mix(h, m.term), 'index' in m ? (m.index as number) : 0), m.type);
+    } else if (ev.kind === 'call' || ev.kind === 'reply') {
+      h = mix(mix(h, ev.client), ev.attempt);
+    }
+    this.traceHash = h;
+  }
+
+  private readonly view = {
+    cores: (): Iterable<[NodeId, Raft]> => this.cores(),
+    durableTermAt: (node: NodeId, index: number): number => this.node(node).disk.durableTermAt(index),
+    log: (line: string): void => this.log(line),
+  };
+
+  private *cores(): Iterable<[NodeId, Raft]> {
+    for (const n of this.nodes.values()) {
+      const r = n.raft;
+      if (n.alive && r) yield [n.id, r];
+    }
+  }
+
+  /** An error thrown inside a node's callback is a bug in the product: fail the run at this event. */
+  private guard(cb: () => void): void {
+    try {
+      cb();
+    } catch (err) {
+      this.failure ??= new SimFailure(
+        `error in a node callback: ${String(err)}`,
+        this.opts.seed,
+        this.traceWithEvents(),
+        err,
+      );
+    }
+  }
+
+  private process(ev: Timed): void {
+    switch (ev.kind) {
+      case 'timer':
+      case 'immediate':
+      case 'fsync':
+      case 'deliver':
+      case 'call':
+        this.nodeEvent(ev);
+        return;
+      case 'crash': {
+        const n = this.node(ev.node);
+        if (!n.alive || (ev.inc >= 0 && n.inc !== ev.inc)) return;
+        this.crash(ev.node);
+        this.schedule({ kind: 'restart', node: ev.node }, ev.restartAfter);
+        if (ev.more > 0) {
+          const next = ev.restartAfter + this.rng.float() * this.opts.tickMs * 2;
+          const again = this.rng.float() * this.opts.tickMs;
+          this.schedule(
+            { kind: 'crash', node: ev.node, inc: -1, restartAfter: again, more: ev.more - 1 },
+            next,
+          );
+        }
+        return;
+      }
+      case 'restart':
+        this.restart(ev.node);
+        return;
+      case 'resume':
+        this.resume(ev.node);
+        return;
+      case 'heal':
+        if (ev.epoch === this.partitionEpoch) this.heal();
+        return;
+      case 'drop-end':
+        this.dropBoost = 0;
+        return;
+      case 'fault':
+        if (!this.faultsOn) return;
+        this.injectFault();
+        this.schedule({ kind: 'fault' }, this.rng.float() * this.opts.faults.interval * 2);
+        return;
+      case 'reply':
+        this.handleReply(ev.client, ev.attempt, ev.reply);
+        return;
+      case 'client-timeout':
+        this.handleClientTimeout(ev.client, ev.attempt);
+        return;
+      case 'client-retry': {
+        const c = this.clients[ev.client - 1];
+        if (c?.op && c.attempt === ev.attempt) this.attempt(c);
+        return;
+      }
+      case 'client-next':
+        this.nextClientOp(ev.client);
+        return;
+    }
+  }
+
+  private nodeEvent(ev: Timed & NodeEv): void {
+    const n = this.node(ev.node);
+    if (ev.kind === 'deliver' || ev.kind === 'call') {
+      // Addressed to whichever process listens there now; a cut made in flight drops it.
+      const from = ev.kind === 'deliver' ? ev.msg.from : '';
+      if (!ev.held && from !== '' && this.isCut(from, n.id)) return;
+      if (!n.alive) {
+        if (ev.kind === 'call')
+          this.reply(ev.client, ev.attempt, { ok: false, code: 14, message: 'connection refused' });
+        return;
+      }
+    } else if (n.inc !== ev.inc || !n.alive) {
+      return;
+    }
+    if (n.paused) {
+      if (ev.kind === 'timer') n.heldTimers.push(ev);
+      else if (ev.kind === 'immediate') n.heldImmediates.push(ev);
+      else n.heldIo.push(ev);
+      return;
+    }
+    switch (ev.kind) {
+      case 'timer': {
+        const t = ev.timer;
+        if (t.cleared) return;
+        if (t.every > 0) this.scheduleTimer(n.id, n.inc, t, t.every);
+        this.guard(t.cb);
+        return;
+      }
+      case 'immediate':
+        this.guard(ev.cb);
+        return;
+      case 'fsync':
+        this.guard(ev.done);
+        return;
+      case 'deliver': {
+        const h = n.transport?.handlers;
+        if (h) this.guard(() => h.onMessages([ev.msg]));
+        return;
+      }
+      case 'call':
+        this.serveCall(n, ev.client, ev.attempt, ev.call);
+        return;
+    }
   }
 
   private boot(id: NodeId): void {
     const n = this.node(id);
-    const durable = n.disk.load();
-    const cfg: RaftConfig = {
-      id,
-      electionTick: this.opts.electionTick,
-      heartbeatTick: this.opts.heartbeatTick,
-      preVote: this.opts.preVote,
-      checkQuorum: this.opts.checkQuorum,
-      readOnly: this.opts.readOnly,
-      maxMsgEntries: this.opts.maxMsgEntries,
-      maxInflight: this.opts.maxInflight,
-      maxSnapshotChunk: this.opts.maxSnapshotChunk,
-      commitBroadcast: this.opts.commitBroadcast,
-      rng: this.rng.fork(),
-    };
-    n.sm = new KvStateMachine();
-    if (durable.snapshot) {
-      n.sm.restore(durable.snapshot.data);
-      n.lastSnapshotIndex = durable.snapshot.meta.index;
-    } else {
-      n.lastSnapshotIndex = 0;
-    }
-    n.raft = new Raft(cfg, durable);
+    n.inc++;
     n.alive = true;
     n.paused = false;
-    n.inc++;
-    this.inv.nodeStarted(id, durable);
-    this.schedule({ kind: 'tick', node: id, inc: n.inc }, this.rng.float() * this.opts.tickMs);
-    this.drive(n);
-  }
-
-  /** The driver loop of one node: take a Ready, send what may go now, write, sync. */
-  private drive(n: SimNode): void {
-    const raft = n.raft;
-    if (raft && n.alive && !n.paused && n.inflight) {
-      // Like the node runtime: replication traffic leaves while a Ready is being written.
-      for (const m of raft.takeEagerMessages()) this.send(m);
-      return;
-    }
-    if (!raft || !n.alive || n.paused || n.inflight || !raft.hasReady()) return;
-    const rd = raft.ready();
-    this.inv.onReady(this, n.id, raft, rd);
-    for (const m of rd.eagerMessages) this.send(m);
-    if (rd.snapshot) n.disk.write({ kind: 'install', snapshot: rd.snapshot });
-    if (rd.entries.length > 0) n.disk.write({ kind: 'entries', entries: rd.entries });
-    // Like the node runtime: a commit-only hard state change is written lazily, with the
-    // next write that has entries or a term or vote change.
-    if (rd.hardState) n.unsavedHard = rd.hardState;
-    const hs = n.unsavedHard;
-    const saved = n.disk.durableHardState();
-    if (hs && (rd.entries.length > 0 || rd.snapshot || hs.term !== saved.term || hs.vote !== saved.vote)) {
-      n.disk.write({ kind: 'hard', hardState: hs });
-      n.unsavedHard = null;
-    }
-    n.inflight = rd;
-    if (n.crashAtNextWrite && n.disk.hasUnsynced()) {
-      n.crashAtNextWrite = false;
-      this.crash(n.id);
-      this.schedule({ kind: 'restart', node: n.id }, 5 + this.rng.float() * 400);
-      return;
-    }
-    if (n.disk.hasUnsynced()) {
-      const d = this.opts.fsyncMin + this.rng.float() * (this.opts.fsyncMax - this.opts.fsyncMin);
-      this.schedule({ kind: 'fsync', node: n.id, inc: n.inc }, d);
-    } else {
-      this.completeReady(n);
-    }
-  }
-
-  private completeReady(n: SimNode): void {
-    const rd = n.inflight;
-    const raft = n.raft;
-    if (!rd || !raft) return;
-    n.disk.sync();
-    this.inv.onDurable(n.id, n.disk.durableHardState());
-    for (const m of rd.messages) this.send(m);
-    if (rd.snapshot) {
-      n.sm.restore(rd.snapshot.data);
-      if (n.sm.applied !== rd.snapshot.meta.index) {
-        this.fail(`snapshot at ${rd.snapshot.meta.index} holds state applied to ${n.sm.applied}`);
-      }
-      n.lastSnapshotIndex = rd.snapshot.meta.index;
-      this.inv.onSnapshotApplied(n.id, rd.snapshot.meta.index, rd.snapshot.meta.term);
-    }
-    for (const e of rd.committedEntries) {
-      this.inv.onApply(n.id, e);
-      if (e.type !== 0) {
-        n.sm.apply(e.index, new Uint8Array(0));
-        continue;
-      }
-      const result = n.sm.apply(e.index, e.data);
-      if (result && e.data.byteLength > 0) {
-        const req = decodeRequest(e.data);
-        const key = `${req.client}:${req.seq}`;
-        const p = n.pendingWrites.get(key);
-        if (p) {
-          n.pendingWrites.delete(key);
-          const output = toOutput(req.cmd, result);
-          if (output) this.replyClient(n.id, p.client, p.attempt, { ok: true, output });
-        }
-      }
-    }
-    n.readStatesSeen += rd.readStates.length;
-    for (const rs of rd.readStates) n.waitingReads.push(rs);
-    for (const rf of rd.readFailures) {
-      const p = n.pendingReads.get(rf.ctx);
-      if (p) {
-        n.pendingReads.delete(rf.ctx);
-        this.replyClient(n.id, p.client, p.attempt, { ok: false, leaderHint: raft.leader });
-      }
-    }
-    this.serveReads(n);
-    n.inflight = null;
-    raft.advance(rd);
-    this.maybeCompact(n);
-    this.drive(n);
-  }
-
-  private serveReads(n: SimNode): void {
-    if (n.waitingReads.length === 0) return;
-    const still: { ctx: number; index: number }[] = [];
-    for (const w of n.waitingReads) {
-      if (w.index > n.sm.applied) {
-        still.push(w);
-        continue;
-      }
-      const p = n.pendingReads.get(w.ctx);
-      if (!p) continue;
-      n.pendingReads.delete(w.ctx);
-      const v = n.sm.get(p.key);
-      this.replyClient(n.id, p.client, p.attempt, {
-        ok: true,
-        output: { kind: 'get', value: v ? v.value : null },
-      });
-    }
-    n.waitingReads = still;
-  }
-
-  private maybeCompact(n: SimNode): void {
-    const every = this.opts.snapshotEvery;
-    const raft = n.raft;
-    if (every <= 0 || !raft || n.sm.applied - n.lastSnapshotIndex < every) return;
-    const snap = raft.compact(n.sm.applied, n.sm.snapshot(), this.opts.retain);
-    n.lastSnapshotIndex = snap.meta.index;
-    n.disk.write({ kind: 'compact', snapshot: snap });
-    this.log(`${n.id} compacts at ${snap.meta.index} (term ${snap.meta.term})`);
-  }
-
-  private send(m: Message): void {
-    this.sent.set(m.type, (this.sent.get(m.type) ?? 0) + 1);
-    if (this.isCut(m.from, m.to)) return;
-    const { net } = this.opts;
-    if (this.rng.chance(Math.min(1, net.drop + this.dropBoost))) return;
-    const copies = this.rng.chance(net.duplicate) ? 2 : 1;
-    for (let i = 0; i < copies; i++) {
-      const delay = net.minDelay + this.rng.float() * (net.maxDelay - net.minDelay);
-      this.schedule({ kind: 'deliver', msg: m }, delay);
-    }
+    n.starts++;
+    const inc = n.inc;
+    const storage = new SimStorage(this, id, inc, n.disk);
+    this.inv.nodeStarted(id, storage.initialState());
+    const kv = new KvStateMachine();
+    const transport = new SimTransport(this, id, inc);
+    n.transport = transport;
+    const o = this.opts;
+    RaftNode.start<KvResult | null>({
+      id,
+      storage,
+      transport,
+      stateMachine: new ObservedKv(kv, this, id),
+      tickMs: o.tickMs,
+      snapshotEntries: o.snapshotEvery,
+      retainEntries: o.retain,
+      runtime: new SimRuntime(this, id, inc),
+      raft: {
+        electionTick: o.electionTick,
+        heartbeatTick: o.heartbeatTick,
+        preVote: o.preVote,
+        checkQuorum: o.checkQuorum,
+        readOnly: o.readOnly,
+        maxMsgEntries: o.maxMsgEntries,
+        maxInflight: o.maxInflight,
+        maxSnapshotChunk: o.maxSnapshotChunk,
+        commitBroadcast: o.commitBroadcast,
+      },
+    }).then(
+      (node) => {
+        if (!this.alive(id, inc)) return;
+        n.node = node;
+        n.kv = kv;
+        n.handlers = kvHandlers({
+          node,
+          sm: kv,
+          clusterId: 'sim',
+          limits: { ...defaultLimits, defaultTimeoutMs: o.opTimeout },
+          address: (peer) => `${peer}:7000`,
+        });
+      },
+      (err: unknown) => {
+        this.failure ??= new SimFailure(
+          `${id} failed to start: ${String(err)}`,
+          o.seed,
+          this.traceWithEvents(),
+          err,
+        );
+      },
+    );
   }
 
   // ------------------------------------------------------------------ faults
@@ -775,9 +949,11 @@ export class Simulator {
     const f = this.opts.faults;
     const kinds: string[] = [];
     if (f.crash) kinds.push('crash', 'crash');
-    if (f.pause) kinds.push('pause');
+    if (f.crashLoop) kinds.push('crash-loop');
+    if (f.pause) kinds.push('pause', 'pause-leader');
     if (f.partition) kinds.push('partition', 'partition', 'isolate-leader');
-    if (f.membership) kinds.push('membership');
+    if (f.asymmetric) kinds.push('one-way', 'one-way-leader', 'non-transitive');
+    if (f.membership) kinds.push('membership', 'membership');
     if (f.transfer) kinds.push('transfer');
     kinds.push('drop-burst');
     const kind = this.rng.pick(kinds);
@@ -795,8 +971,21 @@ export class Simulator {
         this.schedule({ kind: 'restart', node: id }, 5 + this.rng.float() * 400);
         return;
       }
-      case 'pause': {
+      case 'crash-loop': {
+        // Several crashes and restarts within a few ticks (a crash-looping process).
         const id = this.rng.pick(ids);
+        const n = this.node(id);
+        if (!n.alive) return;
+        this.stats.crashLoops++;
+        this.log(`crash loop ${id}`);
+        const restartAfter = this.rng.float() * this.opts.tickMs;
+        this.schedule({ kind: 'crash', node: id, inc: n.inc, restartAfter, more: 1 + this.rng.int(3) }, 0);
+        return;
+      }
+      case 'pause':
+      case 'pause-leader': {
+        const id = kind === 'pause' ? this.rng.pick(ids) : this.leader();
+        if (!id) return;
         this.pause(id);
         this.schedule({ kind: 'resume', node: id }, 10 + this.rng.float() * 300);
         return;
@@ -819,6 +1008,32 @@ export class Simulator {
         this.schedule({ kind: 'heal', epoch: this.partitionEpoch }, 50 + this.rng.float() * 400);
         return;
       }
+      case 'one-way':
+      case 'one-way-leader': {
+        // A reaches B, B does not reach A (several links at once, sometimes from the leader).
+        const from = kind === 'one-way' ? this.rng.pick(ids) : this.leader();
+        if (!from) return;
+        const others = ids.filter((x) => x !== from);
+        const k = 1 + this.rng.int(others.length);
+        const inbound = this.rng.chance(0.5);
+        for (let i = 0; i < k; i++) {
+          const o = this.rng.pick(others);
+          if (inbound) this.cutLink(o, from, false);
+          else this.cutLink(from, o, false);
+        }
+        this.stats.oneWay++;
+        this.schedule({ kind: 'heal', epoch: this.partitionEpoch }, 50 + this.rng.float() * 500);
+        return;
+      }
+      case 'non-transitive': {
+        // A-B and B-C work, A-C does not.
+        const a = this.rng.pick(ids);
+        const c = this.rng.pick(ids.filter((x) => x !== a));
+        this.cutLink(a, c, true);
+        this.stats.partitions++;
+        this.schedule({ kind: 'heal', epoch: this.partitionEpoch }, 50 + this.rng.float() * 500);
+        return;
+      }
       case 'drop-burst':
         this.dropBoost = 0.3;
         this.log('drop burst');
@@ -829,47 +1044,77 @@ export class Simulator {
         return;
       case 'transfer': {
         const l = this.leader();
-        if (!l) return;
-        const voters = this.raft(l).configuration.voters.filter((v) => v !== l);
+        const node = l ? this.node(l).node : null;
+        if (!l || !node) return;
+        const voters = node.core.configuration.voters.filter((v) => v !== l);
         if (voters.length === 0) return;
         const to = this.rng.pick(voters);
-        const r = this.raft(l).transferLeadership(to);
         this.stats.transfers++;
-        this.log(`transfer ${l} -> ${to}: ${r.ok ? 'started' : r.message}`);
-        this.drive(this.node(l));
+        try {
+          node.transferLeadership(to);
+          this.log(`transfer ${l} -> ${to}: started`);
+        } catch (err) {
+          this.log(`transfer ${l} -> ${to}: ${(err as Error).message}`);
+        }
         return;
       }
     }
   }
 
+  /** A membership change through the AddMember/RemoveMember handlers of the leader: learners, voters directly, removals. */
   private changeMembership(): void {
     const l = this.leader();
-    if (!l) return;
-    const raft = this.raft(l);
-    const conf = raft.configuration;
+    const n = l ? this.node(l) : null;
+    const h = n?.handlers;
+    const r = n?.raft;
+    if (!l || !h || !r) return;
+    const conf = r.configuration;
     const nonMembers = this.ids.filter((id) => !conf.voters.includes(id) && !conf.learners.includes(id));
-    const choices: (() => ProposeOutcome)[] = [];
+    const choices: (() => Promise<unknown>)[] = [];
+    const call = this.serverCall(n);
     if (nonMembers.length > 0) {
       const id = this.rng.pick(nonMembers);
-      choices.push(() => raft.proposeConfChange({ type: ConfChangeType.AddLearner, node: id }));
+      const learner = this.rng.chance(0.5);
+      choices.push(() => h.AddMember({ id, address: `${id}:7000`, learner }, call));
     }
     if (conf.learners.length > 0) {
       const id = this.rng.pick(conf.learners);
-      choices.push(() => raft.proposeConfChange({ type: ConfChangeType.AddVoter, node: id }));
-      choices.push(() => raft.proposeConfChange({ type: ConfChangeType.Remove, node: id }));
+      choices.push(() => h.AddMember({ id, address: `${id}:7000` }, call));
+      choices.push(() => h.RemoveMember({ id }, call));
     }
     if (conf.voters.length > 3) {
       const id = this.rng.pick(conf.voters);
-      choices.push(() => raft.proposeConfChange({ type: ConfChangeType.Remove, node: id }));
+      choices.push(() => h.RemoveMember({ id }, call));
     }
     if (choices.length === 0) return;
-    const out = this.rng.pick(choices)();
     this.stats.confChanges++;
-    this.log(`conf change on ${l}: ${JSON.stringify(out)}`);
-    this.drive(this.node(l));
+    const choice = this.rng.pick(choices);
+    this.log(`conf change on ${l} (voters ${conf.voters.join(',')} learners ${conf.learners.join(',')})`);
+    choice().then(
+      () => this.log(`conf change on ${l} applied`),
+      (err: unknown) => this.log(`conf change on ${l}: ${(err as Error).message}`),
+    );
   }
 
   // ------------------------------------------------------------------ clients
+
+  private serverCall(n: SimNode): ServerCall {
+    const deadline = this.dateNow(n) + this.opts.opTimeout;
+    return {
+      path: '',
+      metadata: undefined as unknown as ServerCall['metadata'],
+      signal: undefined as unknown as AbortSignal,
+      deadline,
+      cancelled: false,
+      peer: 'sim',
+      setHeader() {},
+      setTrailer() {},
+    };
+  }
+
+  private dateNow(n: SimNode): number {
+    return 1_700_000_000_000 + n.offset + n.rate * this.now;
+  }
 
   private nextClientOp(clientId: number): void {
     const c = this.clients[clientId - 1];
@@ -877,20 +1122,17 @@ export class Simulator {
     const key = `k${this.rng.int(this.opts.keys)}`;
     const r = this.rng.int(10);
     let input: KvInput;
-    const value = `v${clientId}.${c.seq + 1}`;
+    const value = `v${clientId}.${this.opIds + 1}`;
     if (r < 4) input = { kind: 'get', key };
     else if (r < 7) input = { kind: 'put', key, value };
     else if (r < 8) input = { kind: 'delete', key };
-    else
-      input = {
-        kind: 'cas',
-        key,
-        expected: this.rng.chance(0.3)
-          ? null
-          : `v${1 + this.rng.int(this.opts.clients)}.${1 + this.rng.int(c.seq + 1)}`,
-        value,
-      };
-    if (input.kind !== 'get') c.seq++;
+    else {
+      const prev = this.history.length > 0 ? this.rng.pick(this.history).input : null;
+      const expected =
+        this.rng.chance(0.3) || !prev || prev.kind === 'get' || prev.kind === 'delete' ? null : prev.value;
+      input = { kind: 'cas', key, expected, value };
+    }
+    c.session = input.kind === 'get' ? null : c.sessions.take();
     const op: HistoryOp = {
       id: ++this.opIds,
       client: clientId,
@@ -900,83 +1142,118 @@ export class Simulator {
       output: null,
     };
     c.op = op;
-    c.attempts = 0;
-    c.maybeApplied = false;
+    c.tries = 0;
     this.history.push(op);
     this.attempt(c);
   }
 
+  private request(c: ClientState): CallReq {
+    const input = (c.op as HistoryOp).input;
+    const session = c.session ? { client_id: c.session.clientId, sequence: c.session.seq } : {};
+    switch (input.kind) {
+      case 'get':
+        return { method: 'Get', req: { key: input.key, local: this.opts.unsafeLocalReads } };
+      case 'put':
+        return { method: 'Put', req: { key: input.key, value: input.value, ...session } };
+      case 'delete':
+        return { method: 'Delete', req: { key: input.key, ...session } };
+      case 'cas':
+        return {
+          method: 'CompareAndSwap',
+          req:
+            input.expected === null
+              ? { key: input.key, value: input.value, expect_absent: true, ...session }
+              : { key: input.key, value: input.value, expected_value: input.expected, ...session },
+        };
+    }
+  }
+
   private attempt(c: ClientState): void {
-    c.attempts++;
+    c.tries++;
     c.attempt++;
-    const target = c.leaderGuess !== '' && this.rng.chance(0.8) ? c.leaderGuess : this.rng.pick(this.ids);
-    if (c.op && c.op.input.kind !== 'get') c.maybeApplied = true;
-    const delay =
-      this.opts.net.minDelay + this.rng.float() * (this.opts.net.maxDelay - this.opts.net.minDelay);
-    this.schedule({ kind: 'client-req', node: target, client: c.id, attempt: c.attempt }, delay);
+    const ids = this.ids;
+    const target = c.leaderGuess !== '' ? c.leaderGuess : (ids[c.cursor % ids.length] as NodeId);
+    this.schedule(
+      { kind: 'call', node: target, client: c.id, attempt: c.attempt, call: this.request(c), held: false },
+      this.netDelay(),
+    );
     this.schedule({ kind: 'client-timeout', client: c.id, attempt: c.attempt }, this.opts.opTimeout);
   }
 
-  private handleClientRequest(nodeId: NodeId, clientId: number, attempt: number): void {
-    const n = this.node(nodeId);
-    const c = this.clients[clientId - 1];
-    if (!c?.op || c.attempt !== attempt || !n.alive || n.paused || !n.raft) return;
-    const input = c.op.input;
-    if (input.kind === 'get' && this.opts.unsafeLocalReads) {
-      const v = n.sm.get(input.key);
-      this.replyClient(nodeId, clientId, attempt, {
-        ok: true,
-        output: { kind: 'get', value: v ? v.value : null },
-      });
-    } else if (input.kind === 'get') {
-      const ctx = this.nextCtx++;
-      n.pendingReads.set(ctx, { client: clientId, attempt, key: input.key });
-      n.raft.readIndex(ctx);
-    } else {
-      // Legacy commands: the first write of a client opens its session (no registration step here).
-      const data = encodeRequest({ client: clientId, seq: c.seq, cmd: input }, LEGACY_COMMAND_VERSION);
-      const out = n.raft.propose(data);
-      if (out.kind === 'rejected') {
-        this.replyClient(nodeId, clientId, attempt, { ok: false, leaderHint: n.raft.leader });
-      } else {
-        n.pendingWrites.set(`${clientId}:${c.seq}`, { client: clientId, attempt });
-      }
+  /** The request reaches node `n`: the KV handler runs on it; its answer travels back. */
+  private serveCall(n: SimNode, client: number, attempt: number, call: CallReq): void {
+    const h = n.handlers;
+    if (!h) {
+      this.reply(client, attempt, { ok: false, code: 14, message: 'server starting' });
+      return;
     }
-    this.drive(n);
+    const sc = this.serverCall(n);
+    const inc = n.inc;
+    let p: Promise<Record<string, unknown>>;
+    try {
+      p = (h[call.method] as (req: never, call: ServerCall) => Promise<Record<string, unknown>>)(
+        call.req as never,
+        sc,
+      );
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    p.then(
+      (res) => {
+        if (this.alive(n.id, inc)) this.reply(client, attempt, { ok: true, res });
+      },
+      (err: unknown) => {
+        if (!this.alive(n.id, inc)) return;
+        if (err instanceof GrpcError)
+          this.reply(client, attempt, { ok: false, code: err.code, message: err.message });
+        else
+          this.failure ??= new SimFailure(
+            `handler ${call.method} threw ${String(err)}`,
+            this.opts.seed,
+            this.traceWithEvents(),
+            err,
+          );
+      },
+    );
   }
 
-  private replyClient(from: NodeId, client: number, attempt: number, reply: ClientReply): void {
-    const delay =
-      this.opts.net.minDelay + this.rng.float() * (this.opts.net.maxDelay - this.opts.net.minDelay);
-    this.schedule({ kind: 'client-reply', client, attempt, reply }, delay);
-    void from;
+  private reply(client: number, attempt: number, reply: Reply): void {
+    this.schedule({ kind: 'reply', client, attempt, reply }, this.netDelay());
   }
 
-  private handleClientReply(clientId: number, attempt: number, reply: ClientReply): void {
+  private handleReply(clientId: number, attempt: number, reply: Reply): void {
     const c = this.clients[clientId - 1];
     if (!c?.op || c.attempt !== attempt) return;
     if (reply.ok) {
       c.op.ret = this.now;
-      c.op.output = reply.output;
-      c.op = null;
-      if (this.clientsOn) this.schedule({ kind: 'client-next', client: c.id }, this.rng.float() * 10);
+      c.op.output = toOutput(c.op.input, reply.res);
+      this.finish(c, 10);
       return;
     }
-    if (reply.leaderHint !== '') c.leaderGuess = reply.leaderHint;
-    this.retryOrGiveUp(c);
+    this.failed(c, reply.code, reply.code === RetryStatus.DEADLINE_EXCEEDED, reply.message);
   }
 
   private handleClientTimeout(clientId: number, attempt: number): void {
     const c = this.clients[clientId - 1];
     if (!c?.op || c.attempt !== attempt) return;
-    c.leaderGuess = '';
-    this.retryOrGiveUp(c);
+    this.failed(c, RetryStatus.DEADLINE_EXCEEDED, true, 'attempt timed out');
   }
 
-  private retryOrGiveUp(c: ClientState): void {
+  /** The real client's rules: retry UNAVAILABLE and timed-out idempotent attempts, follow leader hints, back off. */
+  private failed(c: ClientState, code: number, attemptTimedOut: boolean, message: string): void {
     const op = c.op as HistoryOp;
-    if (c.attempts < this.opts.maxAttempts) {
-      this.attempt(c);
+    c.attempt++; // the attempt is over: its late reply or timeout is ignored
+    if (retryable(code, attemptTimedOut, true) && c.tries < this.opts.maxAttempts) {
+      const hint = code === RetryStatus.UNAVAILABLE ? leaderHint(message) : undefined;
+      const hinted = hint?.replace(/:\d+$/, '');
+      if (hinted && this.nodes.has(hinted) && hinted !== c.leaderGuess) {
+        c.leaderGuess = hinted;
+      } else {
+        c.leaderGuess = '';
+        c.cursor++;
+      }
+      const wait = backoffMs(c.tries - 1, 5, 100, this.rng.float());
+      this.schedule({ kind: 'client-retry', client: c.id, attempt: c.attempt }, wait);
       return;
     }
     // Out of attempts: a write may still take effect (its outcome is unknown); a read that
@@ -985,29 +1262,31 @@ export class Simulator {
       const i = this.history.indexOf(op);
       if (i >= 0) this.history.splice(i, 1);
     }
+    this.finish(c, 20 + this.rng.float() * 50);
+  }
+
+  private finish(c: ClientState, pause: number): void {
+    if (c.session) c.sessions.give(c.session);
+    c.session = null;
     c.op = null;
-    if (this.clientsOn) this.schedule({ kind: 'client-next', client: c.id }, 20 + this.rng.float() * 50);
+    if (this.clientsOn) this.schedule({ kind: 'client-next', client: c.id }, this.rng.float() * pause);
   }
 }
 
-function toOutput(cmd: KvCommand, result: NonNullable<ReturnType<KvStateMachine['apply']>>): KvOutput | null {
-  switch (result.kind) {
+function toOutput(input: KvInput, res: Record<string, unknown>): KvOutput {
+  switch (input.kind) {
+    case 'get':
+      return { kind: 'get', value: res['found'] ? (res['value'] as string) : null };
     case 'put':
       return { kind: 'put' };
     case 'delete':
-      return { kind: 'delete', existed: result.existed };
+      return { kind: 'delete', existed: res['deleted'] === true };
     case 'cas':
-      return { kind: 'cas', swapped: result.swapped };
-    case 'duplicate':
-      void cmd;
-      return null;
-    default:
-      // register, session-expired, invalid: this workload writes legacy commands only.
-      return null;
+      return { kind: 'cas', swapped: res['swapped'] === true };
   }
 }
 
-function describeEvent(ev: Ev): string {
+function describeEvent(ev: Timed): string {
   switch (ev.kind) {
     case 'deliver': {
       const m = ev.msg;
@@ -1022,22 +1301,22 @@ function describeEvent(ev: Ev): string {
       else if (m.type === 'vote-resp' || m.type === 'prevote-resp') detail = m.reject ? ' reject' : ' grant';
       else if (m.type === 'snap')
         detail = ` at=${m.meta.index} offset=${m.offset} len=${m.data.byteLength}${m.done ? ' done' : ''}`;
-      return `${from} -> ${to} ${type} t${term}${detail}`;
+      return `${from} -> ${to} ${type} t${term}${detail}${ev.held ? ' (held)' : ''}`;
     }
-    case 'tick':
+    case 'timer':
+    case 'immediate':
     case 'fsync':
     case 'restart':
     case 'resume':
+    case 'crash':
       return `${ev.kind} ${ev.node}`;
-    case 'client-req':
-      return `client ${ev.client} -> ${ev.node} (attempt ${ev.attempt})`;
-    case 'client-reply':
-      return `-> client ${ev.client}: ${ev.reply.ok ? JSON.stringify(ev.reply.output) : 'failed'}`;
+    case 'call':
+      return `client ${ev.client} -> ${ev.node} ${ev.call.method} ${JSON.stringify(ev.call.req)} (attempt ${ev.attempt})`;
+    case 'reply':
+      return `-> client ${ev.client}: ${ev.reply.ok ? JSON.stringify(ev.reply.res) : `error ${ev.reply.code} ${ev.reply.message}`}`;
     case 'client-timeout':
       return `client ${ev.client} attempt ${ev.attempt} timed out`;
     default:
       return ev.kind;
   }
 }
-
-type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { decodeRequest, encodeRequest } from '../../src/kv/state-machine.ts';
+import { proposalPayload } from '../../src/node/raft-node.ts';
 import type { NodeId } from '../../src/raft/types.ts';
 import { type SimOptions, Simulator } from '../../src/sim/simulator.ts';
 
@@ -16,10 +17,10 @@ export function data(s: string, key = 't'): Uint8Array {
   return encodeRequest({ client: 0, seq: 0, cmd: { kind: 'put', key, value: s } });
 }
 
-/** The value a command made by {@link data} carries. */
+/** The value a command made by {@link data} carries (in a RaftNode proposal envelope or not). */
 export function payload(bytes: Uint8Array | undefined): string | undefined {
   if (!bytes || bytes.byteLength === 0) return undefined;
-  const cmd = decodeRequest(bytes).cmd;
+  const cmd = decodeRequest(proposalPayload(bytes)).cmd;
   return cmd.kind === 'delete' ? undefined : cmd.value;
 }
 
@@ -37,14 +38,14 @@ export function appliedCount(sim: Simulator, index: number): number {
  * Submit `cmd` to whichever node is leader, retrying until `expected` nodes applied it
  * (or `maxMs` of virtual time passes). Returns the index it was committed at.
  */
-export function one(
+export async function one(
   sim: Simulator,
   cmd: string,
   expected: number,
   maxMs = 10_000,
   retry = true,
   key = 't',
-): number {
+): Promise<number> {
   const deadline = sim.now + maxMs;
   while (sim.now < deadline) {
     const l = sim.leader();
@@ -52,13 +53,13 @@ export function one(
       const out = sim.propose(l, data(cmd, key));
       if (out.kind === 'appended') {
         const idx = out.index;
-        const ok = sim.runUntil(() => appliedCount(sim, idx) >= expected, 2_000);
+        const ok = await sim.runUntil(() => appliedCount(sim, idx) >= expected, 2_000);
         if (ok && holds(sim, idx, cmd)) return idx;
         if (!retry) break;
         continue;
       }
     }
-    sim.runFor(50);
+    await sim.runFor(50);
   }
   return assert.fail(`one(${cmd}) failed to reach agreement on ${expected} nodes`);
 }
@@ -73,8 +74,8 @@ function holds(sim: Simulator, index: number, cmd: string): boolean {
   return true; // compacted everywhere: the invariants already checked what was applied
 }
 
-export function checkOneLeader(sim: Simulator, maxMs = 5_000): NodeId {
-  const l = sim.waitForLeader(maxMs);
+export async function checkOneLeader(sim: Simulator, maxMs = 5_000): Promise<NodeId> {
+  const l = await sim.waitForLeader(maxMs);
   if (l === null) return assert.fail('expected a leader');
   return l;
 }
