@@ -75,7 +75,7 @@ test('RaftNode runs on the injected runtime: its timers, clock, deadlines and se
     runtime: rt,
   });
   try {
-    assert.equal(rt.randomCalls, 1, 'the election seed comes from the runtime');
+    assert.ok(rt.randomCalls >= 1, 'the election seed and start nonces come from the runtime');
     assert.equal(rt.timers.size, 1, 'the tick interval is a runtime timer');
     // Real time passes, virtual time does not: no tick, no election.
     await new Promise((r) => setTimeout(r, 50));
