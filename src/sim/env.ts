@@ -37,6 +37,8 @@ export interface SimHost {
   random(max: number): number;
   scheduleTimer(node: NodeId, inc: number, t: SimTimer, localDelay: number): void;
   scheduleImmediate(node: NodeId, inc: number, cb: () => void): void;
+  /** Wrong on purpose (tests of the checker): persist resolves before its fsync completes. */
+  readonly ackBeforeFsync: boolean;
   /** Completes an fsync of `node`'s disk after a virtual delay, then calls `done`. */
   scheduleFsync(node: NodeId, inc: number, done: () => void): void;
   /** A write is in flight on `node` (the crash-at-next-write fault acts here). */
@@ -122,6 +124,7 @@ export class SimStorage implements RaftStorage {
         this.host.onDurable(this.node);
         resolve();
       });
+      if (this.host.ackBeforeFsync) resolve();
     });
   }
   stats(): StorageStats {

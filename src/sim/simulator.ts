@@ -103,6 +103,8 @@ export interface SimOptions {
    * tests use it to show that the history checker catches stale reads.
    */
   unsafeLocalReads: boolean;
+  /** Storage resolves persist before its fsync: wrong on purpose, to show the commitment check catches it. */
+  ackBeforeFsync: boolean;
 }
 
 export const defaultOptions: SimOptions = {
@@ -142,6 +144,7 @@ export const defaultOptions: SimOptions = {
   maxAttempts: 6,
   traceSize: 300,
   unsafeLocalReads: false,
+  ackBeforeFsync: false,
 };
 
 /** A preset with every fault on: the configuration CI runs over many seeds. */
@@ -368,6 +371,10 @@ export class Simulator implements SimHost {
   }
 
   // ------------------------------------------------------------------ SimHost
+
+  get ackBeforeFsync(): boolean {
+    return this.opts.ackBeforeFsync;
+  }
 
   alive(node: NodeId, inc: number): boolean {
     const n = this.nodes.get(node);
