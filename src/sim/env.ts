@@ -47,6 +47,7 @@ export interface SimHost {
   onDurable(node: NodeId): void;
   send(m: Message): void;
   onApply(node: NodeId, index: number, data: Uint8Array): void;
+  onApplied(node: NodeId, index: number, data: Uint8Array, kv: KvStateMachine): void;
   onRestore(node: NodeId, index: number, applied: number): void;
 }
 
@@ -166,7 +167,9 @@ export class ObservedKv implements StateMachine<KvResult | null> {
   ) {}
   apply(index: number, data: Uint8Array): KvResult | null {
     this.host.onApply(this.node, index, data);
-    return this.kv.apply(index, data);
+    const r = this.kv.apply(index, data);
+    this.host.onApplied(this.node, index, data, this.kv);
+    return r;
   }
   snapshot(): Uint8Array {
     return this.kv.snapshot();

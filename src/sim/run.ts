@@ -14,6 +14,8 @@ export interface RunResult {
   readonly unknownOps: number;
   readonly applied: number;
   readonly committed: number;
+  /** Local reads checked against the committed log's prefix their node had applied. */
+  readonly localReads: number;
   /** Hash of the whole event trace: two runs with equal hashes processed the same events. */
   readonly traceHash: number;
   readonly stats: Simulator['stats'];
@@ -80,6 +82,7 @@ function result(sim: Simulator, seed: number, ok: boolean): RunResult {
     unknownOps: sim.history.filter((o) => o.ret === null).length,
     applied: sim.inv.appliedMax,
     committed: sim.inv.committedMax,
+    localReads: sim.localReads,
     traceHash: sim.traceHash,
     stats: { ...sim.stats },
   };

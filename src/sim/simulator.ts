@@ -25,9 +25,10 @@
  * checked for linearizability.
  */
 
+import type { KvInput, KvOutput, KvvInput, KvvOutput } from '../check/kv-model.ts';
 import { backoffMs, leaderHint, RetryStatus, retryable, SessionPool } from '../client/retry.ts';
 import { GrpcError, type ServerCall } from '../grpc/index.ts';
-import { type KvResult, KvStateMachine } from '../kv/state-machine.ts';
+import { decodeRequest, type KvResult, KvStateMachine } from '../kv/state-machine.ts';
 import { RaftNode } from '../node/raft-node.ts';
 import { bootstrapState, emptyState, type ProposeOutcome, type Raft } from '../raft/raft.ts';
 import { SeededRng } from '../raft/rng.ts';
@@ -154,7 +155,8 @@ export function chaosOptions(seed: number, overrides: Partial<SimOptions> = {}):
     seed,
     voters: 3 + 2 * (seed % 2),
     spares: 2,
-    snapshotEvery: 40,
+    // Some seeds never compact: a restarted node then replays everything it ever proposed.
+    snapshotEvery: [40, 0, 200][(seed >> 3) % 3] as number,
     retain: 5,
     clockDrift: 0.01,
     net: { minDelay: 0.3, maxDelay: 8, drop: 0.03, duplicate: 0.02 },
@@ -179,18 +181,9 @@ export function chaosOptions(seed: number, overrides: Partial<SimOptions> = {}):
   };
 }
 
-export type KvInput =
-  | { readonly kind: 'put'; readonly key: string; readonly value: string }
-  | { readonly kind: 'delete'; readonly key: string }
-  | { readonly kind: 'cas'; readonly key: string; readonly expected: string | null; readonly value: string }
-  | { readonly kind: 'get'; readonly key: string };
-export type KvOutput =
-  | { readonly kind: 'put' }
-  | { readonly kind: 'get'; readonly value: string | null }
-  | { readonly kind: 'delete'; readonly existed: boolean }
-  | { readonly kind: 'cas'; readonly swapped: boolean };
+export type { KvInput, KvOutput } from '../check/kv-model.ts';
 
-/** One client operation: `ret === null` means its outcome is unknown (it may or may not have happened). */
+/** An operation of the plain KV model (used by the real-process tests): `ret === null` means its outcome is unknown. */
 export interface HistoryOp {
   readonly id: number;
   readonly client: number;
@@ -200,10 +193,36 @@ export interface HistoryOp {
   output: KvOutput | null;
 }
 
+/** What a simulated client does: the versioned KV operations, a linearizable list of every key, a local get. */
+export type SimInput =
+  | KvvInput
+  | { readonly kind: 'list' }
+  /** A local (possibly stale) get on one node: checked per node, not for linearizability. */
+  | { readonly kind: 'local-get'; readonly key: string };
+export interface ListedKey {
+  readonly key: string;
+  readonly value: string;
+  readonly version: number;
+}
+export type SimOutput =
+  | KvvOutput
+  | { readonly kind: 'list'; readonly items: readonly ListedKey[]; readonly more: boolean }
+  | { readonly kind: 'local-get'; readonly value: string | null; readonly version: number };
+
+/** One client operation: `ret === null` means its outcome is unknown (it may or may not have happened). */
+export interface SimOp {
+  readonly id: number;
+  readonly client: number;
+  readonly input: SimInput;
+  readonly call: number;
+  ret: number | null;
+  output: SimOutput | null;
+}
+
 type Reply = { ok: true; res: Record<string, unknown> } | { ok: false; code: number; message: string };
 
 interface CallReq {
-  readonly method: 'Put' | 'Get' | 'Delete' | 'CompareAndSwap';
+  readonly method: 'Put' | 'Get' | 'Delete' | 'CompareAndSwap' | 'List';
   readonly req: Record<string, unknown>;
 }
 
@@ -270,7 +289,7 @@ interface ClientState {
   readonly id: number;
   readonly sessions: SessionPool;
   session: { clientId: number; seq: number } | null;
-  op: HistoryOp | null;
+  op: SimOp | null;
   /** Attempt counter over all operations (stale replies and timeouts are ignored). */
   attempt: number;
   /** Attempts of the current operation. */
@@ -323,7 +342,14 @@ export class Simulator implements SimHost {
   readonly opts: SimOptions;
   readonly rng: SeededRng;
   readonly nodes = new Map<NodeId, SimNode>();
-  readonly history: HistoryOp[] = [];
+  readonly history: SimOp[] = [];
+  /** Per key, the value after each committed write (index order): the log's state at any prefix. */
+  private readonly keyLog = new Map<string, { index: number; value: string | null; version: number }[]>();
+  /** Per index, the key written there and its value after it, as the first node to apply it saw. */
+  private readonly applyLog = new Map<number, { key: string; value: string | null; version: number }>();
+  private appliedTop = 0;
+  /** Local reads checked against the log's prefix their node had applied. */
+  localReads = 0;
   readonly inv = new Invariants();
   /** Messages sent, by type. */
   readonly sent = new Map<string, number>();
@@ -439,6 +465,54 @@ export class Simulator implements SimHost {
     const r = this.node(node).raft;
     const e = r?.entryAt(index);
     this.inv.onApply(node, index, e ? e.term : -1, data);
+  }
+
+  /** After `node` applied `index`: the first node to apply an index records the key's new state; others must agree. */
+  onApplied(node: NodeId, index: number, data: Uint8Array, kv: KvStateMachine): void {
+    if (data.byteLength === 0) return;
+    const key = decodeRequest(data).cmd.key;
+    const v = kv.get(key);
+    const after = { key, value: v ? v.value : null, version: v ? v.version : 0 };
+    const known = this.applyLog.get(index);
+    if (known === undefined) {
+      if (index <= this.appliedTop) return; // compacted history of an earlier life: nothing to compare
+      this.appliedTop = index;
+      this.applyLog.set(index, after);
+      let log = this.keyLog.get(key);
+      if (!log) {
+        log = [];
+        this.keyLog.set(key, log);
+      }
+      log.push({ index, value: after.value, version: after.version });
+    } else if (known.key !== key || known.value !== after.value || known.version !== after.version) {
+      throw new SafetyViolation(
+        `${node} holds ${key}=${after.value} (version ${after.version}) after applying ${index}, the first to apply it held ${known.value} (version ${known.version})`,
+      );
+    }
+  }
+
+  /** A local read on `node` must show the key as the committed log left it at the prefix the node had applied. */
+  private checkLocalRead(node: NodeId, appliedAt: number, key: string, res: Record<string, unknown>): void {
+    const log = this.keyLog.get(key) ?? [];
+    let lo = 0;
+    let hi = log.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((log[mid] as { index: number }).index <= appliedAt) lo = mid + 1;
+      else hi = mid;
+    }
+    const at = lo > 0 ? log[lo - 1] : undefined;
+    const value = res['found'] ? (res['value'] as string) : null;
+    const version = value === null ? 0 : (res['version'] as number);
+    const want = at ?? { value: null, version: 0 };
+    this.localReads++;
+    if (want.value !== value || want.version !== version) {
+      this.failure ??= new SimFailure(
+        `safety violation: local read of ${key} on ${node} (applied ${appliedAt}) returned ${value} (version ${version}); the log's prefix holds ${want.value} (version ${want.version})`,
+        this.opts.seed,
+        this.traceWithEvents(),
+      );
+    }
   }
 
   onRestore(node: NodeId, index: number, applied: number): void {
@@ -961,7 +1035,8 @@ export class Simulator implements SimHost {
     if (f.partition) kinds.push('partition', 'partition', 'isolate-leader');
     if (f.asymmetric) kinds.push('one-way', 'one-way-leader', 'non-transitive');
     if (f.membership) kinds.push('membership', 'membership');
-    if (f.transfer) kinds.push('transfer');
+    if (f.transfer) kinds.push('transfer', 'transfer-stall');
+    if (f.pause && f.partition) kinds.push('stall-leader');
     kinds.push('drop-burst');
     const kind = this.rng.pick(kinds);
     const ids = this.ids;
@@ -1049,7 +1124,20 @@ export class Simulator implements SimHost {
       case 'membership':
         this.changeMembership();
         return;
-      case 'transfer': {
+      case 'stall-leader': {
+        // The leader stalls (GC, SIGSTOP, a blocked disk) and its peer links fail meanwhile;
+        // clients still reach it. It resumes before the links heal.
+        const l = this.leader();
+        if (!l) return;
+        this.isolate(l);
+        this.pause(l);
+        const resumeAt = 50 + this.rng.float() * 350;
+        this.schedule({ kind: 'resume', node: l }, resumeAt);
+        this.schedule({ kind: 'heal', epoch: this.partitionEpoch }, resumeAt + this.rng.float() * 60);
+        return;
+      }
+      case 'transfer':
+      case 'transfer-stall': {
         const l = this.leader();
         const node = l ? this.node(l).node : null;
         if (!l || !node) return;
@@ -1060,6 +1148,11 @@ export class Simulator implements SimHost {
         try {
           node.transferLeadership(to);
           this.log(`transfer ${l} -> ${to}: started`);
+          if (kind === 'transfer-stall') {
+            // The target stalls with the TimeoutNow in its socket: it acts on it late.
+            this.pause(to);
+            this.schedule({ kind: 'resume', node: to }, 50 + this.rng.float() * 300);
+          }
         } catch (err) {
           this.log(`transfer ${l} -> ${to}: ${(err as Error).message}`);
         }
@@ -1128,19 +1221,22 @@ export class Simulator implements SimHost {
     if (!c || !this.clientsOn || c.op) return;
     const key = `k${this.rng.int(this.opts.keys)}`;
     const r = this.rng.int(10);
-    let input: KvInput;
+    let input: SimInput;
     const value = `v${clientId}.${this.opIds + 1}`;
-    if (r < 4) input = { kind: 'get', key };
-    else if (r < 7) input = { kind: 'put', key, value };
-    else if (r < 8) input = { kind: 'delete', key };
-    else {
+    if (r < 3) input = { kind: 'get', key };
+    else if (r < 4) input = this.rng.chance(0.5) ? { kind: 'list' } : { kind: 'local-get', key };
+    else if (r < 6) input = { kind: 'put', key, value };
+    else if (r < 7) input = { kind: 'delete', key };
+    else if (r < 8 || this.opts.unsafeLocalReads) {
       const prev = this.history.length > 0 ? this.rng.pick(this.history).input : null;
-      const expected =
-        this.rng.chance(0.3) || !prev || prev.kind === 'get' || prev.kind === 'delete' ? null : prev.value;
+      const expected = this.rng.chance(0.3) || !prev || !('value' in prev) ? null : prev.value;
       input = { kind: 'cas', key, expected, value };
+    } else {
+      input = { kind: 'cas', key, expected: null, expectedVersion: 1 + this.rng.int(4), value };
     }
-    c.session = input.kind === 'get' ? null : c.sessions.take();
-    const op: HistoryOp = {
+    const write = input.kind === 'put' || input.kind === 'delete' || input.kind === 'cas';
+    c.session = write ? c.sessions.take() : null;
+    const op: SimOp = {
       id: ++this.opIds,
       client: clientId,
       input,
@@ -1155,11 +1251,15 @@ export class Simulator implements SimHost {
   }
 
   private request(c: ClientState): CallReq {
-    const input = (c.op as HistoryOp).input;
+    const input = (c.op as SimOp).input;
     const session = c.session ? { client_id: c.session.clientId, sequence: c.session.seq } : {};
     switch (input.kind) {
       case 'get':
         return { method: 'Get', req: { key: input.key, local: this.opts.unsafeLocalReads } };
+      case 'local-get':
+        return { method: 'Get', req: { key: input.key, local: true } };
+      case 'list':
+        return { method: 'List', req: { prefix: '', limit: 1000, local: this.opts.unsafeLocalReads } };
       case 'put':
         return { method: 'Put', req: { key: input.key, value: input.value, ...session } };
       case 'delete':
@@ -1168,9 +1268,11 @@ export class Simulator implements SimHost {
         return {
           method: 'CompareAndSwap',
           req:
-            input.expected === null
-              ? { key: input.key, value: input.value, expect_absent: true, ...session }
-              : { key: input.key, value: input.value, expected_value: input.expected, ...session },
+            input.expectedVersion !== undefined
+              ? { key: input.key, value: input.value, expected_version: input.expectedVersion, ...session }
+              : input.expected === null
+                ? { key: input.key, value: input.value, expect_absent: true, ...session }
+                : { key: input.key, value: input.value, expected_value: input.expected, ...session },
         };
     }
   }
@@ -1196,6 +1298,8 @@ export class Simulator implements SimHost {
     }
     const sc = this.serverCall(n);
     const inc = n.inc;
+    // A local read sees the state machine as it is now: the log's prefix up to this index.
+    const appliedAt = n.kv ? n.kv.applied : 0;
     let p: Promise<Record<string, unknown>>;
     try {
       p = (h[call.method] as (req: never, call: ServerCall) => Promise<Record<string, unknown>>)(
@@ -1207,7 +1311,11 @@ export class Simulator implements SimHost {
     }
     p.then(
       (res) => {
-        if (this.alive(n.id, inc)) this.reply(client, attempt, { ok: true, res });
+        if (!this.alive(n.id, inc)) return;
+        if (call.method === 'Get' && call.req['local'] === true && !this.opts.unsafeLocalReads) {
+          this.checkLocalRead(n.id, appliedAt, call.req['key'] as string, res);
+        }
+        this.reply(client, attempt, { ok: true, res });
       },
       (err: unknown) => {
         if (!this.alive(n.id, inc)) return;
@@ -1248,9 +1356,12 @@ export class Simulator implements SimHost {
 
   /** The real client's rules: retry UNAVAILABLE and timed-out idempotent attempts, follow leader hints, back off. */
   private failed(c: ClientState, code: number, attemptTimedOut: boolean, message: string): void {
-    const op = c.op as HistoryOp;
+    const op = c.op as SimOp;
     c.attempt++; // the attempt is over: its late reply or timeout is ignored
-    if (retryable(code, attemptTimedOut, true) && c.tries < this.opts.maxAttempts) {
+    const read = op.input.kind === 'get' || op.input.kind === 'list' || op.input.kind === 'local-get';
+    // A local read goes to one node and is not retried elsewhere (as the real client does).
+    const again = op.input.kind !== 'local-get' && c.tries < this.opts.maxAttempts;
+    if (retryable(code, attemptTimedOut, true) && again) {
       const hint = code === RetryStatus.UNAVAILABLE ? leaderHint(message) : undefined;
       const hinted = hint?.replace(/:\d+$/, '');
       if (hinted && this.nodes.has(hinted) && hinted !== c.leaderGuess) {
@@ -1265,7 +1376,7 @@ export class Simulator implements SimHost {
     }
     // Out of attempts: a write may still take effect (its outcome is unknown); a read that
     // returned nothing constrains nothing and leaves the history.
-    if (op.input.kind === 'get') {
+    if (read) {
       const i = this.history.indexOf(op);
       if (i >= 0) this.history.splice(i, 1);
     }
@@ -1280,10 +1391,26 @@ export class Simulator implements SimHost {
   }
 }
 
-function toOutput(input: KvInput, res: Record<string, unknown>): KvOutput {
+function toOutput(input: SimInput, res: Record<string, unknown>): SimOutput {
   switch (input.kind) {
     case 'get':
-      return { kind: 'get', value: res['found'] ? (res['value'] as string) : null };
+      return {
+        kind: 'get',
+        value: res['found'] ? (res['value'] as string) : null,
+        version: (res['version'] as number) ?? 0,
+      };
+    case 'local-get':
+      return {
+        kind: 'local-get',
+        value: res['found'] ? (res['value'] as string) : null,
+        version: (res['version'] as number) ?? 0,
+      };
+    case 'list':
+      return {
+        kind: 'list',
+        items: (res['items'] as ListedKey[]).map((i) => ({ key: i.key, value: i.value, version: i.version })),
+        more: res['more'] === true,
+      };
     case 'put':
       return { kind: 'put' };
     case 'delete':

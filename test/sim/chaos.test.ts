@@ -17,14 +17,17 @@ function report(seed: number, message: string, trace: readonly string[], extra =
 test(`chaos: ${SEEDS} seeds with crashes, crash loops, torn writes, pauses, partitions (one-way, non-transitive), drops, clock drift, membership changes and transfers`, async () => {
   let ops = 0;
   let faults = 0;
+  let localReads = 0;
   for (let seed = 1; seed <= SEEDS; seed++) {
     const r = await runSeed(seed, STEPS, {}, checkKvHistory);
     if (!r.ok) assert.fail(report(seed, r.error?.message ?? 'failed', r.error?.trace ?? []));
     ops += r.ops;
+    localReads += r.localReads;
     faults += Object.values(r.stats).reduce((a, b) => a + b, 0);
   }
   assert.ok(ops > SEEDS * 40, `clients completed ${ops} operations`);
   assert.ok(faults > SEEDS * 8, `${faults} faults injected`);
+  assert.ok(localReads > SEEDS, `${localReads} local reads checked`);
 });
 
 test(`chaos with lease reads (${LEASE_SEEDS} seeds)`, async () => {
