@@ -1,6 +1,6 @@
 /**
  * The simulator's command line.
- *   npm run sim -- --seed 7 --steps 20000      one run, replayable exactly
+ *   npm run sim -- --seed 7 [--steps 6000]      one run, replayable exactly
  *   npm run sim -- --seeds 10000 [--from 1]    the soak: many seeds, stops at the first failure
  * Options: --lease (lease reads), --no-prevote, --no-checkquorum, --trace N (lines shown on failure).
  */
@@ -19,7 +19,7 @@ const args = process.argv.slice(2);
 let seed: number | null = null;
 let seeds = 0;
 let from = 1;
-let steps = 20_000;
+let steps = 6_000;
 let traceLines = 60;
 const extra: string[] = [];
 const overrides: Partial<SimOptions> = {};
