@@ -52,6 +52,8 @@ export class Invariants {
   /** Per node: the highest commit index already checked. */
   private readonly nodeCommit = new Map<NodeId, number>();
   private readonly nodeApplied = new Map<NodeId, number>();
+  /** Per node: its voters as of the last check. */
+  private readonly lastVoters = new Map<NodeId, readonly NodeId[]>();
   private readonly durableTerm = new Map<NodeId, number>();
   private readonly checkedLeader = new Set<string>();
   checks = 0;
@@ -67,6 +69,7 @@ export class Invariants {
 
   nodeCrashed(id: NodeId): void {
     this.nodeApplied.delete(id);
+    this.lastVoters.delete(id);
     this.nodeCommit.delete(id);
   }
 
@@ -182,6 +185,9 @@ export class Invariants {
   private checkCommit(view: ClusterView, id: NodeId, r: Raft): void {
     const c = r.commitIndex;
     const seen = this.nodeCommit.get(id) ?? 0;
+    const before = this.lastVoters.get(id);
+    const voters = r.configuration.voters;
+    this.lastVoters.set(id, voters);
     if (c <= seen) return;
     this.nodeCommit.set(id, c);
     const first = r.status().firstIndex;
@@ -201,15 +207,20 @@ export class Invariants {
       }
     }
     if (r.currentRole === Role.Leader && r.termAt(c) === r.currentTerm) {
-      const voters = r.configuration.voters;
-      let durable = 0;
-      for (const v of voters) {
-        const dt = view.durableTermAt(v, c);
-        if (dt === r.currentTerm || dt === -2) durable++;
-      }
-      if (durable * 2 <= voters.length) {
+      // A membership change takes effect when applied, which may be in the very event that
+      // committed it (under the configuration before): either configuration's quorum will do.
+      const durable = (vs: readonly NodeId[]): number => {
+        let k = 0;
+        for (const v of vs) {
+          const dt = view.durableTermAt(v, c);
+          if (dt === r.currentTerm || dt === -2) k++;
+        }
+        return k;
+      };
+      const now = durable(voters);
+      if (now * 2 <= voters.length && (before === undefined || durable(before) * 2 <= before.length)) {
         throw new SafetyViolation(
-          `${id} (leader of term ${r.currentTerm}) commits ${c}, durable on only ${durable} of voters ${voters.join(',')}`,
+          `${id} (leader of term ${r.currentTerm}) commits ${c}, durable on only ${now} of voters ${voters.join(',')}`,
         );
       }
     }
