@@ -296,6 +296,12 @@ interface ClientState {
   tries: number;
   leaderGuess: NodeId;
   cursor: number;
+  /**
+   * A one-shot client, like a `raftkv put` run: every operation starts afresh at its one
+   * endpoint (a node it keeps to, leader or not: followers forward), with no leader known.
+   */
+  readonly oneShot: boolean;
+  readonly home: number;
 }
 
 export class SimFailure extends Error {
@@ -730,6 +736,8 @@ export class Simulator implements SimHost {
         tries: 0,
         leaderGuess: '',
         cursor: this.rng.int(this.nodes.size),
+        oneShot: id % 2 === 0,
+        home: this.rng.int(this.nodes.size),
       };
       this.clients.push(c);
       this.schedule({ kind: 'client-next', client: c.id }, this.rng.float() * 20);
@@ -1236,6 +1244,10 @@ export class Simulator implements SimHost {
     }
     const write = input.kind === 'put' || input.kind === 'delete' || input.kind === 'cas';
     c.session = write ? c.sessions.take() : null;
+    if (c.oneShot) {
+      c.leaderGuess = '';
+      c.cursor = c.home;
+    }
     const op: SimOp = {
       id: ++this.opIds,
       client: clientId,
