@@ -26,7 +26,7 @@
  */
 
 import type { KvInput, KvOutput, KvvInput, KvvOutput } from '../check/kv-model.ts';
-import { backoffMs, leaderHint, RetryStatus, retryable, SessionPool } from '../client/retry.ts';
+import { backoffMs, leaderHint, RetryStatus, retryable } from '../client/retry.ts';
 import { GrpcError, type ServerCall } from '../grpc/index.ts';
 import { decodeRequest, type KvResult, KvStateMachine } from '../kv/state-machine.ts';
 import { RaftNode } from '../node/raft-node.ts';
@@ -222,7 +222,7 @@ export interface SimOp {
 type Reply = { ok: true; res: Record<string, unknown> } | { ok: false; code: number; message: string };
 
 interface CallReq {
-  readonly method: 'Put' | 'Get' | 'Delete' | 'CompareAndSwap' | 'List';
+  readonly method: 'Put' | 'Get' | 'Delete' | 'CompareAndSwap' | 'List' | 'RegisterSession';
   readonly req: Record<string, unknown>;
 }
 
@@ -287,8 +287,10 @@ export class SimNode {
 
 interface ClientState {
   readonly id: number;
-  readonly sessions: SessionPool;
+  /** The client's session (from RegisterSession); one-shot clients open one per write. */
   session: { clientId: number; seq: number } | null;
+  /** The current operation waits for its session to be registered first. */
+  registering: boolean;
   op: SimOp | null;
   /** Attempt counter over all operations (stale replies and timeouts are ignored). */
   attempt: number;
@@ -476,7 +478,12 @@ export class Simulator implements SimHost {
   /** After `node` applied `index`: the first node to apply an index records the key's new state; others must agree. */
   onApplied(node: NodeId, index: number, data: Uint8Array, kv: KvStateMachine): void {
     if (data.byteLength === 0) return;
-    const key = decodeRequest(data).cmd.key;
+    let key: string;
+    try {
+      key = decodeRequest(data).cmd.key;
+    } catch {
+      return; // a session registration (or bytes that are no command): no key changes
+    }
     const v = kv.get(key);
     const after = { key, value: v ? v.value : null, version: v ? v.version : 0 };
     const known = this.applyLog.get(index);
@@ -725,12 +732,11 @@ export class Simulator implements SimHost {
     this.clientsOn = true;
     for (let i = 0; i < this.opts.clients; i++) {
       const id = i + 1;
-      let sessions = 0;
       const c: ClientState = {
         id,
         // Session ids from the simulation (the real client draws 53 random bits).
-        sessions: new SessionPool(() => id * 1_000_000 + ++sessions),
         session: null,
+        registering: false,
         op: null,
         attempt: 0,
         tries: 0,
@@ -1215,6 +1221,7 @@ export class Simulator implements SimHost {
       deadline,
       cancelled: false,
       peer: 'sim',
+      peerCertificate: () => null,
       setHeader() {},
       setTrailer() {},
     };
@@ -1243,11 +1250,14 @@ export class Simulator implements SimHost {
       input = { kind: 'cas', key, expected: null, expectedVersion: 1 + this.rng.int(4), value };
     }
     const write = input.kind === 'put' || input.kind === 'delete' || input.kind === 'cas';
-    c.session = write ? c.sessions.take() : null;
     if (c.oneShot) {
       c.leaderGuess = '';
       c.cursor = c.home;
+      c.session = null;
     }
+    // A write needs a session: open one with RegisterSession first, as the client library does.
+    c.registering = write && c.session === null;
+    if (write && c.session) c.session.seq++;
     const op: SimOp = {
       id: ++this.opIds,
       client: clientId,
@@ -1263,6 +1273,7 @@ export class Simulator implements SimHost {
   }
 
   private request(c: ClientState): CallReq {
+    if (c.registering) return { method: 'RegisterSession', req: {} };
     const input = (c.op as SimOp).input;
     const session = c.session ? { client_id: c.session.clientId, sequence: c.session.seq } : {};
     switch (input.kind) {
@@ -1351,6 +1362,14 @@ export class Simulator implements SimHost {
   private handleReply(clientId: number, attempt: number, reply: Reply): void {
     const c = this.clients[clientId - 1];
     if (!c?.op || c.attempt !== attempt) return;
+    if (reply.ok && c.registering) {
+      c.registering = false;
+      c.session = { clientId: reply.res['client_id'] as number, seq: 1 };
+      c.tries = 0;
+      c.attempt++;
+      this.attempt(c);
+      return;
+    }
     if (reply.ok) {
       c.op.ret = this.now;
       c.op.output = toOutput(c.op.input, reply.res);
@@ -1388,7 +1407,8 @@ export class Simulator implements SimHost {
     }
     // Out of attempts: a write may still take effect (its outcome is unknown); a read that
     // returned nothing constrains nothing and leaves the history.
-    if (read) {
+    if (read || c.registering) {
+      // A write whose session never opened was never sent: it did not happen.
       const i = this.history.indexOf(op);
       if (i >= 0) this.history.splice(i, 1);
     }
@@ -1396,8 +1416,7 @@ export class Simulator implements SimHost {
   }
 
   private finish(c: ClientState, pause: number): void {
-    if (c.session) c.sessions.give(c.session);
-    c.session = null;
+    c.registering = false;
     c.op = null;
     if (this.clientsOn) this.schedule({ kind: 'client-next', client: c.id }, this.rng.float() * pause);
   }
