@@ -48,6 +48,15 @@ describe('peer plane with a cluster secret', () => {
   /** Runs `attack` over and over for ~1.5 s while writing; asserts writes succeed and leader and term hold. */
   async function underAttack(attack: () => Promise<ForgeResult>): Promise<ForgeResult[]> {
     const leader = await c.leader(30_000);
+    // every node up and following the leader first (a process may still be starting on a busy machine)
+    for (let i = 0; ; i++) {
+      const sts = await Promise.all(
+        c.ids.map((id) => rpc(c.client(id), 'GetClusterStatus', {}, 1_000).catch(() => undefined)),
+      );
+      if (sts.every((st) => st?.['leader'] === leader)) break;
+      if (i >= 300) throw new Error(`not every node follows ${leader}\n${c.tail()}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
     const before = await rpc(c.client(leader), 'GetClusterStatus', {});
     const results: ForgeResult[] = [];
     const end = Date.now() + 1_500;
@@ -62,6 +71,8 @@ describe('peer plane with a cluster secret', () => {
     assert.equal(after['leader'], leader, 'the leader did not change');
     assert.equal(after['term'], before['term'], 'the term did not change');
     for (const id of c.ids) {
+      const p = c.procs.get(id);
+      assert.ok(p?.exitCode === null && p.signalCode === null, `${id} is still running\n${c.tail()}`);
       const st = await rpc(c.client(id), 'GetClusterStatus', {});
       assert.equal(st['leader'], leader, `${id} follows the same leader`);
     }
