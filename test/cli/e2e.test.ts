@@ -92,10 +92,14 @@ describe('real processes', () => {
     return p;
   };
   const leaderId = () =>
-    until('a leader', async () => {
-      const st = await client.status({ timeoutMs: 1_000 });
-      return st.leader || undefined;
-    });
+    until(
+      'a leader',
+      async () => {
+        const st = await client.status({ timeoutMs: 1_000 });
+        return st.leader || undefined;
+      },
+      90_000, // three processes starting on a busy machine
+    );
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'raftkv-e2e-'));

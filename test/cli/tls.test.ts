@@ -89,7 +89,7 @@ describe('TLS with real processes', {
       retries: 200,
       tls: { ca: f('ca.pem'), cert: f('node.pem'), key: f('node.key') },
     });
-    const end = Date.now() + 30_000;
+    const end = Date.now() + 90_000; // three processes starting on a busy machine
     for (;;) {
       const st = await client.status({ timeoutMs: 1_000 }).catch(() => undefined);
       if (st?.leader) break;
