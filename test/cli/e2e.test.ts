@@ -200,11 +200,15 @@ describe('real processes', () => {
     for (const [k, v] of acked) assert.equal(got.get(k), v, `acknowledged ${k} survived`);
     // The killed node comes back and catches up.
     serve(old);
-    await until(`${old} to catch up`, async () => {
-      const st = await client.status({ endpoint: addr.get(old) as string, timeoutMs: 1_000 });
-      const lst = await client.status({ timeoutMs: 1_000 });
-      return st.appliedIndex >= lst.commitIndex ? true : undefined;
-    });
+    await until(
+      `${old} to catch up`,
+      async () => {
+        const st = await client.status({ endpoint: addr.get(old) as string, timeoutMs: 1_000 });
+        const lst = await client.status({ timeoutMs: 1_000 });
+        return st.appliedIndex >= lst.commitIndex ? true : undefined;
+      },
+      60_000, // a process restart on a busy machine
+    );
   });
 
   test('bad input: empty key, oversized value, data dir of a running node, malformed peers: clear error and exit code', async () => {
@@ -279,7 +283,7 @@ describe('real processes', () => {
       await until(
         'the cluster banner',
         async () => (/Ctrl-C stops all nodes/.test(p.output) ? true : undefined),
-        30_000,
+        90_000,
       );
       const eps = [
         ...p.output.matchAll(/^ {2}n\d {2}(127\.0\.0\.1:\d+) {2}peers 127\.0\.0\.1:\d+ {2}data/gm),
@@ -372,10 +376,14 @@ describe('real processes', () => {
       '--tick-ms',
       '30',
     ]);
-    await until('n4 to be a voter', async () => {
-      const st = await client.status({ timeoutMs: 1_000 });
-      return st.members.some((m) => m.id === 'n4' && m.role === 'voter') ? true : undefined;
-    });
+    await until(
+      'n4 to be a voter',
+      async () => {
+        const st = await client.status({ timeoutMs: 1_000 });
+        return st.members.some((m) => m.id === 'n4' && m.role === 'voter') ? true : undefined;
+      },
+      60_000,
+    );
     // n4 logs its promotion once the AddMember answer reaches it, just after the commit.
     await until('n4 to log its promotion', async () =>
       /joined the cluster as a voter/.test(p.output) ? true : undefined,
