@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { freePort } from '../../src/cli/free-port.ts';
 import { RaftKvClient, RaftKvError } from '../../src/client/index.ts';
+import { distinctFreePort } from '../e2e/cluster.ts';
 import { type Settled, waitFor } from '../support/wait.ts';
 
 const ENTRY = ['--import', 'tsx', 'src/cli/main.ts'];
@@ -103,8 +104,9 @@ describe('real processes', () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'raftkv-e2e-'));
-    for (const id of ids) addr.set(id, `127.0.0.1:${await freePort()}`);
-    for (const id of ids) peerAddr.set(id, `127.0.0.1:${await freePort()}`);
+    const taken = new Set<number>();
+    for (const id of ids) addr.set(id, `127.0.0.1:${await distinctFreePort(taken)}`);
+    for (const id of ids) peerAddr.set(id, `127.0.0.1:${await distinctFreePort(taken)}`);
     peers = ids.map((id) => `${id}=${addr.get(id)}/${peerAddr.get(id)}`).join(',');
     writeFileSync(join(dir, 'admin-token'), 'e2e-admin-token-0123456789\n', { mode: 0o600 });
     for (const id of ids) serve(id);

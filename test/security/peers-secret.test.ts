@@ -176,6 +176,7 @@ describe('peer plane with a cluster secret', () => {
     const admin = new RaftKvClient({
       endpoints: c.ids.map((id) => c.address(id)),
       timeoutMs: 20_000,
+      attemptTimeoutMs: 20_000, // a transfer on a busy machine takes more than the default 2 s attempt
       retries: 100,
       adminToken: 'the-admin-token-of-this-test',
     });
