@@ -95,6 +95,7 @@ describe('peer plane with a cluster secret', () => {
     const leader = await c.leader();
     const term = Number((await rpc(c.client(leader), 'GetClusterStatus', {}))['term']);
     const peer = c.peerAddress(leader);
+    const member = c.ids.find((id) => id !== leader) as string;
     const kinds = [
       // knows the cluster id, sends no challenge
       () =>
@@ -102,12 +103,12 @@ describe('peer plane with a cluster secret', () => {
           hello: { from: 'mallory', to: leader },
           messages: [heartbeat('mallory', leader, term + 1)],
         }),
-      // a challenge, then a made-up proof
+      // a challenge, then a made-up proof, claiming to be another member
       () =>
         forgePeerStream(peer, {
-          hello: { from: 'n2', to: leader, nonce: randomBytes(32) },
+          hello: { from: member, to: leader, nonce: randomBytes(32) },
           proof: randomBytes(32),
-          messages: [heartbeat('n2', leader, term + 1)],
+          messages: [heartbeat(member, leader, term + 1)],
         }),
       // a challenge, then Raft messages instead of a proof
       () =>
