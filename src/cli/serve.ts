@@ -345,8 +345,9 @@ function layout(p: Parsed): Layout {
 }
 
 export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
-  const { id, listen, peerListen, seeds } = layout(p);
-  let peers = layout(p).peers;
+  const where = layout(p);
+  const { id, listen, peerListen, seeds } = where;
+  let peers = where.peers;
   const joinAddr = str(p, 'join');
   if ((peers !== undefined || seeds !== undefined) && joinAddr !== undefined) {
     throw new UsageError('give either --peers (a new cluster) or --join (a running one), not both', 'serve');

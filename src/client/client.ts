@@ -436,6 +436,7 @@ export class RaftKvClient {
   ): Promise<T> {
     const def = methodDefs()[method];
     const ch = this.channel(address);
+    // what grpc-js would make when given none; only admin calls carry the token
     const md = new grpc.Metadata();
     if (admin && this.adminToken !== undefined) md.set('authorization', `Bearer ${this.adminToken}`);
     return new Promise<T>((resolve, reject) => {

@@ -39,8 +39,10 @@ export interface HttpServerHandle {
 
 export interface MemberStatus {
   readonly id: NodeId;
-  /** The peer (gRPC) address, '' if unknown. */
+  /** The client (gRPC API) address, '' if unknown. */
   readonly address: string;
+  /** The peer address (raft.PeerService), '' if unknown. */
+  readonly peerAddress: string;
   /** The member's HTTP base URL when known (peersHttp), else null. */
   readonly http: string | null;
   readonly suffrage: 'voter' | 'learner';
@@ -107,6 +109,7 @@ export function nodeStatus(
       members.push({
         id,
         address: server.address(id),
+        peerAddress: server.peerAddress(id),
         http: http.get(id) ?? null,
         suffrage: learner ? 'learner' : 'voter',
         role: roleOf(id, learner),

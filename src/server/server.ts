@@ -183,25 +183,25 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
       })
     : null;
   let transport: Transport;
+  let created: Transport | undefined;
   let node: RaftNode<KvResult | null>;
   let peerPort = 0;
   try {
     if (peerServer !== null && peerHostPort !== null) {
-      // the transport registers raft.PeerService first, then the port opens
-      const box: { t: Transport | null } = { t: null };
-      const bound = { port: peerHostPort.port };
-      if (bound.port === 0) {
-        // the transport must know the port it advertises: bind first (nothing is served before register)
-        peerPort = await listenOrFail(peerServer, peerHostPort.host, 0, config.peer?.listen ?? '');
-        box.t = config.transport(peerServer, { id: config.id, clusterId, peerPort });
+      const what = config.peer?.listen ?? '';
+      if (peerHostPort.port === 0) {
+        // the transport advertises its bound port: bind first (UNIMPLEMENTED until it registers, a moment later)
+        peerPort = await listenOrFail(peerServer, peerHostPort.host, 0, what);
+        transport = config.transport(peerServer, { id: config.id, clusterId, peerPort });
       } else {
-        box.t = config.transport(peerServer, { id: config.id, clusterId, peerPort: bound.port });
-        peerPort = await listenOrFail(peerServer, peerHostPort.host, bound.port, config.peer?.listen ?? '');
+        peerPort = peerHostPort.port;
+        transport = config.transport(peerServer, { id: config.id, clusterId, peerPort });
+        await listenOrFail(peerServer, peerHostPort.host, peerPort, what);
       }
-      transport = box.t;
     } else {
       transport = config.transport(null, { id: config.id, clusterId, peerPort: 0 });
     }
+    created = transport;
     for (const [id, a] of founders) if (id !== config.id) transport.setPeer(id, a.peer);
     const t = transport;
     const onPeer = (id: NodeId, a: MemberAddress): void => {
@@ -261,6 +261,7 @@ export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
       },
     });
   } catch (err) {
+    await created?.close().catch(() => {});
     await peerServer?.close(0);
     await storage.close().catch(() => {});
     throw err;

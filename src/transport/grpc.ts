@@ -367,10 +367,13 @@ export class GrpcTransport implements Transport {
         const code = headers['grpc-status'];
         if (code !== undefined && code !== '0') {
           const msg = headers['grpc-message'];
-          fail(
-            `${statusName(Number(code))}: ${typeof msg === 'string' ? decodeURIComponent(msg) : ''}`,
-            Number(code),
-          );
+          let text = typeof msg === 'string' ? msg : '';
+          try {
+            text = decodeURIComponent(text);
+          } catch {
+            // keep it as sent
+          }
+          fail(`${statusName(Number(code))}: ${text}`, Number(code));
         }
       };
       stream.on('response', onStatus);

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { freePort } from '../../src/cli/free-port.ts';
 import { RaftKvClient, RaftKvError } from '../../src/client/index.ts';
+import { distinctFreePort } from '../e2e/cluster.ts';
 import { type Settled, waitFor } from '../support/wait.ts';
 
 const ENTRY = ['--import', 'tsx', 'src/cli/main.ts'];
@@ -92,15 +93,20 @@ describe('real processes', () => {
     return p;
   };
   const leaderId = () =>
-    until('a leader', async () => {
-      const st = await client.status({ timeoutMs: 1_000 });
-      return st.leader || undefined;
-    });
+    until(
+      'a leader',
+      async () => {
+        const st = await client.status({ timeoutMs: 1_000 });
+        return st.leader || undefined;
+      },
+      90_000, // three processes starting on a busy machine
+    );
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'raftkv-e2e-'));
-    for (const id of ids) addr.set(id, `127.0.0.1:${await freePort()}`);
-    for (const id of ids) peerAddr.set(id, `127.0.0.1:${await freePort()}`);
+    const taken = new Set<number>();
+    for (const id of ids) addr.set(id, `127.0.0.1:${await distinctFreePort(taken)}`);
+    for (const id of ids) peerAddr.set(id, `127.0.0.1:${await distinctFreePort(taken)}`);
     peers = ids.map((id) => `${id}=${addr.get(id)}/${peerAddr.get(id)}`).join(',');
     writeFileSync(join(dir, 'admin-token'), 'e2e-admin-token-0123456789\n', { mode: 0o600 });
     for (const id of ids) serve(id);
@@ -196,11 +202,15 @@ describe('real processes', () => {
     for (const [k, v] of acked) assert.equal(got.get(k), v, `acknowledged ${k} survived`);
     // The killed node comes back and catches up.
     serve(old);
-    await until(`${old} to catch up`, async () => {
-      const st = await client.status({ endpoint: addr.get(old) as string, timeoutMs: 1_000 });
-      const lst = await client.status({ timeoutMs: 1_000 });
-      return st.appliedIndex >= lst.commitIndex ? true : undefined;
-    });
+    await until(
+      `${old} to catch up`,
+      async () => {
+        const st = await client.status({ endpoint: addr.get(old) as string, timeoutMs: 1_000 });
+        const lst = await client.status({ timeoutMs: 1_000 });
+        return st.appliedIndex >= lst.commitIndex ? true : undefined;
+      },
+      60_000, // a process restart on a busy machine
+    );
   });
 
   test('bad input: empty key, oversized value, data dir of a running node, malformed peers: clear error and exit code', async () => {
@@ -275,7 +285,7 @@ describe('real processes', () => {
       await until(
         'the cluster banner',
         async () => (/Ctrl-C stops all nodes/.test(p.output) ? true : undefined),
-        30_000,
+        90_000,
       );
       const eps = [
         ...p.output.matchAll(/^ {2}n\d {2}(127\.0\.0\.1:\d+) {2}peers 127\.0\.0\.1:\d+ {2}data/gm),
@@ -368,10 +378,14 @@ describe('real processes', () => {
       '--tick-ms',
       '30',
     ]);
-    await until('n4 to be a voter', async () => {
-      const st = await client.status({ timeoutMs: 1_000 });
-      return st.members.some((m) => m.id === 'n4' && m.role === 'voter') ? true : undefined;
-    });
+    await until(
+      'n4 to be a voter',
+      async () => {
+        const st = await client.status({ timeoutMs: 1_000 });
+        return st.members.some((m) => m.id === 'n4' && m.role === 'voter') ? true : undefined;
+      },
+      60_000,
+    );
     // n4 logs its promotion once the AddMember answer reaches it, just after the commit.
     await until('n4 to log its promotion', async () =>
       /joined the cluster as a voter/.test(p.output) ? true : undefined,

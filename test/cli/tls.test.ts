@@ -7,8 +7,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { freePort } from '../../src/cli/free-port.ts';
 import { RaftKvClient, RaftKvError } from '../../src/client/index.ts';
+import { distinctFreePort } from '../e2e/cluster.ts';
 import { haveOpenssl, makeCa, makeLeaf, NODE_EXT, peerExt } from '../support/certs.ts';
 
 const ENTRY = ['--import', 'tsx', 'src/cli/main.ts'];
@@ -45,9 +45,10 @@ describe('TLS with real processes', {
     makeCerts(dir);
     const ids = ['n1', 'n2', 'n3'];
     endpoints = [];
-    for (const _ of ids) endpoints.push(`127.0.0.1:${await freePort()}`);
+    const taken = new Set<number>();
+    for (const _ of ids) endpoints.push(`127.0.0.1:${await distinctFreePort(taken)}`);
     const peerAddrs: string[] = [];
-    for (const _ of ids) peerAddrs.push(`127.0.0.1:${await freePort()}`);
+    for (const _ of ids) peerAddrs.push(`127.0.0.1:${await distinctFreePort(taken)}`);
     const peers = ids.map((id, i) => `${id}=${endpoints[i]}/${peerAddrs[i]}`).join(',');
     for (const [i, id] of ids.entries()) {
       const c = spawn(
@@ -89,7 +90,7 @@ describe('TLS with real processes', {
       retries: 200,
       tls: { ca: f('ca.pem'), cert: f('node.pem'), key: f('node.key') },
     });
-    const end = Date.now() + 30_000;
+    const end = Date.now() + 90_000; // three processes starting on a busy machine
     for (;;) {
       const st = await client.status({ timeoutMs: 1_000 }).catch(() => undefined);
       if (st?.leader) break;

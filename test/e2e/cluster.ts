@@ -14,6 +14,18 @@ import { freePort } from '../../src/cli/free-port.ts';
 
 export { freePort };
 
+/** A free port not in `taken` (freePort alone may hand out a port twice: nothing holds it), added to it. */
+export async function distinctFreePort(taken: Set<number>): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const p = await freePort();
+    if (!taken.has(p)) {
+      taken.add(p);
+      return p;
+    }
+  }
+  throw new Error('no distinct free port in 100 tries');
+}
+
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = join(root, 'src/cli/main.ts');
 const PROTO = join(root, 'proto/raftkv.proto');
@@ -67,8 +79,9 @@ export class ProcCluster {
       Array.from({ length: n }, (_, i) => `n${i + 1}`),
       extra,
     );
-    for (const id of c.ids) c.ports.set(id, await freePort());
-    for (const id of c.ids) c.peerPorts.set(id, await freePort());
+    const taken = new Set<number>();
+    for (const id of c.ids) c.ports.set(id, await distinctFreePort(taken));
+    for (const id of c.ids) c.peerPorts.set(id, await distinctFreePort(taken));
     return c;
   }
 

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { RaftKvClient } from '../../src/client/index.ts';
-import { CLI, freePort } from './cluster.ts';
+import { CLI, distinctFreePort, freePort } from './cluster.ts';
 
 const SCRIPT = fileURLToPath(new URL('./fixtures/grpcurl_like.py', import.meta.url));
 const PY = '/usr/bin/python3';
@@ -166,8 +166,9 @@ test('seed 000: --ip IP --client-port C --node-port N --peers (node ports), star
   try {
     const client: number[] = [];
     const node: number[] = [];
-    for (let i = 0; i < 3; i++) client.push(await freePort());
-    for (let i = 0; i < 3; i++) node.push(await freePort());
+    const taken = new Set<number>();
+    for (let i = 0; i < 3; i++) client.push(await distinctFreePort(taken));
+    for (let i = 0; i < 3; i++) node.push(await distinctFreePort(taken));
     // seed 000's line names no id: a node's id is then IP-NODEPORT
     const line = (i: number) => ({
       id: `127.0.0.1-${node[i]}`,

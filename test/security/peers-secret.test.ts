@@ -48,6 +48,15 @@ describe('peer plane with a cluster secret', () => {
   /** Runs `attack` over and over for ~1.5 s while writing; asserts writes succeed and leader and term hold. */
   async function underAttack(attack: () => Promise<ForgeResult>): Promise<ForgeResult[]> {
     const leader = await c.leader(30_000);
+    // every node up and following the leader first (a process may still be starting on a busy machine)
+    for (let i = 0; ; i++) {
+      const sts = await Promise.all(
+        c.ids.map((id) => rpc(c.client(id), 'GetClusterStatus', {}, 1_000).catch(() => undefined)),
+      );
+      if (sts.every((st) => st?.['leader'] === leader)) break;
+      if (i >= 300) throw new Error(`not every node follows ${leader}\n${c.tail()}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
     const before = await rpc(c.client(leader), 'GetClusterStatus', {});
     const results: ForgeResult[] = [];
     const end = Date.now() + 1_500;
@@ -62,6 +71,8 @@ describe('peer plane with a cluster secret', () => {
     assert.equal(after['leader'], leader, 'the leader did not change');
     assert.equal(after['term'], before['term'], 'the term did not change');
     for (const id of c.ids) {
+      const p = c.procs.get(id);
+      assert.ok(p?.exitCode === null && p.signalCode === null, `${id} is still running\n${c.tail()}`);
       const st = await rpc(c.client(id), 'GetClusterStatus', {});
       assert.equal(st['leader'], leader, `${id} follows the same leader`);
     }
@@ -84,6 +95,7 @@ describe('peer plane with a cluster secret', () => {
     const leader = await c.leader();
     const term = Number((await rpc(c.client(leader), 'GetClusterStatus', {}))['term']);
     const peer = c.peerAddress(leader);
+    const member = c.ids.find((id) => id !== leader) as string;
     const kinds = [
       // knows the cluster id, sends no challenge
       () =>
@@ -91,12 +103,12 @@ describe('peer plane with a cluster secret', () => {
           hello: { from: 'mallory', to: leader },
           messages: [heartbeat('mallory', leader, term + 1)],
         }),
-      // a challenge, then a made-up proof
+      // a challenge, then a made-up proof, claiming to be another member
       () =>
         forgePeerStream(peer, {
-          hello: { from: 'n2', to: leader, nonce: randomBytes(32) },
+          hello: { from: member, to: leader, nonce: randomBytes(32) },
           proof: randomBytes(32),
-          messages: [heartbeat('n2', leader, term + 1)],
+          messages: [heartbeat(member, leader, term + 1)],
         }),
       // a challenge, then Raft messages instead of a proof
       () =>
@@ -165,6 +177,7 @@ describe('peer plane with a cluster secret', () => {
     const admin = new RaftKvClient({
       endpoints: c.ids.map((id) => c.address(id)),
       timeoutMs: 20_000,
+      attemptTimeoutMs: 20_000, // a transfer on a busy machine takes more than the default 2 s attempt
       retries: 100,
       adminToken: 'the-admin-token-of-this-test',
     });

@@ -11,9 +11,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { freePort } from '../../src/cli/free-port.ts';
 import { RaftKvClient } from '../../src/client/index.ts';
-import { CLI } from '../e2e/cluster.ts';
+import { CLI, distinctFreePort } from '../e2e/cluster.ts';
 import { CLIENT_EXT, haveOpenssl, makeCa, makeLeaf, NODE_EXT, peerExt } from '../support/certs.ts';
 import { type ForgeResult, forgePeerStream, heartbeat } from './peer-forge.ts';
 
@@ -38,6 +37,7 @@ describe('peer plane with TLS', { skip: haveOpenssl ? false : 'SKIPPED: openssl 
     new RaftKvClient({
       endpoints: ids.map((id) => client.get(id) as string),
       timeoutMs: 20_000,
+      attemptTimeoutMs: 20_000, // a transfer on a busy machine takes more than the default 2 s attempt
       retries: 200,
       tls: { ca: f('ca.pem'), cert: f(`${name}.pem`), key: f(`${name}.key`) },
     });
@@ -51,8 +51,9 @@ describe('peer plane with TLS', { skip: haveOpenssl ? false : 'SKIPPED: openssl 
     makeLeaf(dir, 'user', 'ca', CLIENT_EXT);
     // an ordinary client certificate whose CN happens to be a node id
     makeLeaf(dir, 'client-n2', 'ca', CLIENT_EXT, 'n2');
-    for (const id of ids) client.set(id, `127.0.0.1:${await freePort()}`);
-    for (const id of ids) peer.set(id, `127.0.0.1:${await freePort()}`);
+    const taken = new Set<number>();
+    for (const id of ids) client.set(id, `127.0.0.1:${await distinctFreePort(taken)}`);
+    for (const id of ids) peer.set(id, `127.0.0.1:${await distinctFreePort(taken)}`);
     const peers = ids.map((id) => `${id}=${client.get(id)}/${peer.get(id)}`).join(',');
     for (const id of ids) {
       const c = spawn(
