@@ -1386,9 +1386,12 @@ export class Raft {
     const q = this.quorumAckedSeq();
     if (!Number.isFinite(q) || q <= this.leaseFence || this.leadTransferee !== NONE) return false;
     const sentAt = this.seqTick.get(q);
-    // Followers that acknowledged a heartbeat sent at `sentAt` refuse votes for
-    // electionTick ticks after receiving it; keep a tick of margin for clock drift.
-    return sentAt !== undefined && this.leaderTicks - sentAt < this.electionTick - 1;
+    // Followers that acknowledged a heartbeat sent at `sentAt` refuse votes for more than
+    // electionTick - 1 of their own ticks after receiving it (their next tick may come at
+    // once). The lease ends after electionTick - 2 of ours: one tick of margin, so it holds
+    // while follower clocks run at most (electionTick - 1) / (electionTick - 2) times as fast
+    // as this one's (12.5% with electionTick 10; docs/simulator.md).
+    return sentAt !== undefined && this.leaderTicks - sentAt < this.electionTick - 2;
   }
 
   private releaseReads(): void {

@@ -206,3 +206,24 @@ test('catchUp(n) on a follower moves its timers but leaves the campaign to its n
   assert.notEqual(b.currentRole, 'follower');
   assert.ok(b.currentTerm >= term);
 });
+
+test('the lease lasts electionTick - 2 leader ticks after the acknowledged round: one tick of margin for drift', () => {
+  const servedAfter = (k: number): boolean => {
+    const net = new Net(15);
+    const { L } = elect(net);
+    const a = net.node(L);
+    net.isolate(L);
+    for (let i = 0; i < k; i++) {
+      a.tick();
+      net.pump();
+    }
+    assert.equal(a.currentRole, 'leader');
+    a.readIndex(100 + k);
+    const rd = a.ready();
+    a.advance(rd);
+    return rd.readStates.length === 1;
+  };
+  // electionTick 10: followers refuse votes for more than 9 of their ticks after the round.
+  assert.equal(servedAfter(7), true, 'inside the lease');
+  assert.equal(servedAfter(8), false, 'electionTick - 2 ticks after the round: the lease is over');
+});
