@@ -16,6 +16,7 @@ import { instrumentStorage } from '../../src/server/metrics.ts';
 import { type RaftKvServer, startServer } from '../../src/server/server.ts';
 import { MemoryStorage } from '../../src/storage/memory-storage.ts';
 import { MemoryNetwork } from '../../src/transport/memory.ts';
+import { waitFor } from '../support/wait.ts';
 
 const net = new MemoryNetwork();
 const ids = ['n1', 'n2', 'n3'];
@@ -251,8 +252,19 @@ test('/metrics counts what the trust boundary refused: messages from non-members
   const r = await l.node.propose(new Uint8Array([9, 9, 9]), Date.now() + 5_000);
   assert.equal(r.result?.kind, 'invalid');
   await l.node.propose(encodeRegister(), Date.now() + 5_000);
-  const after = await text();
+  // A scrape reuses the node's status for 50 ms (and back-to-back scrapes see no event-loop
+  // samples): scrape every 100 ms until a fresh one shows the events.
+  let after = before;
   const grew = (name: string) => (after.samples.get(name)?.[0] ?? 0) - (before.samples.get(name)?.[0] ?? 0);
+  await waitFor(
+    'a scrape after the events',
+    async () => {
+      await new Promise((r) => setTimeout(r, 100));
+      after = await text();
+      return grew('raftkv_peer_messages_dropped_total') >= 1 && grew('raftkv_sessions') >= 1;
+    },
+    { everyMs: 1 },
+  );
   assert.equal(grew('raftkv_peer_messages_dropped_total'), 1);
   assert.equal(grew('raftkv_invalid_entries_total'), 1);
   assert.equal(grew('raftkv_sessions'), 1);
