@@ -179,6 +179,8 @@ test('kill -9 of a node running as PID 1 in its own PID namespace, restarted the
             '--pid',
             '--fork',
             '--mount-proc',
+            // unshare killed => its child (PID 1 of the namespace) killed too: no orphan keeps our pipes
+            '--kill-child=SIGKILL',
             process.execPath,
             '--import',
             'tsx',
@@ -246,6 +248,13 @@ test('kill -9 of a node running as PID 1 in its own PID namespace, restarted the
       assert.doesNotMatch(again, /StorageLockedError/);
       assert.equal((await client.get('k')).value, 'before the crash');
       assert.equal((await currentRecord(dataDir)).owner['pid'], 1);
+      const pid1b = await until('PID 1 of the second namespace', async () => {
+        const kids = await readFile(`/proc/${second.pid}/task/${second.pid}/children`, 'utf8');
+        const p = Number(kids.trim().split(' ')[0]);
+        return p > 0 ? p : undefined;
+      });
+      extraPids.add(pid1b);
+      process.kill(pid1b, 'SIGKILL');
       second.kill('SIGKILL');
       await exited(second);
     } finally {
