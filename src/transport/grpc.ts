@@ -28,6 +28,7 @@ import { CodecError, decodeBatch } from './codec.ts';
 import {
   checkPeerCertificate,
   clientProof,
+  describeSecretSource,
   NONCE_BYTES,
   newNonce,
   type PeerAuth,
@@ -293,21 +294,50 @@ export class GrpcTransport implements Transport, PeerLinkHost {
       serverNonce = newNonce();
       ack.nonce = serverNonce;
       ack.proof = serverProof(this.auth.secret, this.#proofInput(hello, serverNonce));
+      ack.secret_source = this.auth.source?.kind ?? 'peer-secret-file';
     }
     call.write({ hello: ack });
     // A discovery probe learns who we are and nothing else.
     if (hello.to === '') return;
     if (this.auth.kind === 'secret' && serverNonce !== null) {
-      const r = await nextWithin(it, handshakeEnds, hs);
-      if (r.done === true) return;
+      const sources = (): string =>
+        `${this.#describeOwnSecret()}; ${describeSecretSource(`node ${hello.from}`, hello.secret_source)}`;
+      let r: IteratorResult<PeerFrame>;
+      try {
+        r = await nextWithin(it, handshakeEnds, hs);
+      } catch (e) {
+        if (e instanceof GrpcError && e.code === Status.UNAUTHENTICATED) throw refuse(e.code, e.message);
+        r = { done: true, value: undefined };
+      }
+      if (r.done === true) {
+        // The client checks our proof first and, when it is wrong, ends the stream without its own.
+        this.log.warn(
+          {
+            node: this.id,
+            peer: hello.from,
+            remote: call.peer,
+            reason: `node ${hello.from} ended the handshake without proving the cluster secret: the secret proof failed at its end if the secrets differ: ${sources()}`,
+          },
+          'peer handshake refused',
+        );
+        return;
+      }
       const expected = clientProof(this.auth.secret, this.#proofInput(hello, serverNonce));
       if (!proofMatches(expected, r.value.proof)) {
-        throw refuse(
-          Status.UNAUTHENTICATED,
-          r.value.proof === undefined || r.value.proof.length === 0
-            ? 'peer authentication required: the frame after the hello must carry the proof of the cluster secret'
-            : 'peer authentication failed: wrong proof of the cluster secret (--peer-secret-file differs)',
+        const missing = r.value.proof === undefined || r.value.proof.length === 0;
+        const wire = missing
+          ? 'peer authentication required: the frame after the hello must carry the proof of the cluster secret'
+          : `peer authentication failed: the secret proof failed: wrong proof of the cluster secret, the two nodes' secrets differ: ${describeSecretSource(`node ${this.id}`, this.auth.source?.kind ?? 'peer-secret-file')}`;
+        this.log.warn(
+          {
+            node: this.id,
+            peer: hello.from,
+            remote: call.peer,
+            reason: missing ? wire : `the secret proof of node ${hello.from} failed: ${sources()}`,
+          },
+          'peer handshake refused',
         );
+        throw new GrpcError(Status.UNAUTHENTICATED, wire);
       }
     }
     this.#inbound.add(call);
@@ -369,12 +399,19 @@ export class GrpcTransport implements Transport, PeerLinkHost {
     if (auth.kind === 'none') return null;
     if (auth.kind === 'secret') {
       if (hello.nonce === undefined || hello.nonce.length !== NONCE_BYTES) {
-        return 'peer authentication required: this node expects the cluster secret (--peer-secret-file), proven in the handshake';
+        return `peer authentication required: node ${this.id} expects the cluster secret, proven in the handshake (${describeSecretSource(`node ${this.id}`, auth.source?.kind ?? 'peer-secret-file')})`;
       }
       return null;
     }
     const why = checkPeerCertificate(call.peerCertificate(), hello.from, auth.allowedNames);
     return why === null ? null : `peer authentication failed: ${why}`;
+  }
+
+  #describeOwnSecret(): string {
+    const auth = this.auth;
+    return auth.kind === 'secret'
+      ? describeSecretSource('this node', auth.source?.kind ?? 'peer-secret-file', auth.source?.file)
+      : '';
   }
 
   #checkHello(h: PeerHello): string | null {

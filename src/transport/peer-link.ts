@@ -27,6 +27,7 @@ import {
   type CertificateLike,
   checkPeerCertificate,
   clientProof,
+  describeSecretSource,
   NONCE_BYTES,
   newNonce,
   type PeerAuth,
@@ -167,6 +168,7 @@ function helloOf(t: PeerLinkHost, to: NodeId, nonce: Buffer | null): PeerHello {
     ...(nonce !== null ? { nonce } : {}),
     client_address: t.advertise.client,
     peer_address: t.advertise.peer,
+    ...(t.auth.kind === 'secret' ? { secret_source: t.auth.source?.kind ?? 'peer-secret-file' } : {}),
   };
 }
 
@@ -181,7 +183,7 @@ function checkServer(
   if (auth.kind === 'none') return null;
   if (auth.kind === 'secret') {
     if (nonce === null || ack.nonce === undefined || ack.nonce.length !== NONCE_BYTES) {
-      return 'it sent no challenge (is its --peer-secret-file set?)';
+      return `it does not authenticate peers by the cluster secret (it sent no challenge: started with --insecure-peers, or peer TLS?), while ${describeSecretSource('this node', auth.source?.kind ?? 'peer-secret-file', auth.source?.file)}`;
     }
     const expected = serverProof(auth.secret, {
       clusterId: t.clusterId,
@@ -192,7 +194,7 @@ function checkServer(
     });
     return proofMatches(expected, ack.proof)
       ? null
-      : 'wrong proof of the cluster secret (--peer-secret-file differs)';
+      : `the secret proof failed: wrong proof of the cluster secret, the two nodes' secrets differ: ${describeSecretSource('this node', auth.source?.kind ?? 'peer-secret-file', auth.source?.file)}; ${describeSecretSource(`node ${ack.from}`, ack.secret_source)}. Give every member the same secret`;
   }
   const socket = session?.socket as { getPeerCertificate?: () => CertificateLike } | undefined;
   const cert = typeof socket?.getPeerCertificate === 'function' ? socket.getPeerCertificate() : null;

@@ -31,6 +31,7 @@ export interface PeerHello {
   proof?: Uint8Array;
   client_address?: string;
   peer_address?: string;
+  secret_source?: string;
 }
 export interface PeerFrame {
   hello?: PeerHello | null;
