@@ -63,6 +63,8 @@ export interface UserSecret {
 }
 
 const uid = (): number | null => (typeof process.getuid === 'function' ? process.getuid() : null);
+/** POSIX modes and owners mean nothing on Windows (its ACLs are not checked here). */
+const POSIX = process.platform !== 'win32';
 
 function errno(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | null)?.code;
@@ -81,7 +83,7 @@ async function checkDir(dir: string): Promise<void> {
       `refusing the peer secret directory ${dir}: it is owned by uid ${st.uid}, not by this user (uid ${me}); ${FIX_HINT}`,
     );
   }
-  if ((st.mode & 0o022) !== 0) {
+  if (POSIX && (st.mode & 0o022) !== 0) {
     throw new UserSecretError(
       dir,
       `refusing the peer secret directory ${dir}: other users may write to it (mode ${(st.mode & 0o777).toString(8)}); chmod 700 ${dir}, ${FIX_HINT}`,
@@ -116,7 +118,7 @@ async function readExisting(file: string): Promise<Buffer | null> {
         `refusing the peer secret file ${file}: it is owned by uid ${st.uid}, not by this user (uid ${me}); remove it (a new one is made at the next start), ${FIX_HINT}`,
       );
     }
-    if ((st.mode & 0o077) !== 0) {
+    if (POSIX && (st.mode & 0o077) !== 0) {
       throw new UserSecretError(
         file,
         `refusing the peer secret file ${file}: other users may read or write it (mode ${(st.mode & 0o777).toString(8)}); chmod 600 ${file} (and restart every node of the cluster if it may have leaked: remove it to have a new one made)`,

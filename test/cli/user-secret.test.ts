@@ -168,3 +168,19 @@ test('a file or directory owned by another user is refused', {
     /refusing the peer secret directory .*peer-secrets: it is owned by uid 65534/,
   );
 });
+
+test('a home that cannot be made: the error names the directory and the ways out', async () => {
+  const notDir = join(root, 'a-file');
+  writeFileSync(notDir, 'x');
+  await assert.rejects(
+    loadOrCreateUserSecret(userSecretPath('raftkv', { RAFTKV_HOME: join(notDir, 'home') })),
+    (e: unknown) => {
+      assert.ok(e instanceof UserSecretError);
+      assert.match(
+        e.message,
+        /cannot create the peer secret directory .*a-file\/home\/peer-secrets: .*give every node the same --peer-secret-file, or set RAFTKV_HOME/,
+      );
+      return true;
+    },
+  );
+});
