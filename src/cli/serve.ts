@@ -105,7 +105,7 @@ export const serveSpec: CommandSpec = {
     'peer-secret-file': {
       type: 'string',
       value: 'FILE',
-      help: 'cluster secret peers prove in the handshake (without TLS; same file on every node)',
+      help: 'cluster secret peers prove in the handshake (without TLS; same file on every node). Default on loopback: the per-user file $RAFTKV_HOME/peer-secrets/<cluster id> (~/.config/raftkv/...)',
     },
     'insecure-peers': {
       type: 'boolean',

@@ -48,7 +48,11 @@ export function describeSecretSource(who: string, kind: string | undefined, file
   const where = file === undefined ? '' : ` ${file}`;
   if (kind === 'peer-secret-file') return `${who}'s secret is its --peer-secret-file${where}`;
   if (kind === 'user-file') {
-    return `${who}'s secret is the per-user secret file${where === '' ? ' of the user running it ($RAFTKV_HOME or ~/.config/raftkv/peer-secrets/<cluster id>)' : where} (no TLS and no --peer-secret-file, loopback peers)`;
+    const file =
+      where === ''
+        ? ' of the user running it ($RAFTKV_HOME/peer-secrets/<cluster id>, RAFTKV_HOME defaulting to ~/.config/raftkv)'
+        : where;
+    return `${who}'s secret is the per-user secret file${file}, used without TLS and --peer-secret-file on loopback`;
   }
   return `${who} did not say where its secret comes from`;
 }
