@@ -24,6 +24,9 @@ fi
 mkdir -p "$DATA"
 DATA=$(cd "$DATA" && pwd)
 RAFTKV="node --import tsx $ROOT/src/cli/main.ts"
+# The nodes prove the per-user peer secret (RAFTKV_HOME, default ~/.config/raftkv): a tmux server
+# started earlier would not pass on this shell's RAFTKV_HOME, so it is given on the command line.
+[[ -n ${RAFTKV_HOME:-} ]] && RAFTKV="RAFTKV_HOME=$(printf %q "$(cd "$RAFTKV_HOME" 2>/dev/null && pwd || echo "$RAFTKV_HOME")") $RAFTKV"
 ports=("$BASE" "$((BASE + 1))" "$((BASE + 2))")
 for i in 0 1 2; do
   id="node$((i + 1))" port=${ports[$i]} peers=()

@@ -62,7 +62,8 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
         ...(o.http === true ? ['--http', `127.0.0.1:${httpPorts[i]}`] : []),
         ...(o.serveArgs ?? []),
       ],
-      { stdio: ['ignore', 'ignore', 'inherit'] },
+      // the nodes' per-user peer secret (no TLS, no --peer-secret-file) in the run's directory
+      { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RAFTKV_HOME: join(dir, 'home') } },
     ),
   );
   const stop = async (): Promise<void> => {

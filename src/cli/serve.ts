@@ -5,8 +5,9 @@
  * Two ports (docs/security.md): the client port (`--listen`) serves the API, the peer port
  * (`--peer-listen`, default the client port + 1000) serves raft.PeerService only. Peers
  * authenticate by TLS certificates (`--peer-cert`..., default the `--cert` ones) or by a
- * cluster secret (`--peer-secret-file`); with neither, the peer port must be loopback
- * unless `--insecure-peers`.
+ * cluster secret (`--peer-secret-file`); with neither, the peer port must be loopback and
+ * peers prove the per-user secret file (user-secret.ts); only `--insecure-peers` turns
+ * peer authentication off.
  *
  * `--join host:port` adds a node to a running cluster: it learns the members from that
  * node, starts without bootstrapping, asks the cluster to add it as a learner, waits until
@@ -40,6 +41,7 @@ import { bool, type CommandSpec, hostPort, int, isHostPort, type Parsed, parsePe
 import { CliError, UsageError } from './errors.ts';
 import { createLogger, type LogFormat } from './log.ts';
 import { PEER_SERVER_OPTIONS, peerTransport } from './peer-transport.ts';
+import { loadOrCreateUserSecret, type UserSecret, UserSecretError, userSecretPath } from './user-secret.ts';
 
 export const serveSpec: CommandSpec = {
   name: 'serve',
@@ -103,11 +105,11 @@ export const serveSpec: CommandSpec = {
     'peer-secret-file': {
       type: 'string',
       value: 'FILE',
-      help: 'cluster secret peers prove in the handshake (without TLS; same file on every node)',
+      help: 'cluster secret peers prove in the handshake (without TLS; same file on every node). Default on loopback: the per-user file $RAFTKV_HOME/peer-secrets/<cluster id> (~/.config/raftkv/...)',
     },
     'insecure-peers': {
       type: 'boolean',
-      help: 'serve unauthenticated peer traffic on a non-loopback address (anyone reaching it controls the cluster)',
+      help: 'turn peer authentication off, on any address (anyone reaching the peer port controls the cluster)',
     },
     'admin-token-file': {
       type: 'string',
@@ -400,11 +402,18 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
   }
   const insecurePeers = bool(p, 'insecure-peers');
   const peerHost = peerListen.slice(0, peerListen.lastIndexOf(':'));
+  if (insecurePeers && (peerCertFile !== undefined || secretFile !== undefined)) {
+    throw new UsageError(
+      `--insecure-peers turns peer authentication off, but ${secretFile !== undefined ? '--peer-secret-file' : 'peer TLS'} turns it on: give one`,
+      'serve',
+    );
+  }
   if (peerCertFile === undefined && secretFile === undefined && !isLoopbackHost(peerHost) && !insecurePeers) {
     throw new UsageError(
       `refusing to serve unauthenticated peer traffic on ${peerListen}: anyone who reaches it could ` +
         'take over the cluster. Give peer TLS (--peer-cert/--peer-key/--peer-ca, or --cert/--key/--ca) or ' +
-        '--peer-secret-file, listen for peers on a loopback address, or accept the risk with --insecure-peers',
+        '--peer-secret-file, listen for peers on a loopback address (peers then prove a per-user secret ' +
+        'file), or accept the risk with --insecure-peers',
       'serve',
     );
   }
@@ -466,22 +475,38 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
         }
       : undefined;
   const warn = (msg: string) => logger.warn({}, msg);
-  let auth: PeerAuth = { kind: 'none' };
+  // One path: peer TLS, else --peer-secret-file, else (loopback peers) the per-user secret file;
+  // only --insecure-peers turns authentication off.
+  let auth: PeerAuth;
   if (peerTls !== undefined) auth = { kind: 'tls', allowedNames: allowedPeerNames };
   else if (secretFile !== undefined) {
     const secret = await readSecret(secretFile, '--peer-secret-file', MIN_SECRET_BYTES, warn);
-    auth = { kind: 'secret', secret: Buffer.from(secret, 'utf8') };
-  }
-  if (auth.kind === 'none') {
-    if (insecurePeers && !isLoopbackHost(peerHost)) {
-      logger.warn(
-        { peerListen },
-        'INSECURE: peer traffic on a non-loopback address without authentication (--insecure-peers): ' +
-          'anyone who reaches this port can take over the cluster',
-      );
-    } else {
-      logger.info({ peerListen }, 'peers are not authenticated (loopback only; see docs/security.md)');
+    auth = {
+      kind: 'secret',
+      secret: Buffer.from(secret, 'utf8'),
+      source: { kind: 'peer-secret-file', file: secretFile },
+    };
+  } else if (insecurePeers) {
+    auth = { kind: 'none' };
+    logger.warn(
+      { peerListen },
+      `INSECURE: peer traffic on ${isLoopbackHost(peerHost) ? 'a loopback' : 'a non-loopback'} address without authentication (--insecure-peers): ` +
+        `anyone who reaches this port${isLoopbackHost(peerHost) ? ' (any local user or process)' : ''} can take over the cluster`,
+    );
+  } else {
+    const file = userSecretPath(clusterId);
+    let us: UserSecret;
+    try {
+      us = await loadOrCreateUserSecret(file);
+    } catch (e) {
+      if (e instanceof UserSecretError) throw new CliError(e.message);
+      throw e;
     }
+    auth = { kind: 'secret', secret: us.secret, source: { kind: 'user-file', file } };
+    logger.info(
+      { peerListen, secretFile: file, created: us.created },
+      'peers prove the per-user secret file (no TLS and no --peer-secret-file; see docs/security.md)',
+    );
   }
   const adminToken =
     adminTokenFile !== undefined

@@ -11,7 +11,7 @@
  *   id, server id, client nonce, server nonce). The labels differ per direction, so a proof
  *   is never valid in the other direction; the nonces make every proof single-use; the secret
  *   never crosses the wire.
- * - `none`: no authentication (loopback peers only, or --insecure-peers).
+ * - `none`: no authentication (--insecure-peers).
  *
  * Invariants: every check is a pure function of its inputs (no I/O beyond `randomBytes`);
  * proofs are compared in constant time; a refusal is a string saying what was wrong.
@@ -20,12 +20,42 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
 export type PeerAuth =
   | { readonly kind: 'none' }
-  | { readonly kind: 'secret'; readonly secret: Buffer }
+  | {
+      readonly kind: 'secret';
+      readonly secret: Buffer;
+      /** Where the secret comes from, for the log lines of a failed proof (default: --peer-secret-file). */
+      readonly source?: SecretSource;
+    }
   | {
       readonly kind: 'tls';
       /** Names (CN or DNS SAN) of which a peer certificate must carry one; null: any. */
       readonly allowedNames: readonly string[] | null;
     };
+
+/**
+ * Where a node's cluster secret comes from. Only `kind` travels in the hello (so that a failed
+ * proof can be explained at both ends); `file` stays in this node's logs.
+ */
+export interface SecretSource {
+  /** `peer-secret-file`: the --peer-secret-file flag; `user-file`: the per-user file (src/cli/user-secret.ts). */
+  readonly kind: SecretSourceKind;
+  readonly file: string;
+}
+export type SecretSourceKind = 'peer-secret-file' | 'user-file';
+
+/** How a node's secret source reads in a log line (`who`: "this node", "node n2"). */
+export function describeSecretSource(who: string, kind: string | undefined, file?: string): string {
+  const where = file === undefined ? '' : ` ${file}`;
+  if (kind === 'peer-secret-file') return `${who}'s secret is its --peer-secret-file${where}`;
+  if (kind === 'user-file') {
+    const file =
+      where === ''
+        ? ' of the user running it ($RAFTKV_HOME/peer-secrets/<cluster id>, RAFTKV_HOME defaulting to ~/.config/raftkv)'
+        : where;
+    return `${who}'s secret is the per-user secret file${file}, used without TLS and --peer-secret-file on loopback`;
+  }
+  return `${who} did not say where its secret comes from`;
+}
 
 /** Bytes of a nonce. */
 export const NONCE_BYTES = 32;

@@ -13,6 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { freePort } from '../../src/cli/free-port.ts';
 import { RaftKvClient, RaftKvError } from '../../src/client/index.ts';
 import { distinctFreePort } from '../e2e/cluster.ts';
+import { isolatedHome } from '../support/raftkv-home.ts';
 import { type Settled, waitFor } from '../support/wait.ts';
 
 const ENTRY = ['--import', 'tsx', 'src/cli/main.ts'];
@@ -25,11 +26,13 @@ interface Proc {
 }
 
 const procs = new Set<Proc>();
+// the nodes' per-user peer secret goes here, not into the real home
+const home = isolatedHome();
 
 function start(args: string[]): Proc {
   const child = spawn(process.execPath, [...ENTRY, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RAFTKV_LOG_FORMAT: 'json' },
+    env: home.env({ ...process.env, RAFTKV_LOG_FORMAT: 'json' }),
   });
   const p: Proc = {
     child,
@@ -48,7 +51,10 @@ function start(args: string[]): Proc {
 
 /** Runs a CLI command to completion. */
 async function cli(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  const child = spawn(process.execPath, [...ENTRY, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...ENTRY, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: home.env(),
+  });
   let out = '';
   let err = '';
   child.stdout.on('data', (b: Buffer) => (out += b.toString()));

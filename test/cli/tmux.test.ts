@@ -3,7 +3,7 @@
 // (with its processes) at the end, also on failure.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -55,7 +55,8 @@ test('npm run tmux: three windows running seed 004 lines form a cluster that tak
         dir,
         '--detach',
       ],
-      { encoding: 'utf8', timeout: 30_000 },
+      // the nodes' per-user peer secret under the test's directory, not the real home
+      { encoding: 'utf8', timeout: 30_000, env: { ...process.env, RAFTKV_HOME: join(dir, 'home') } },
     );
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /windows node1 node2 node3 client/);
@@ -75,6 +76,8 @@ test('npm run tmux: three windows running seed 004 lines form a cluster that tak
       { timeoutMs: 120_000, everyMs: 500, retryErrors: true },
     );
     assert.deepEqual(st.members.map((m) => m.id).sort(), ['node1', 'node2', 'node3']);
+    // they authenticate each other by the per-user secret, in the RAFTKV_HOME given to the script
+    assert.equal(statSync(join(dir, 'home', 'peer-secrets', 'raftkv')).mode & 0o777, 0o600);
     await c.put('tmux', 'works');
     assert.equal((await c.get('tmux')).value, 'works');
     // A second run with the same session name is refused and changes nothing.

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { freePort } from '../../src/cli/free-port.ts';
+import { isolatedHome } from '../support/raftkv-home.ts';
 
 export { freePort };
 
@@ -60,6 +61,8 @@ export class ProcCluster {
   readonly procs = new Map<string, ChildProcess>();
   readonly clients = new Map<string, KvClient>();
   readonly logs = new Map<string, string[]>();
+  /** The nodes' RAFTKV_HOME (their per-user peer secret), inside `dir`: one user's nodes share one. */
+  readonly home = isolatedHome(this.dir);
   private extra: string[];
 
   private constructor(ids: string[], extra: string[]) {
@@ -122,7 +125,7 @@ export class ProcCluster {
         join(this.dir, id),
         ...this.extra,
       ],
-      { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] },
+      { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: this.home.env() },
     );
     live.add(p);
     const lines = this.logs.get(id) ?? [];

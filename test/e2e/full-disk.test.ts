@@ -75,7 +75,11 @@ test('a node whose disk fills stops with a clear error; the others serve on; not
         '--tick-ms',
         '30',
       ],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RAFTKV_LOG_FORMAT: 'json' } },
+      {
+        cwd: ROOT,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, RAFTKV_LOG_FORMAT: 'json', RAFTKV_HOME: join(dir, 'home') },
+      },
     );
     procs.add(child);
     output.set(id, '');

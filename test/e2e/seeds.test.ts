@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { RaftKvClient } from '../../src/client/index.ts';
+import { isolatedHome } from '../support/raftkv-home.ts';
 import { CLI, distinctFreePort, freePort } from './cluster.ts';
 
 const SCRIPT = fileURLToPath(new URL('./fixtures/grpcurl_like.py', import.meta.url));
@@ -68,12 +69,14 @@ async function runSeed(cwd: string, lines: { id: string; args: string[]; api: st
   const logs = new Map<string, string>();
   const procs: ChildProcess[] = [];
   const client = new RaftKvClient({ endpoints: lines.map((l) => l.api), timeoutMs: 20_000, retries: 200 });
+  // one user's nodes: one RAFTKV_HOME (their per-user peer secret), not the real home
+  const home = isolatedHome(cwd);
   try {
     for (const l of lines) {
       const p = spawn(process.execPath, ['--import', TSX, CLI, 'serve', ...l.args], {
         cwd,
         stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, RAFTKV_LOG_FORMAT: 'json' },
+        env: home.env({ ...process.env, RAFTKV_LOG_FORMAT: 'json' }),
       });
       live.add(p);
       procs.push(p);

@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { freePort } from '../../src/cli/free-port.ts';
+import { isolatedHome } from '../support/raftkv-home.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const TARGET = join(import.meta.dirname, 'target.ts');
@@ -117,7 +118,7 @@ export class Target {
         'json',
         ...flags,
       ],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: isolatedHome(dir).env() },
     );
     return Target.#ready(proc, dir, /raftkv node serving/, port);
   }

@@ -8,11 +8,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { RaftKvClient } from '../../src/client/index.ts';
 import { CLI, freePort, ProcCluster, rpc } from '../e2e/cluster.ts';
+import { isolatedHome, type RaftkvHome } from '../support/raftkv-home.ts';
 import { type ForgeResult, forgePeerStream, heartbeat } from './peer-forge.ts';
 
 const UNIMPLEMENTED = 12;
@@ -206,9 +207,10 @@ describe('peer plane with a cluster secret', () => {
 });
 
 describe('start-up refusals', () => {
-  async function serve(args: string[]): Promise<{ code: number | null; out: string }> {
+  async function serve(args: string[], home?: RaftkvHome): Promise<{ code: number | null; out: string }> {
     const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve', ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: (home ?? isolatedHome()).env(),
     });
     let out = '';
     child.stdout.on('data', (b: Buffer) => (out += b.toString()));
@@ -254,6 +256,58 @@ describe('start-up refusals', () => {
       ]);
       assert.equal(weak.code, 1, weak.out);
       assert.match(weak.out, /--peer-secret-file .* holds 3 bytes; at least 16 are needed/);
+    } finally {
+      await c.destroy();
+    }
+  });
+
+  test('loopback peers without TLS or a secret: the per-user secret file; an unsafe one is refused, naming it and the fix', async () => {
+    const c = await ProcCluster.prepare(0);
+    const home = isolatedHome(c.dir);
+    try {
+      const base = ['--id', 'n1', '--listen', `127.0.0.1:${await freePort()}`, '--log-format', 'json'];
+      const file = join(home.dir, 'peer-secrets', 'raftkv');
+      const ok = await serve([...base, '--data-dir', join(c.dir, 'a')], home);
+      assert.equal(ok.code, 0, ok.out);
+      assert.match(ok.out, /peers prove the per-user secret file/);
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+      const secret = readFileSync(file);
+      chmodSync(file, 0o644);
+      const bad = await serve([...base, '--data-dir', join(c.dir, 'b')], home);
+      assert.equal(bad.code, 1, bad.out);
+      assert.match(
+        bad.out,
+        new RegExp(
+          `refusing the peer secret file ${file}: other users may read or write it \\(mode 644\\); chmod 600 ${file}`,
+        ),
+      );
+      assert.deepEqual(readFileSync(file), secret, 'the file is unchanged');
+      assert.equal(statSync(file).mode & 0o777, 0o644, 'its mode too');
+    } finally {
+      await c.destroy();
+    }
+  });
+
+  test('--insecure-peers turns peer authentication off on loopback too, loudly, and writes no secret; it contradicts --peer-secret-file', async () => {
+    const c = await ProcCluster.prepare(0);
+    const home = isolatedHome(c.dir);
+    try {
+      const base = ['--id', 'n1', '--listen', `127.0.0.1:${await freePort()}`, '--log-format', 'json'];
+      const insecure = await serve([...base, '--data-dir', join(c.dir, 'a'), '--insecure-peers'], home);
+      assert.equal(insecure.code, 0, insecure.out);
+      assert.match(insecure.out, /INSECURE: peer traffic on a loopback address without authentication/);
+      assert.ok(!existsSync(join(home.dir, 'peer-secrets')), 'no per-user secret was made');
+      const secretFile = join(c.dir, 'secret');
+      writeFileSync(secretFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+      const both = await serve(
+        [...base, '--data-dir', join(c.dir, 'b'), '--insecure-peers', '--peer-secret-file', secretFile],
+        home,
+      );
+      assert.equal(both.code, 2, both.out);
+      assert.match(
+        both.out,
+        /--insecure-peers turns peer authentication off, but --peer-secret-file turns it on/,
+      );
     } finally {
       await c.destroy();
     }

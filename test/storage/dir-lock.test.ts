@@ -198,7 +198,7 @@ test('kill -9 of a node running as PID 1 in its own PID namespace, restarted the
           {
             cwd: ROOT,
             stdio: ['ignore', 'pipe', 'pipe'],
-            env: { ...process.env, RAFTKV_LOG_FORMAT: 'json' },
+            env: { ...process.env, RAFTKV_LOG_FORMAT: 'json', RAFTKV_HOME: join(dir, 'home') },
           },
         ),
       );

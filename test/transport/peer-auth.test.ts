@@ -152,3 +152,55 @@ test('a node with another secret is refused both ways and gets nothing delivered
     await h.close();
   }
 });
+
+test('different secrets: both ends log that the secret proof failed, naming the peer and where each side’s secret comes from', async () => {
+  const h = await GrpcHarness.start({
+    ids: ['n1', 'n2'],
+    transport: {
+      auth: { kind: 'secret', secret: SECRET, source: { kind: 'peer-secret-file', file: '/etc/n1-secret' } },
+    },
+  });
+  try {
+    const inbox2 = new Inbox();
+    await h.stop('n2');
+    const t2 = await h.restartWith('n2', {
+      auth: {
+        kind: 'secret',
+        secret: randomBytes(32),
+        source: { kind: 'user-file', file: '/home/u/.config/raftkv/peer-secrets/raftkv' },
+      },
+    });
+    t2.start(inbox2.handlers);
+    h.transport('n1').start(new Inbox().handlers);
+    // only n1 sends: n1 is the client, n2 only the server of the failed handshake
+    for (let i = 1; i < 40 && (h.logs.get('n2')?.find('peer handshake refused').length ?? 0) === 0; i++) {
+      h.transport('n1').send([hb('n1', 'n2', i)]);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await waitFor(
+      () =>
+        (h.logs.get('n1')?.find('peer handshake failed').length ?? 0) > 0 &&
+        (h.logs.get('n2')?.find('peer handshake refused').length ?? 0) > 0,
+      'both ends to log',
+    );
+    const client = h.logs.get('n1')?.find('peer handshake failed')[0];
+    assert.equal(client?.obj['peer'], 'n2');
+    const cr = String(client?.obj['reason']);
+    assert.match(cr, /the secret proof failed/);
+    assert.match(cr, /this node's secret is its --peer-secret-file \/etc\/n1-secret/);
+    assert.match(cr, /node n2's secret is the per-user secret file of the user running it/);
+    const server = h.logs.get('n2')?.find('peer handshake refused')[0];
+    assert.equal(server?.obj['peer'], 'n1');
+    const sr = String(server?.obj['reason']);
+    assert.match(sr, /the secret proof failed/);
+    assert.match(
+      sr,
+      /this node's secret is the per-user secret file \/home\/u\/\.config\/raftkv\/peer-secrets\/raftkv/,
+    );
+    assert.match(sr, /node n1's secret is its --peer-secret-file/);
+    assert.doesNotMatch(sr, /\/etc\/n1-secret/, 'a path never travels in the handshake');
+    assert.equal(inbox2.messages().length, 0, 'nothing from n1 reached n2');
+  } finally {
+    await h.close();
+  }
+});
