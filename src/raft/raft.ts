@@ -15,6 +15,17 @@
  * - single-member configuration changes and learners (§4), leadership transfer (§3.10);
  * - ReadIndex reads batched per heartbeat round, optional lease reads (§6.4).
  *
+ * This file is the role and step logic: terms and votes, elections, stepping each message
+ * by role, replication and commit, transfer, and the Ready batch. The concepts with state
+ * of their own live beside it, each stating its invariants: read-only.ts (the ReadIndex
+ * queue, lease and fence), tracker.ts (the Progress map, its reconciliation with the
+ * configuration, votes and quorum questions), snapshot-transfer.ts (chunked
+ * InstallSnapshot), membership.ts (the configuration in force, its history, the members
+ * the log adds), log.ts, config.ts, status.ts. What remains is one concept and stays one
+ * file because every step reads and writes the same few fields (term, role, leader, the
+ * log, the election and heartbeat timers, the outgoing queues): splitting it further would
+ * expose those fields to other modules or add an indirection per message on the hot path.
+ *
  * The sender rule (the core trusts no sender; peer authentication in the transport is
  * the first line, this is the second). A sender is *known* when it is in the applied
  * configuration or is added by a configuration entry anywhere in this node's log above it,
