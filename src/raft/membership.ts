@@ -10,8 +10,10 @@
  * - `conf` is the configuration after applying, in log order, every configuration entry up
  *   to `appliedIndex` (a snapshot counts as one); an entry that does not decode changes
  *   nothing and is counted in `malformed`;
- * - `history` is ordered by index, its last element's configuration is `conf`, and its first
- *   is at or below the last snapshot's index (older ones are dropped on compaction);
+ * - `history` is ordered by index and its last element's configuration is `conf`; it holds
+ *   the configuration in force at the last snapshot's index (if any) and every later one
+ *   (older ones are dropped on compaction), so a snapshot at any index from there on gets
+ *   its configuration from it;
  * - `logAdds` holds exactly the add-voter/add-learner entries of the log in
  *   (appliedIndex, lastIndex], in index order: append, truncate and apply keep it so
  *   ({@link noteLogAdd}, {@link rescan}, {@link apply}).

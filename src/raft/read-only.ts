@@ -7,9 +7,9 @@
  *
  * Invariants, all for the current term of a leader (becomeLeader calls {@link reset};
  * losing leadership fails every queued read with {@link failAll}):
- * - `hbSeq` is the last round sent (0 right after reset); `seqTick` maps each round that a
- *   read or the lease may still need (every round >= the quorum-acknowledged one, and 0) to
- *   the leader tick it was sent at, in increasing order of round;
+ * - `hbSeq` is the last round sent (0 right after reset); `seqTick` maps every round from
+ *   the one a quorum had acknowledged at the last release up to `hbSeq` to the leader tick
+ *   it was sent at, in increasing order of round (older ones no read or lease can need);
  * - `queue` holds reads in arrival order, so in non-decreasing `seq`; a read is released,
  *   at the commit index recorded when it arrived, once a quorum acknowledged a round
  *   numbered >= its `seq` (a round sent after it arrived);
