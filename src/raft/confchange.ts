@@ -9,9 +9,11 @@
  * bytes, and an entry that does not decode is a no-op for the configuration on every
  * member (the same bytes fail the same way everywhere), never a stopped node.
  */
+import { RaftError } from './errors.ts';
 import { type ConfChange, ConfChangeType, type ConfState, type NodeId } from './types.ts';
 
-export class ConfChangeError extends Error {
+/** Bytes that are not a configuration change (from {@link decodeConfChange}). */
+export class ConfChangeError extends RaftError {
   override readonly name = 'ConfChangeError';
 }
 

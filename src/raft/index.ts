@@ -4,6 +4,7 @@
  * packed tarball with the runtime dependencies removed).
  */
 
+export { bootstrapState, emptyState } from './bootstrap.ts';
 export {
   applyConfChange,
   ConfChangeError,
@@ -14,17 +15,23 @@ export {
   parseConfChange,
   validateConfChange,
 } from './confchange.ts';
+export {
+  DEFAULT_RAFT_CONFIG,
+  type RaftConfig,
+  type ResolvedRaftConfig,
+  validateRaftConfig,
+} from './config.ts';
+export { RaftConfigError, RaftError, RaftUsageError } from './errors.ts';
 export { LogSafetyError } from './log.ts';
 export { ProgressState } from './progress.ts';
-export type { ProgressStatus, ProposeOutcome, RaftConfig, RaftStatus, RefusedCounts } from './raft.ts';
-export {
-  bootstrapState,
-  emptyState,
-  ProposeRejection,
-  Raft,
-  RaftConfigError,
-  RaftUsageError,
-} from './raft.ts';
+export { Raft } from './raft.ts';
 export { type Rng, SeededRng } from './rng.ts';
+export {
+  type ProgressStatus,
+  type ProposeOutcome,
+  ProposeRejection,
+  type RaftStatus,
+  type RefusedCounts,
+} from './status.ts';
 export * from './storage.ts';
 export * from './types.ts';

@@ -9,9 +9,11 @@
  * - committed never decreases, and no committed entry is ever truncated (a conflict at or
  *   below `committed` throws: it would mean the cluster lost a committed entry).
  */
+import { RaftError, RaftUsageError } from './errors.ts';
 import type { Entry, SnapshotMeta } from './types.ts';
 
-export class LogSafetyError extends Error {
+/** The log would lose a committed entry, or entries that are not contiguous were given. */
+export class LogSafetyError extends RaftError {
   override readonly name = 'LogSafetyError';
 }
 
@@ -78,7 +80,7 @@ export class RaftLog {
     maxCount = Number.POSITIVE_INFINITY,
     maxBytes = Number.POSITIVE_INFINITY,
   ): Entry[] {
-    if (lo <= this.offset) throw new RangeError(`slice from ${lo}: compacted up to ${this.offset}`);
+    if (lo <= this.offset) throw new RaftUsageError(`slice from ${lo}: compacted up to ${this.offset}`);
     const end = Math.min(hi, this.lastIndex());
     const out: Entry[] = [];
     let bytes = 0;
@@ -198,7 +200,7 @@ export class RaftLog {
   /** Drop entries up to `index` (inclusive), which must be applied. */
   compact(index: number): void {
     if (index <= this.offset) return;
-    if (index > this.applied) throw new RangeError(`compact to ${index}: only ${this.applied} applied`);
+    if (index > this.applied) throw new RaftUsageError(`compact to ${index}: only ${this.applied} applied`);
     const term = this.term(index);
     this.ents = this.ents.slice(index - this.offset);
     this.offset = index;

@@ -15,6 +15,17 @@
  * - single-member configuration changes and learners (§4), leadership transfer (§3.10);
  * - ReadIndex reads batched per heartbeat round, optional lease reads (§6.4).
  *
+ * This file is the role and step logic: terms and votes, elections, stepping each message
+ * by role, replication and commit, transfer, and the Ready batch. The concepts with state
+ * of their own live beside it, each stating its invariants: read-only.ts (the ReadIndex
+ * queue, lease and fence), tracker.ts (the Progress map, its reconciliation with the
+ * configuration, votes and quorum questions), snapshot-transfer.ts (chunked
+ * InstallSnapshot), membership.ts (the configuration in force, its history, the members
+ * the log adds), log.ts, config.ts, status.ts. What remains is one concept and stays one
+ * file because every step reads and writes the same few fields (term, role, leader, the
+ * log, the election and heartbeat timers, the outgoing queues): splitting it further would
+ * expose those fields to other modules or add an indirection per message on the hot path.
+ *
  * The sender rule (the core trusts no sender; peer authentication in the transport is
  * the first line, this is the second). A sender is *known* when it is in the applied
  * configuration or is added by a configuration entry anywhere in this node's log above it,
@@ -55,22 +66,24 @@
  *   log is durable;
  * - applied <= committed, and both only grow.
  */
-import {
-  applyConfChange,
-  encodeConfChange,
-  isMember,
-  parseConfChange,
-  validateConfChange,
-} from './confchange.ts';
+
+import { encodeConfChange, validateConfChange } from './confchange.ts';
+import { type RaftConfig, validateRaftConfig } from './config.ts';
+import { RaftUsageError } from './errors.ts';
 import { RaftLog } from './log.ts';
-import { Progress, ProgressState } from './progress.ts';
-import { committedValue, VoteResult, voteResult } from './quorum.ts';
+import { Membership } from './membership.ts';
+import { type Progress, ProgressState } from './progress.ts';
+import { VoteResult } from './quorum.ts';
+import { ReadOnlyState } from './read-only.ts';
+import { coalesceAcks, sameHard, sameSoft } from './ready.ts';
 import type { Rng } from './rng.ts';
+import { nextSnapshotChunk, SNAPSHOT_COMPLETE, SnapshotReceiver } from './snapshot-transfer.ts';
+import { type ProposeOutcome, ProposeRejection, type RaftStatus } from './status.ts';
+import { ProgressTracker } from './tracker.ts';
 import {
   type AppendRequest,
   type AppendResponse,
   type ConfChange,
-  ConfChangeType,
   type ConfState,
   type DurableState,
   type Entry,
@@ -90,7 +103,6 @@ import {
   type Ready,
   Role,
   type Snapshot,
-  type SnapshotMeta,
   type SnapshotRequest,
   type SnapshotResponse,
   type SoftState,
@@ -98,133 +110,19 @@ import {
   type VoteResponse,
 } from './types.ts';
 
-export class RaftConfigError extends Error {
-  override readonly name = 'RaftConfigError';
-}
-
-/** The driver broke the Ready/advance contract (a programming error, not a runtime fault). */
-export class RaftUsageError extends Error {
-  override readonly name = 'RaftUsageError';
-}
-
-export interface RaftConfig {
-  readonly id: NodeId;
-  /** Ticks without hearing from a leader before a follower campaigns (randomized in [n, 2n)). Default 10. */
-  readonly electionTick?: number;
-  /** Ticks between leader heartbeats. Default 1. Must be < electionTick. */
-  readonly heartbeatTick?: number;
-  /** Run a pre-election before disrupting the cluster with a higher term. Default true. */
-  readonly preVote?: boolean;
-  /** A leader steps down when it has not heard from a quorum for electionTick ticks. Default true. */
-  readonly checkQuorum?: boolean;
-  /** 'safe': ReadIndex with a heartbeat round; 'lease': serve reads within the leader lease (needs checkQuorum). */
-  readonly readOnly?: 'safe' | 'lease';
-  /** Max entries in one Append. Default 4096. */
-  readonly maxMsgEntries?: number;
-  /** Max payload bytes in one Append (at least one entry is always sent). Default 1 MiB. */
-  readonly maxMsgBytes?: number;
-  /** Max unacknowledged Appends per follower in replicate state. Default 256. */
-  readonly maxInflight?: number;
-  /** Snapshot chunk size in bytes. Default 1 MiB. */
-  readonly maxSnapshotChunk?: number;
-  /**
-   * Largest payload of one proposed entry, local or forwarded by a follower. Default 8 MiB
-   * (above the KV server's largest request; below the peer transport's message limit).
-   */
-  readonly maxEntryBytes?: number;
-  /**
-   * How followers hear of a new commit index. 'eager' (the default) sends an Append right away, empty
-   * if need be, as etcd does. 'piggyback' sends none for the commit alone: it rides on the next Append
-   * and on heartbeats (so a follower applies up to a heartbeat later when the leader is idle), which
-   * halves the peer messages per write at low concurrency. Liveness only: safety does not depend on it.
-   */
-  readonly commitBroadcast?: 'eager' | 'piggyback';
-  readonly rng: Rng;
-}
-
-export const ProposeRejection = {
-  NoLeader: 'no-leader',
-  NotLeader: 'not-leader',
-  Transferring: 'transferring',
-  ConfChangePending: 'conf-change-pending',
-  InvalidConfChange: 'invalid-conf-change',
-  EntryTooLarge: 'entry-too-large',
-} as const;
-export type ProposeRejection = (typeof ProposeRejection)[keyof typeof ProposeRejection];
-
-export type ProposeOutcome =
-  | { readonly kind: 'appended'; readonly index: number; readonly term: number }
-  | { readonly kind: 'forwarded'; readonly to: NodeId }
-  | { readonly kind: 'rejected'; readonly reason: ProposeRejection; readonly message: string };
-
-export interface ProgressStatus {
-  readonly id: NodeId;
-  readonly match: number;
-  readonly next: number;
-  readonly state: ProgressState;
-  readonly learner: boolean;
-  readonly recentActive: boolean;
-}
-
-export interface RaftStatus {
-  readonly id: NodeId;
-  readonly term: number;
-  readonly vote: NodeId;
-  readonly role: Role;
-  readonly leader: NodeId;
-  readonly commit: number;
-  readonly applied: number;
-  readonly lastIndex: number;
-  readonly firstIndex: number;
-  readonly conf: ConfState;
-  readonly progress: readonly ProgressStatus[];
-  readonly transferee: NodeId;
-  /** Inputs this core refused since it started (see the sender rule in the module header). */
-  readonly refused: RefusedCounts;
-}
-
-/** Counts of what the core refused to act on, for metrics. */
-export interface RefusedCounts {
-  /** Messages dropped because their sender is in no configuration this node knows of. */
-  readonly nonMemberMessages: number;
-  /** Forwarded proposals dropped whole (a non-data entry, or an entry above maxEntryBytes). */
-  readonly forwardedProposals: number;
-  /** Committed configuration change entries that did not decode (applied as no-ops). */
-  readonly malformedConfChanges: number;
-}
-
-interface PendingRead {
-  readonly ctx: number;
-  readonly from: NodeId;
-  readonly index: number;
-  readonly seq: number;
-}
-
-interface IncomingSnapshot {
-  readonly meta: SnapshotMeta;
-  readonly chunks: Uint8Array[];
-  size: number;
-}
+// The names importers of this module used before the split (the public surface is index.ts).
+export { bootstrapState, emptyState } from './bootstrap.ts';
+export { DEFAULT_RAFT_CONFIG, type RaftConfig, validateRaftConfig } from './config.ts';
+export { RaftConfigError, RaftError, RaftUsageError } from './errors.ts';
+export {
+  type ProgressStatus,
+  type ProposeOutcome,
+  ProposeRejection,
+  type RaftStatus,
+  type RefusedCounts,
+} from './status.ts';
 
 const EMPTY = new Uint8Array(0);
-
-/** The durable state of a brand-new cluster member that bootstraps a cluster of `voters`. */
-export function bootstrapState(voters: readonly NodeId[]): DurableState {
-  if (voters.length === 0) throw new RaftConfigError('a cluster needs at least one voter');
-  if (new Set(voters).size !== voters.length) throw new RaftConfigError('duplicate voter ids');
-  const entries: Entry[] = voters.map((node, i) => ({
-    term: 1,
-    index: i + 1,
-    type: EntryType.ConfChange,
-    data: encodeConfChange({ type: 'add-voter', node }),
-  }));
-  return { hardState: { term: 1, vote: NONE, commit: entries.length }, snapshot: null, entries };
-}
-
-/** The durable state of a node that will join an existing cluster (it learns everything from the leader). */
-export function emptyState(): DurableState {
-  return { hardState: { term: 0, vote: NONE, commit: 0 }, snapshot: null, entries: [] };
-}
 
 export class Raft {
   readonly id: NodeId;
@@ -246,28 +144,24 @@ export class Raft {
   private lead: NodeId = NONE;
   private role: Role = Role.Follower;
   private readonly log: RaftLog;
+  /** The configuration in force, its history and the members the log adds (membership.ts). */
+  private readonly members = new Membership();
+  /** The leader's Progress per member, and the votes of a campaign (tracker.ts). */
+  private readonly tracker = new ProgressTracker();
+  /** `tracker.prs`, read on every replication message. */
+  private readonly prs: Map<NodeId, Progress>;
+  /** The leader's ReadIndex queue and lease (read-only.ts). */
+  private readonly reads = new ReadOnlyState();
+  /** Chunks of a snapshot the leader is sending this node (snapshot-transfer.ts). */
+  private readonly incoming = new SnapshotReceiver();
 
-  /** Configuration in force: that of the last applied configuration change. */
-  private conf: ConfState = { voters: [], learners: [] };
-  /** Configurations by the index they took effect at, oldest first (for snapshots). */
-  private confHistory: { index: number; conf: ConfState }[] = [];
-  private confAppliedIndex = 0;
-  /**
-   * Nodes added by configuration entries in the log above `confAppliedIndex` (committed or
-   * not), with their index: with `conf`, the senders this node accepts (the sender rule).
-   * Invariant: exactly the add-voter/add-learner entries in (confAppliedIndex, lastIndex].
-   */
-  private logAdds: { readonly index: number; readonly node: NodeId }[] = [];
   /** Ticks since this node last heard leader traffic from a known sender (or led itself). */
   private knownLeaderElapsed = 0;
   private nonMemberMessages = 0;
   private refusedForwards = 0;
-  private malformedConfChanges = 0;
   /** Index up to which the driver has applied entries (reported by advance()). */
   private appliedIndex: number;
 
-  private readonly prs = new Map<NodeId, Progress>();
-  private readonly votes = new Map<NodeId, boolean>();
   private electionElapsed = 0;
   private heartbeatElapsed = 0;
   private randomizedElectionTimeout = 0;
@@ -279,26 +173,12 @@ export class Raft {
   private snapshot: Snapshot | null;
   /** A snapshot received from the leader, to hand out in the next Ready. */
   private pendingSnapshot: Snapshot | null = null;
-  private incoming: IncomingSnapshot | null = null;
 
   private msgs: Message[] = [];
   private eager: Message[] = [];
   private readStates: ReadState[] = [];
   private readFailures: ReadFailure[] = [];
 
-  // Leader read state: reads wait for a heartbeat round with a sequence number >= theirs.
-  private hbSeq = 0;
-  private leaderTicks = 0;
-  private readonly seqTick = new Map<number, number>();
-  private readQueue: PendingRead[] = [];
-  private awaitingCommit: { ctx: number; from: NodeId }[] = [];
-  private readonly remoteReads = new Map<NodeId, { ctxs: number[]; index: number }[]>();
-  private needReadRound = false;
-  /**
-   * Heartbeat rounds up to this one cannot support a lease. Infinity once TimeoutNow was sent
-   * in this term (a late TimeoutNow lets its target win despite leases); reset by becomeLeader.
-   */
-  private leaseFence = 0;
   /** Inside catchUp(): no quorum check, and one heartbeat round for the whole stall. */
   private catchingUp = false;
   private heartbeatDue = false;
@@ -320,48 +200,23 @@ export class Raft {
   private prevSoft: SoftState;
   private outstanding: Ready | null = null;
 
+  /** Throws a RaftConfigError naming the setting if `config` breaks a rule (validateRaftConfig). */
   constructor(config: RaftConfig, durable: DurableState) {
-    if (config.id === NONE) throw new RaftConfigError('node id must not be empty');
-    this.id = config.id;
-    this.electionTick = config.electionTick ?? 10;
-    this.heartbeatTick = config.heartbeatTick ?? 1;
-    this.preVote = config.preVote ?? true;
-    this.checkQuorum = config.checkQuorum ?? true;
-    this.readOnly = config.readOnly ?? 'safe';
-    this.maxMsgEntries = config.maxMsgEntries ?? 4096;
-    this.maxMsgBytes = config.maxMsgBytes ?? 1 << 20;
-    this.maxInflight = config.maxInflight ?? 256;
-    this.maxSnapshotChunk = config.maxSnapshotChunk ?? 1 << 20;
-    this.maxEntryBytes = config.maxEntryBytes ?? 8 << 20;
-    this.eagerCommit = (config.commitBroadcast ?? 'eager') === 'eager';
-    this.rng = config.rng;
-    if (!Number.isInteger(this.electionTick) || this.electionTick < 2) {
-      throw new RaftConfigError(`electionTick must be an integer >= 2, got ${this.electionTick}`);
-    }
-    if (
-      !Number.isInteger(this.heartbeatTick) ||
-      this.heartbeatTick < 1 ||
-      this.heartbeatTick >= this.electionTick
-    ) {
-      throw new RaftConfigError(
-        `heartbeatTick must be an integer in [1, electionTick), got ${this.heartbeatTick}`,
-      );
-    }
-    if (this.readOnly === 'lease' && !this.checkQuorum) {
-      throw new RaftConfigError(
-        'lease reads need checkQuorum: without it a deposed leader may serve stale reads',
-      );
-    }
-    for (const [k, v] of [
-      ['maxMsgEntries', this.maxMsgEntries],
-      ['maxMsgBytes', this.maxMsgBytes],
-      ['maxInflight', this.maxInflight],
-      ['maxSnapshotChunk', this.maxSnapshotChunk],
-      ['maxEntryBytes', this.maxEntryBytes],
-    ] as const) {
-      if (!Number.isInteger(v) || v < 1)
-        throw new RaftConfigError(`${k} must be a positive integer, got ${v}`);
-    }
+    const c = validateRaftConfig(config);
+    this.id = c.id;
+    this.electionTick = c.electionTick;
+    this.heartbeatTick = c.heartbeatTick;
+    this.preVote = c.preVote;
+    this.checkQuorum = c.checkQuorum;
+    this.readOnly = c.readOnly;
+    this.maxMsgEntries = c.maxMsgEntries;
+    this.maxMsgBytes = c.maxMsgBytes;
+    this.maxInflight = c.maxInflight;
+    this.maxSnapshotChunk = c.maxSnapshotChunk;
+    this.maxEntryBytes = c.maxEntryBytes;
+    this.eagerCommit = c.commitBroadcast === 'eager';
+    this.rng = c.rng;
+    this.prs = this.tracker.prs;
 
     const snap = durable.snapshot;
     this.snapshot = snap;
@@ -377,18 +232,14 @@ export class Raft {
       this.vote = NONE;
     }
     this.appliedIndex = offset;
-    if (snap) {
-      this.conf = snap.meta.conf;
-      this.confHistory.push({ index: offset, conf: snap.meta.conf });
-      this.confAppliedIndex = offset;
-    }
+    if (snap) this.members.restore(offset, snap.meta.conf);
     // Committed configuration changes are in force already (they will be handed out
     // again for the state machine; applying them twice is a no-op).
     for (let i = offset + 1; i <= this.log.committed; i++) {
       const e = this.log.entry(i);
       if (e && e.type === EntryType.ConfChange) this.applyConfEntry(e);
     }
-    this.rescanLogAdds();
+    this.members.rescan(this.log);
     this.prevHard = { term: this.term, vote: this.vote, commit: this.log.committed };
     this.startupLease = this.readOnly === 'lease';
     this.becomeFollower(this.term, NONE);
@@ -482,7 +333,7 @@ export class Raft {
         // hold back its election timer: a stranger raising terms cannot stall elections.
         const elapsed = this.electionElapsed;
         this.becomeFollower(m.term, m.from);
-        if (!this.isKnown(m.from)) this.electionElapsed = elapsed;
+        if (!this.members.isKnown(m.from)) this.electionElapsed = elapsed;
       } else {
         this.becomeFollower(m.term, NONE);
       }
@@ -551,7 +402,7 @@ export class Raft {
         `configuration change at index ${this.pendingConfIndex} is not applied yet`,
       );
     }
-    const why = validateConfChange(this.conf, cc);
+    const why = validateConfChange(this.members.conf, cc);
     if (why !== null) return this.reject(ProposeRejection.InvalidConfChange, why);
     const out = this.proposeEntry(EntryType.ConfChange, encodeConfChange(cc));
     if (out.kind === 'appended') this.pendingConfIndex = out.index;
@@ -604,11 +455,10 @@ export class Raft {
     }
     const term = this.log.term(index);
     if (term < 0) throw new RaftUsageError(`cannot snapshot at ${index}: entry not in the log`);
-    const snap: Snapshot = { meta: { index, term, conf: this.confAt(index) }, data };
+    const snap: Snapshot = { meta: { index, term, conf: this.members.at(index) }, data };
     this.snapshot = snap;
     this.log.compact(Math.max(this.log.compactedTo(), index - retain));
-    const keepFrom = this.confHistory.findLastIndex((c) => c.index <= index);
-    if (keepFrom > 0) this.confHistory = this.confHistory.slice(keepFrom);
+    this.members.compact(index);
     return snap;
   }
 
@@ -623,8 +473,8 @@ export class Raft {
       this.readFailures.length > 0 ||
       this.needBroadcast ||
       this.commitChanged ||
-      this.needReadRound ||
-      this.remoteReads.size > 0 ||
+      this.reads.needRound ||
+      this.reads.remoteReads.size > 0 ||
       this.forwardReads.length > 0 ||
       this.forwardProps.length > 0 ||
       this.pendingSnapshot !== null ||
@@ -704,17 +554,7 @@ export class Raft {
   // ---------------------------------------------------------------- inspection
 
   status(): RaftStatus {
-    const progress: ProgressStatus[] = [];
-    for (const pr of this.prs.values()) {
-      progress.push({
-        id: pr.id,
-        match: pr.match,
-        next: pr.next,
-        state: pr.state,
-        learner: pr.learner,
-        recentActive: pr.recentActive,
-      });
-    }
+    const progress = this.tracker.status();
     return {
       id: this.id,
       term: this.term,
@@ -725,13 +565,13 @@ export class Raft {
       applied: this.appliedIndex,
       lastIndex: this.log.lastIndex(),
       firstIndex: this.log.firstIndex(),
-      conf: this.conf,
+      conf: this.members.conf,
       progress,
       transferee: this.leadTransferee,
       refused: {
         nonMemberMessages: this.nonMemberMessages,
         forwardedProposals: this.refusedForwards,
-        malformedConfChanges: this.malformedConfChanges,
+        malformedConfChanges: this.members.malformed,
       },
     };
   }
@@ -752,7 +592,7 @@ export class Raft {
     return this.log.lastIndex();
   }
   get configuration(): ConfState {
-    return this.conf;
+    return this.members.conf;
   }
   /** Term of the entry at `index`, or -1 when compacted or absent. */
   termAt(index: number): number {
@@ -779,11 +619,10 @@ export class Raft {
     this.randomizedElectionTimeout = this.electionTick + this.rng.int(this.electionTick);
     this.leadTransferee = NONE;
     this.transferElapsed = 0;
-    this.votes.clear();
-    this.prs.clear();
+    this.tracker.reset();
     this.needBroadcast = false;
     this.commitChanged = false;
-    this.needReadRound = false;
+    this.reads.needRound = false;
   }
 
   private becomeFollower(term: number, lead: NodeId): void {
@@ -813,26 +652,20 @@ export class Raft {
     this.role = Role.Leader;
     this.lead = this.id;
     this.knownLeaderElapsed = 0;
-    const next = this.log.lastIndex() + 1;
-    for (const id of this.conf.voters) if (id !== this.id) this.prs.set(id, new Progress(id, next, false));
-    for (const id of this.conf.learners) if (id !== this.id) this.prs.set(id, new Progress(id, next, true));
+    this.tracker.initLeader(this.members.conf, this.id, this.log.lastIndex() + 1);
     this.pendingConfIndex = this.log.lastIndex();
-    this.hbSeq = 0;
-    this.leaseFence = 0;
-    this.leaderTicks = 0;
-    this.seqTick.clear();
-    this.seqTick.set(0, 0);
+    this.reads.reset();
     // The no-op of §8: commits the entries of earlier terms, and makes ReadIndex safe.
     this.appendEntries([{ type: EntryType.Normal, data: EMPTY }]);
   }
 
   private promotable(): boolean {
-    return this.conf.voters.includes(this.id);
+    return this.members.isVoter(this.id);
   }
 
   private inLease(): boolean {
     if (!this.checkQuorum || this.electionElapsed >= this.electionTick) return false;
-    return (this.lead !== NONE && this.isKnown(this.lead)) || this.startupLease;
+    return (this.lead !== NONE && this.members.isKnown(this.lead)) || this.startupLease;
   }
 
   private campaign(kind: 'pre' | 'election' | 'transfer'): void {
@@ -841,14 +674,14 @@ export class Raft {
     if (pre) this.becomePreCandidate();
     else this.becomeCandidate();
     const voteTerm = pre ? this.term + 1 : this.term;
-    this.votes.set(this.id, true);
-    const result = voteResult(this.conf.voters, this.votes);
+    this.tracker.votes.set(this.id, true);
+    const result = this.tracker.tallyVotes(this.members.conf.voters);
     if (result === VoteResult.Won) {
       if (pre) this.campaign('election');
       else this.becomeLeader();
       return;
     }
-    for (const id of this.conf.voters) {
+    for (const id of this.members.conf.voters) {
       if (id === this.id) continue;
       const m: VoteRequest = {
         type: pre ? MessageType.PreVote : MessageType.Vote,
@@ -889,16 +722,16 @@ export class Raft {
     this.knownLeaderElapsed = 0;
     this.heartbeatElapsed++;
     this.electionElapsed++;
-    this.leaderTicks++;
+    this.reads.leaderTicks++;
     if (this.electionElapsed >= this.electionTick) {
       this.electionElapsed = 0;
       // Not while catching up: the replies that prove the quorum are queued, unread.
       if (this.checkQuorum && !this.catchingUp) {
-        if (!this.quorumActive()) {
+        if (!this.tracker.quorumActive(this.members.conf.voters, this.id)) {
           this.becomeFollower(this.term, NONE);
           return;
         }
-        for (const pr of this.prs.values()) pr.recentActive = false;
+        this.tracker.resetRecentActive();
       }
     }
     if (this.leadTransferee !== NONE && ++this.transferElapsed >= this.electionTick) {
@@ -916,15 +749,6 @@ export class Raft {
       if (this.catchingUp) this.heartbeatDue = true;
       else this.broadcastHeartbeat();
     }
-  }
-
-  private quorumActive(): boolean {
-    const active = new Map<NodeId, boolean>();
-    active.set(this.id, true);
-    for (const pr of this.prs.values()) if (pr.recentActive) active.set(pr.id, true);
-    let n = 0;
-    for (const id of this.conf.voters) if (active.get(id)) n++;
-    return n >= Math.floor(this.conf.voters.length / 2) + 1;
   }
 
   // ---------------------------------------------------------------- message handling
@@ -975,8 +799,8 @@ export class Raft {
       case MessageType.VoteResp: {
         const mine = this.role === Role.PreCandidate ? MessageType.PreVoteResp : MessageType.VoteResp;
         if (m.type !== mine) return;
-        if (!this.votes.has(m.from)) this.votes.set(m.from, !m.reject);
-        const result = voteResult(this.conf.voters, this.votes);
+        this.tracker.recordVote(m.from, !m.reject);
+        const result = this.tracker.tallyVotes(this.members.conf.voters);
         if (result === VoteResult.Won) {
           if (this.role === Role.PreCandidate) this.campaign('election');
           else this.becomeLeader();
@@ -1036,7 +860,7 @@ export class Raft {
     }
     const last = this.log.maybeAppend(m.prevIndex, m.prevTerm, m.entries);
     if (last >= 0) {
-      if (this.mayChangeLogAdds(m)) this.rescanLogAdds();
+      if (this.members.mayChange(m)) this.members.rescan(this.log);
       this.log.commitTo(Math.min(m.commit, last));
       this.send(this.appendResp(m.from, last, false));
       return;
@@ -1059,58 +883,29 @@ export class Raft {
   private handleSnapshot(m: SnapshotRequest): void {
     const { meta } = m;
     if (meta.index <= this.log.committed) {
-      this.incoming = null;
+      this.incoming.reset();
       this.send(this.appendResp(m.from, this.log.committed, false));
       return;
     }
-    const inc = this.incoming;
-    if (m.offset === 0) {
-      this.incoming = { meta, chunks: [], size: 0 };
-    } else if (
-      !inc ||
-      inc.meta.index !== meta.index ||
-      inc.meta.term !== meta.term ||
-      inc.size !== m.offset
-    ) {
-      const held = inc && inc.meta.index === meta.index && inc.meta.term === meta.term ? inc.size : 0;
-      if (!held) this.incoming = null;
+    const offset = this.incoming.receive(m);
+    if (offset !== SNAPSHOT_COMPLETE) {
       this.send<SnapshotResponse>({
         type: MessageType.SnapshotResp,
         from: this.id,
         to: m.from,
         term: this.term,
         index: meta.index,
-        offset: held,
+        offset,
       });
       return;
     }
-    const cur = this.incoming as IncomingSnapshot;
-    if (m.data.byteLength > 0) {
-      cur.chunks.push(m.data);
-      cur.size += m.data.byteLength;
-    }
-    if (!m.done) {
-      this.send<SnapshotResponse>({
-        type: MessageType.SnapshotResp,
-        from: this.id,
-        to: m.from,
-        term: this.term,
-        index: meta.index,
-        offset: cur.size,
-      });
-      return;
-    }
-    this.incoming = null;
-    const data = concat(cur.chunks, cur.size);
+    const data = this.incoming.take();
     if (this.log.matchTerm(meta.index, meta.term)) {
       // We hold that entry: the snapshot adds nothing but the knowledge that it committed.
       this.log.commitTo(meta.index);
     } else {
       this.log.restore(meta);
-      this.conf = meta.conf;
-      this.confHistory = [{ index: meta.index, conf: meta.conf }];
-      this.confAppliedIndex = meta.index;
-      this.logAdds = [];
+      this.members.restore(meta.index, meta.conf);
       this.pendingSnapshot = { meta, data };
     }
     this.send(this.appendResp(m.from, meta.index, false));
@@ -1153,7 +948,7 @@ export class Raft {
     }
     pr.matchAtHeartbeat = pr.match;
     if (pr.match < this.log.lastIndex()) this.maybeSendAppend(pr, false);
-    if (this.readQueue.length > 0) this.releaseReads();
+    if (this.reads.hasQueued()) this.releaseReads();
   }
 
   private handleSnapshotResp(m: SnapshotResponse): void {
@@ -1242,16 +1037,14 @@ export class Raft {
       data: it.data,
     }));
     this.log.append(entries);
-    for (const e of entries) if (e.type === EntryType.ConfChange) this.noteLogAdd(e);
+    for (const e of entries) if (e.type === EntryType.ConfChange) this.members.noteLogAdd(e);
     this.needBroadcast = true;
     // A lone voter commits on its own durability: advance() calls maybeCommit().
   }
 
   /** Commit the largest index replicated on a quorum, if it is of the current term. */
   private maybeCommit(): boolean {
-    const mci = committedValue(this.conf.voters, (id) =>
-      id === this.id ? this.log.stable : (this.prs.get(id)?.match ?? 0),
-    );
+    const mci = this.tracker.committed(this.members.conf.voters, this.id, this.log.stable);
     if (!Number.isFinite(mci) || mci <= this.log.committed) return false;
     if (this.log.term(mci) !== this.term) return false;
     const firstInTerm = this.log.term(this.log.committed) !== this.term;
@@ -1261,11 +1054,8 @@ export class Raft {
     if (this.pendingConfIndex > this.log.committed && this.pendingConfIndex <= mci) this.commitHasConf = true;
     this.log.commitTo(mci);
     this.commitChanged = true;
-    if (firstInTerm && this.awaitingCommit.length > 0) {
-      const waiting = this.awaitingCommit;
-      this.awaitingCommit = [];
-      for (const r of waiting) this.handleReadRequest(r.ctx, r.from);
-    }
+    const waiting = firstInTerm ? this.reads.takeAwaitingCommit() : null;
+    if (waiting !== null) for (const r of waiting) this.handleReadRequest(r.ctx, r.from);
     return true;
   }
 
@@ -1315,37 +1105,20 @@ export class Raft {
   private sendSnapshotChunk(pr: Progress): void {
     const snap = this.snapshot;
     if (!snap) return;
-    if (snap.meta.index !== pr.pendingSnapshot) {
-      // A newer snapshot replaced the one being sent: start over with it.
-      pr.becomeSnapshot(snap.meta.index);
-    }
-    const size = snap.data.byteLength;
-    const offset = Math.min(pr.snapshotOffset, size);
-    const end = Math.min(offset + this.maxSnapshotChunk, size);
-    if (offset === size && size > 0) return; // all sent; waiting for the final acknowledgement
-    this.eager.push({
-      type: MessageType.Snapshot,
-      from: this.id,
-      to: pr.id,
-      term: this.term,
-      meta: snap.meta,
-      offset,
-      data: snap.data.subarray(offset, end),
-      done: end === size,
-    } satisfies SnapshotRequest);
+    const m = nextSnapshotChunk(pr, snap, this.maxSnapshotChunk, this.id, this.term);
+    if (m !== null) this.eager.push(m);
   }
 
   private sendTimeoutNow(to: NodeId): void {
     // The target may win at once, ignoring leases, whenever this message arrives: even after
     // the transfer is given up and later heartbeats are acknowledged. So no acknowledgement
     // proves our lease for the rest of this term: lease reads fall back to ReadIndex rounds.
-    this.leaseFence = Number.POSITIVE_INFINITY;
+    this.reads.fenceLease();
     this.eager.push({ type: MessageType.TimeoutNow, from: this.id, to, term: this.term });
   }
 
   private broadcastHeartbeat(): void {
-    const seq = ++this.hbSeq;
-    this.seqTick.set(seq, this.leaderTicks);
+    const seq = this.reads.startRound();
     for (const pr of this.prs.values()) {
       this.eager.push({
         type: MessageType.Heartbeat,
@@ -1357,92 +1130,39 @@ export class Raft {
       } satisfies HeartbeatRequest);
     }
     // A lone voter confirms its own leadership.
-    if (this.readQueue.length > 0) this.releaseReads();
+    if (this.reads.hasQueued()) this.releaseReads();
   }
 
   private handleReadRequest(ctx: number, from: NodeId): void {
     if (this.log.term(this.log.committed) !== this.term) {
       // Until an entry of this term commits, our commit index may be behind (§6.4 step 1).
-      this.awaitingCommit.push({ ctx, from });
+      this.reads.awaitCommit(ctx, from);
       return;
     }
     const index = this.log.committed;
     if (this.readOnly === 'lease' && this.leaseValid()) {
-      this.releaseRead(ctx, from, index);
+      this.reads.releaseOne(ctx, from, index, this.id, this.readStates);
       return;
     }
-    this.readQueue.push({ ctx, from, index, seq: this.hbSeq + 1 });
-    this.needReadRound = true;
+    this.reads.add(ctx, from, index);
   }
 
   /** Highest heartbeat sequence number acknowledged by a quorum (this node counts its own). */
   private quorumAckedSeq(): number {
-    return committedValue(this.conf.voters, (id) =>
-      id === this.id ? this.hbSeq : (this.prs.get(id)?.ackedSeq ?? 0),
-    );
+    return this.tracker.quorumAckedSeq(this.members.conf.voters, this.id, this.reads.hbSeq);
   }
 
+  /** Whether a read may be served at once, without a heartbeat round (ReadOnlyState.leaseValid). */
   private leaseValid(): boolean {
-    const q = this.quorumAckedSeq();
-    if (!Number.isFinite(q) || q <= this.leaseFence || this.leadTransferee !== NONE) return false;
-    const sentAt = this.seqTick.get(q);
-    // Followers that acknowledged a heartbeat sent at `sentAt` refuse votes for more than
-    // electionTick - 1 of their own ticks after receiving it (their next tick may come at
-    // once). The lease ends after electionTick - 2 of ours: one tick of margin, so it holds
-    // while follower clocks run at most (electionTick - 1) / (electionTick - 2) times as fast
-    // as this one's (12.5% with electionTick 10; docs/simulator.md).
-    return sentAt !== undefined && this.leaderTicks - sentAt < this.electionTick - 2;
+    return this.leadTransferee === NONE && this.reads.leaseValid(this.quorumAckedSeq(), this.electionTick);
   }
 
   private releaseReads(): void {
-    const q = this.quorumAckedSeq();
-    let k = 0;
-    while (k < this.readQueue.length && (this.readQueue[k] as PendingRead).seq <= q) {
-      const r = this.readQueue[k] as PendingRead;
-      this.releaseRead(r.ctx, r.from, r.index);
-      k++;
-    }
-    if (k > 0) this.readQueue.splice(0, k);
-    // Forget send times no read or lease can need any more.
-    for (const s of this.seqTick.keys()) {
-      if (s < q) this.seqTick.delete(s);
-      else break;
-    }
-  }
-
-  private releaseRead(ctx: number, from: NodeId, index: number): void {
-    if (from === this.id) {
-      this.readStates.push({ ctx, index });
-      return;
-    }
-    let batches = this.remoteReads.get(from);
-    if (!batches) {
-      batches = [];
-      this.remoteReads.set(from, batches);
-    }
-    const lastBatch = batches[batches.length - 1];
-    if (lastBatch && lastBatch.index === index) lastBatch.ctxs.push(ctx);
-    else batches.push({ ctxs: [ctx], index });
+    this.reads.release(this.quorumAckedSeq(), this.id, this.readStates);
   }
 
   private failLeaderReads(): void {
-    const failed = [...this.awaitingCommit, ...this.readQueue];
-    this.awaitingCommit = [];
-    this.readQueue = [];
-    for (const r of failed) {
-      if (r.from === this.id) {
-        this.readFailures.push({ ctx: r.ctx, reason: 'not-leader' });
-      } else {
-        this.send<ReadIndexResponse>({
-          type: MessageType.ReadIndexResp,
-          from: this.id,
-          to: r.from,
-          term: this.term,
-          ctxs: [r.ctx],
-          index: -1,
-        });
-      }
-    }
+    this.reads.failAll(this.id, this.term, this.readFailures, this.msgs);
   }
 
   /** Turn batched intentions into messages, once per Ready. */
@@ -1455,12 +1175,12 @@ export class Raft {
       }
       this.commitChanged = false;
       this.commitHasConf = false;
-      if (this.needReadRound) {
-        this.needReadRound = false;
+      if (this.reads.needRound) {
+        this.reads.needRound = false;
         this.heartbeatElapsed = 0;
         this.broadcastHeartbeat();
       }
-      for (const [to, batches] of this.remoteReads) {
+      for (const [to, batches] of this.reads.remoteReads) {
         // With commits piggybacked, a follower asking for a read index may not know the commit
         // yet (a lease read skips the heartbeat round that would tell it): tell it first.
         const pr = this.eagerCommit ? undefined : this.prs.get(to);
@@ -1476,13 +1196,13 @@ export class Raft {
           } satisfies ReadIndexResponse);
         }
       }
-      this.remoteReads.clear();
+      this.reads.remoteReads.clear();
     } else {
-      this.remoteReads.clear();
+      this.reads.remoteReads.clear();
       this.needBroadcast = false;
       this.commitChanged = false;
       this.commitHasConf = false;
-      this.needReadRound = false;
+      this.reads.needRound = false;
     }
     if (this.forwardProps.length > 0) {
       if (this.role === Role.Follower && this.lead !== NONE) {
@@ -1515,32 +1235,10 @@ export class Raft {
   // ---------------------------------------------------------------- configuration
 
   private applyConfEntry(e: Entry): void {
-    if (e.index <= this.confAppliedIndex) return;
-    this.confAppliedIndex = e.index;
-    if (this.logAdds.length > 0 && (this.logAdds[0] as { index: number }).index <= e.index) {
-      this.logAdds = this.logAdds.filter((a) => a.index > e.index);
-    }
-    const parsed = parseConfChange(e.data);
-    if (!parsed.ok) {
-      // The same bytes fail the same way on every member: the configuration stays as it is.
-      this.malformedConfChanges++;
-      return;
-    }
-    this.conf = applyConfChange(this.conf, parsed.cc);
-    this.confHistory.push({ index: e.index, conf: this.conf });
-    if (this.role !== Role.Leader) return;
-    const next = this.log.lastIndex() + 1;
-    for (const id of this.conf.voters) {
-      if (id === this.id) continue;
-      const pr = this.prs.get(id);
-      if (pr) pr.learner = false;
-      else this.prs.set(id, new Progress(id, next, false));
-    }
-    for (const id of this.conf.learners) {
-      if (id !== this.id && !this.prs.has(id)) this.prs.set(id, new Progress(id, next, true));
-    }
-    for (const id of [...this.prs.keys()]) if (!isMember(this.conf, id)) this.prs.delete(id);
-    if (this.leadTransferee !== NONE && !this.conf.voters.includes(this.leadTransferee))
+    if (!this.members.apply(e) || this.role !== Role.Leader) return;
+    const conf = this.members.conf;
+    this.tracker.reconcile(conf, this.id, this.log.lastIndex() + 1);
+    if (this.leadTransferee !== NONE && !conf.voters.includes(this.leadTransferee))
       this.leadTransferee = NONE;
     // A smaller quorum may commit more; new members need the log.
     this.maybeCommit();
@@ -1548,41 +1246,21 @@ export class Raft {
   }
 
   private stepDownIfRemoved(): void {
-    if (this.role === Role.Leader && !this.conf.voters.includes(this.id))
-      this.becomeFollower(this.term, NONE);
-  }
-
-  private confAt(index: number): ConfState {
-    let conf: ConfState = { voters: [], learners: [] };
-    for (const c of this.confHistory) {
-      if (c.index > index) break;
-      conf = c.conf;
-    }
-    return conf;
+    if (this.role === Role.Leader && !this.members.isVoter(this.id)) this.becomeFollower(this.term, NONE);
   }
 
   // ---------------------------------------------------------------- the sender rule
 
-  /** Whether `id` is in a configuration this node knows of: the applied one, or one in its log. */
-  private isKnown(id: NodeId): boolean {
-    if (this.conf.voters.includes(id) || this.conf.learners.includes(id)) return true;
-    for (const a of this.logAdds) if (a.node === id) return true;
-    return false;
-  }
-
   /** See the module header: what a sender outside every known configuration may still send. */
   private senderAllowed(m: Message): boolean {
-    if (this.isKnown(m.from)) return true;
+    if (this.members.isKnown(m.from)) return true;
     switch (m.type) {
       case MessageType.Append:
       case MessageType.Heartbeat:
       case MessageType.Snapshot:
         // A leader elected by a configuration this node has not seen yet: this node is new
         // (it knows no configuration) or was away while the membership changed.
-        return (
-          this.knownLeaderElapsed >= this.electionTick ||
-          (this.conf.voters.length === 0 && this.conf.learners.length === 0 && this.logAdds.length === 0)
-        );
+        return this.knownLeaderElapsed >= this.electionTick || this.members.knowsNone();
       case MessageType.ReadIndexResp:
         return m.from === this.lead && this.role === Role.Follower;
       default:
@@ -1593,34 +1271,9 @@ export class Raft {
   /** Leader traffic: only a known leader holds back this node's election timer and lease. */
   private heardFromLeader(from: NodeId): void {
     this.lead = from;
-    if (!this.isKnown(from)) return;
+    if (!this.members.isKnown(from)) return;
     this.electionElapsed = 0;
     this.knownLeaderElapsed = 0;
-  }
-
-  private noteLogAdd(e: Entry): void {
-    const p = parseConfChange(e.data);
-    if (p.ok && p.cc.type !== ConfChangeType.Remove && e.index > this.confAppliedIndex) {
-      this.logAdds.push({ index: e.index, node: p.cc.node });
-    }
-  }
-
-  /** An Append that holds configuration entries, or may have truncated some, changes logAdds. */
-  private mayChangeLogAdds(m: AppendRequest): boolean {
-    const lastAdd = this.logAdds[this.logAdds.length - 1];
-    if (lastAdd !== undefined && lastAdd.index > m.prevIndex) return true;
-    for (const e of m.entries) if (e.type === EntryType.ConfChange) return true;
-    return false;
-  }
-
-  private rescanLogAdds(): void {
-    this.logAdds = [];
-    const from = Math.max(this.confAppliedIndex + 1, this.log.firstIndex());
-    const last = this.log.lastIndex();
-    for (let i = from; i <= last; i++) {
-      const e = this.log.entry(i);
-      if (e && e.type === EntryType.ConfChange) this.noteLogAdd(e);
-    }
   }
 
   // ---------------------------------------------------------------- helpers
@@ -1636,50 +1289,4 @@ export class Raft {
   private softState(): SoftState {
     return { role: this.role, leader: this.lead };
   }
-}
-
-function sameHard(a: HardState, b: HardState): boolean {
-  return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
-}
-
-function sameSoft(a: SoftState, b: SoftState): boolean {
-  return a.role === b.role && a.leader === b.leader;
-}
-
-function concat(chunks: readonly Uint8Array[], size: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0] as Uint8Array;
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out;
-}
-
-/**
- * Successful append acknowledgements to one leader in one term are cumulative: keep only
- * the highest (a follower acknowledges a whole batch with one message).
- */
-function coalesceAcks(msgs: Message[]): Message[] {
-  let acks = 0;
-  for (const m of msgs) if (m.type === MessageType.AppendResp && !m.reject) acks++;
-  if (acks < 2) return msgs;
-  const best = new Map<string, AppendResponse>();
-  for (const m of msgs) {
-    if (m.type !== MessageType.AppendResp || m.reject) continue;
-    const k = `${m.to}\u0000${m.term}`;
-    const b = best.get(k);
-    if (!b || m.index > b.index) best.set(k, m);
-  }
-  const out: Message[] = [];
-  for (const m of msgs) {
-    if (m.type === MessageType.AppendResp && !m.reject) {
-      const k = `${m.to}\u0000${m.term}`;
-      const b = best.get(k);
-      if (b !== m) continue;
-    }
-    out.push(m);
-  }
-  return out;
 }

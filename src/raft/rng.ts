@@ -3,6 +3,8 @@
  * the global random generator: randomized election timeouts come from an injected
  * {@link Rng}, so a seed replays a run exactly.
  */
+import { RaftUsageError } from './errors.ts';
+
 export interface Rng {
   /** A uniformly distributed integer in [0, n). `n` must be a positive integer. */
   int(n: number): number;
@@ -57,7 +59,7 @@ export class SeededRng implements Rng {
   }
 
   pick<T>(items: readonly T[]): T {
-    if (items.length === 0) throw new RangeError('pick from an empty list');
+    if (items.length === 0) throw new RaftUsageError('pick from an empty list');
     return items[this.int(items.length)] as T;
   }
 

@@ -45,7 +45,7 @@ test('findConflictByTerm gives the largest index whose term is <= the given term
 
 test('compaction keeps terms at the boundary and refuses unapplied entries', () => {
   const log = new RaftLog(0, 0, [ent(1, 1), ent(2, 2), ent(3, 2)], 3);
-  assert.throws(() => log.compact(2), RangeError);
+  assert.throws(() => log.compact(2), RaftUsageError);
   log.appliedTo(3);
   log.compact(2);
   assert.equal(log.firstIndex(), 3);
