@@ -11,11 +11,7 @@ export {
   RejectedError,
   TimeoutError,
 } from './errors.ts';
-export {
-  type Applied,
-  type Logger,
-  RaftNode,
-  type RaftNodeOptions,
-  type StateMachine,
-  type Until,
-} from './raft-node.ts';
+export type { Logger } from './logger.ts';
+export type { Applied, Until } from './pending.ts';
+export { RaftNode, type RaftNodeOptions } from './raft-node.ts';
+export type { SnapshotJob, StateMachine } from './state-machine.ts';
