@@ -19,7 +19,6 @@
 import { parseConfChange } from '../raft/confchange.ts';
 import { bootstrapState, Raft, type RaftConfig, type RaftStatus } from '../raft/raft.ts';
 import { SeededRng } from '../raft/rng.ts';
-import type { RaftStorage } from '../raft/storage.ts';
 import {
   type ConfChange,
   type Entry,
@@ -30,6 +29,7 @@ import {
   type Ready,
   type SoftState,
 } from '../raft/types.ts';
+import type { RaftStorage } from '../storage/contract.ts';
 import type { Transport } from '../transport/transport.ts';
 import { envelopePayloadAt, ownSeq, randomProposalStart, randomReadStart, wrapProposal } from './envelope.ts';
 import {

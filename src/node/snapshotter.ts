@@ -16,7 +16,7 @@
  *   If storing fails the log is intact and the next threshold tries again.
  */
 import type { Raft } from '../raft/raft.ts';
-import type { RaftStorage } from '../raft/storage.ts';
+import type { RaftStorage } from '../storage/contract.ts';
 import type { Logger } from './logger.ts';
 import type { Runtime } from './runtime.ts';
 import type { SnapshotJob, StateMachine } from './state-machine.ts';

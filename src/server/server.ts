@@ -15,8 +15,8 @@ import { createGrpcServer, type GrpcServer, type GrpcServerOptions, type TlsOpti
 import { type KvResult, KvStateMachine } from '../kv/state-machine.ts';
 import { type Logger, RaftNode } from '../node/raft-node.ts';
 import type { RaftConfig } from '../raft/raft.ts';
-import type { RaftStorage } from '../raft/storage.ts';
 import { ConfChangeType, type NodeId } from '../raft/types.ts';
+import type { RaftStorage } from '../storage/contract.ts';
 import { FileStorage } from '../storage/file-storage.ts';
 import type { Transport } from '../transport/transport.ts';
 import {

@@ -30,7 +30,6 @@ import { constants as fsConstants, writevSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { mkdir, open, readdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { PersistBatch, RaftStorage, StorageStats } from '../raft/storage.ts';
 import type { DurableState, Snapshot } from '../raft/types.ts';
 import type { BatchRecords } from './codec.ts';
 import {
@@ -43,6 +42,7 @@ import {
   segmentName,
   snapshotName,
 } from './codec.ts';
+import type { PersistBatch, RaftStorage, StorageStats } from './contract.ts';
 import { DirLock } from './dir-lock.ts';
 import {
   IdentityMismatchError,
