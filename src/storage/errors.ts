@@ -98,8 +98,9 @@ export class IdentityMismatchError extends StorageError {
   ) {
     super(
       `data directory ${dir} belongs to node "${found.nodeId}" of cluster "${found.clusterId}", ` +
-        `not to node "${expected.nodeId}" of cluster "${expected.clusterId}". ` +
-        'Check --id and --data-dir; to reuse the directory for another node, remove it first.',
+        `not to node "${expected.nodeId}" of cluster "${expected.clusterId}" (the nodeId and clusterId ` +
+        'it was opened with). Give each node its own directory; to reuse this one for another node, ' +
+        'remove it first.',
     );
   }
 }
@@ -115,7 +116,7 @@ export class NotDataDirError extends StorageError {
   ) {
     super(
       `${dir} is not a usable raftkv data directory: ${reason}. ` +
-        'Point --data-dir at an empty or raftkv-created directory.',
+        'Open an empty directory, or one raftkv created.',
       options,
     );
   }
