@@ -2,7 +2,7 @@
 // applications start from. Everything else lives under its own subpath:
 //   raftkv/raft       the pure core (no runtime dependency at all)
 //   raftkv/node       RaftNode, the runtime around the core, and its errors
-//   raftkv/storage    FileStorage, MemoryStorage, inspect, storage errors
+//   raftkv/storage    the RaftStorage contract, FileStorage, MemoryStorage, inspect, storage errors
 //   raftkv/transport  the Transport boundary, the in-memory network, the gRPC peer transport
 //   raftkv/server     the KV server assembly and the KV state machine
 //   raftkv/client     the gRPC client of raft.KeyValueService
@@ -12,5 +12,5 @@ export { RaftKvClient, type RaftKvClientOptions, RaftKvError } from './client/in
 export { RaftNode, RaftNodeError, type RaftNodeOptions, type StateMachine } from './node/index.ts';
 export { bootstrapState, Raft, type RaftConfig, SeededRng } from './raft/index.ts';
 export { type RaftKvServer, type ServerConfig, startServer } from './server/index.ts';
-export { FileStorage, MemoryStorage } from './storage/index.ts';
+export { FileStorage, MemoryStorage, type RaftStorage } from './storage/index.ts';
 export { GrpcTransport, MemoryNetwork, type Transport } from './transport/index.ts';

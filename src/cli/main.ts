@@ -115,6 +115,12 @@ function report(e: unknown, name: string, io: Io): number {
         'Is the cluster running? Start one with `npm start` (or `raftkv cluster`), or pass --endpoints.\n',
       );
     }
+    if (e.code === 'PERMISSION_DENIED') {
+      io.err(
+        'Admin calls need the token of the nodes’ --admin-token-file (give it here with --admin-token-file or ' +
+          '$RAFTKV_ADMIN_TOKEN_FILE) or, with mTLS, a client certificate named in their --admin-cert-allowed-cn.\n',
+      );
+    }
     if (e.code === 'DEADLINE_EXCEEDED') {
       io.err(
         'Is the cluster running and does it have a quorum? Check with `raftkv status`; --timeout sets the deadline.\n',

@@ -38,7 +38,7 @@ import { StorageError } from '../storage/errors.ts';
 import { DEFAULT_INLINE_WRITE_BYTES, FileStorage, MAX_INLINE_WRITE_BYTES } from '../storage/file-storage.ts';
 import { isLoopbackHost, MIN_SECRET_BYTES, type PeerAuth } from '../transport/peer-auth.ts';
 import { bool, type CommandSpec, hostPort, int, isHostPort, type Parsed, parsePeers, str } from './args.ts';
-import { CliError, UsageError } from './errors.ts';
+import { CliError, serveStorageError, UsageError } from './errors.ts';
 import { createLogger, type LogFormat } from './log.ts';
 import { PEER_SERVER_OPTIONS, peerTransport } from './peer-transport.ts';
 import { loadOrCreateUserSecret, type UserSecret, UserSecretError, userSecretPath } from './user-secret.ts';
@@ -309,7 +309,7 @@ function layout(p: Parsed): Layout {
       try {
         return nodePort !== undefined ? a : defaultPeerAddress(a);
       } catch (e) {
-        throw new UsageError(`--peers: ${(e as Error).message}`, 'serve');
+        throw new UsageError(`--peers: ${(e as Error).message} (--peers ID=CLIENT/PEER,...)`, 'serve');
       }
     });
   }
@@ -337,7 +337,8 @@ function layout(p: Parsed): Layout {
       '--peer-listen',
     );
   } catch (e) {
-    if (e instanceof MemberAddressError) throw new UsageError(`--listen: ${e.message}`, 'serve');
+    if (e instanceof MemberAddressError)
+      throw new UsageError(`--listen: ${e.message} (--peer-listen)`, 'serve');
     throw e;
   }
   if (peerListen === listen && !listen.endsWith(':0')) {
@@ -630,7 +631,7 @@ export async function runServe(p: Parsed, io: ServeIo): Promise<number> {
     }
   } catch (e) {
     joinClient?.close();
-    if (e instanceof StorageError) throw new CliError(`${e.name} [${e.code}]: ${e.message}`);
+    if (e instanceof StorageError) throw serveStorageError(e);
     if (e instanceof ServerConfigError) throw new CliError(e.message);
     if (e instanceof MemberAddressError) throw new CliError(e.message);
     throw e;

@@ -19,7 +19,6 @@
 import { parseConfChange } from '../raft/confchange.ts';
 import { bootstrapState, Raft, type RaftConfig, type RaftStatus } from '../raft/raft.ts';
 import { SeededRng } from '../raft/rng.ts';
-import type { RaftStorage } from '../raft/storage.ts';
 import {
   type ConfChange,
   type Entry,
@@ -30,40 +29,25 @@ import {
   type Ready,
   type SoftState,
 } from '../raft/types.ts';
+import type { RaftStorage } from '../storage/contract.ts';
 import type { Transport } from '../transport/transport.ts';
+import { envelopePayloadAt, ownSeq, randomProposalStart, randomReadStart, wrapProposal } from './envelope.ts';
 import {
   NoLeaderError,
   NotLeaderError,
-  OutcomeUnknownError,
-  ProposalDroppedError,
   RaftNodeStoppedError,
   RejectedError,
   TimeoutError,
 } from './errors.ts';
+import type { Logger } from './logger.ts';
+import { type Applied, PendingWork, type Until } from './pending.ts';
 import { type Runtime, realRuntime, type TimerHandle } from './runtime.ts';
+import { Snapshotter } from './snapshotter.ts';
+import type { StateMachine } from './state-machine.ts';
 
-/** The application's replicated state. `apply` is called once per entry, in log order. */
-export interface StateMachine<R> {
-  /** Apply the entry at `index`. `data` is empty for entries that carry nothing for the application. */
-  apply(index: number, data: Uint8Array): R;
-  /** Serialize the state as of the last applied index. */
-  snapshot(): Uint8Array;
-  /** Replace the state by a snapshot taken at `index`. */
-  restore(data: Uint8Array, index: number): void;
-  /**
-   * Optional: start a snapshot of the state as of now, serialized a slice per event-loop turn
-   * (`step(budgetMs)` returns the bytes once done, null before) while entries keep being applied.
-   * When present, RaftNode uses it instead of `snapshot()`, so big states never stall the loop.
-   */
-  beginSnapshot?(): { step(budgetMs: number): Uint8Array | null };
-}
-
-/** The subset of a pino logger this module uses. */
-export interface Logger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
+// Part of RaftNodeOptions: importers of RaftNode find them here too.
+export type { Logger } from './logger.ts';
+export type { StateMachine } from './state-machine.ts';
 
 export interface RaftNodeOptions<R> {
   readonly id: NodeId;
@@ -99,105 +83,8 @@ export interface RaftNodeOptions<R> {
   readonly runtime?: Runtime;
 }
 
-export interface Applied<R> {
-  readonly index: number;
-  readonly result: R;
-}
-
-interface PendingProposal<R> {
-  resolve(v: Applied<R>): void;
-  reject(e: Error): void;
-  index: number;
-  term: number;
-  /** Absolute deadline (`Date.now()` ms) checked on ticks, or Infinity. */
-  deadline: number;
-  cleanup: () => void;
-}
-
-interface PendingRead {
-  resolve(index: number): void;
-  reject(e: Error): void;
-  index: number;
-  deadline: number;
-  cleanup: () => void;
-}
-
 const EMPTY = new Uint8Array(0);
-/** Event-loop time a sliced snapshot may take per turn. */
-const SNAPSHOT_SLICE_MS = 2;
-function noop(): void {}
-
-/** When to give up waiting: an AbortSignal, or an absolute deadline in `Date.now()` milliseconds. */
-export type Until = AbortSignal | number;
-const ENVELOPE_VERSION = 1;
-
-/**
- * Entries proposed through a RaftNode carry an envelope naming their origin node and a
- * proposal number, so the node that proposed can recognise its entry when it is applied,
- * whichever node was leader. Layout: [version=1][origin length][origin utf8][u32 hi][u32 lo][payload].
- *
- * Proposal numbers (and read contexts) are unique across runs of a node, not only within
- * one: each start draws a random 52-bit (read contexts: 50-bit) starting point and counts
- * up from it. An entry this node proposed in an earlier run, applied after a restart, or a
- * read answered for an earlier run, then matches nothing pending (two runs collide only if
- * the ranges they use overlap: about (n1 + n2) / 2^52 for runs of n1 and n2 proposals).
- */
 const te = new TextEncoder();
-
-export function wrapProposal(origin: Uint8Array, seq: number, payload: Uint8Array): Uint8Array {
-  // allocUnsafe: small envelopes come from Node's buffer pool, not a fresh ArrayBuffer each.
-  const out = Buffer.allocUnsafe(2 + origin.length + 8 + payload.length);
-  out[0] = ENVELOPE_VERSION;
-  out[1] = origin.length;
-  out.set(origin, 2);
-  let o = 2 + origin.length;
-  const hi = Math.floor(seq / 0x100000000);
-  const lo = seq >>> 0;
-  out[o++] = hi >>> 24;
-  out[o++] = (hi >>> 16) & 0xff;
-  out[o++] = (hi >>> 8) & 0xff;
-  out[o++] = hi & 0xff;
-  out[o++] = lo >>> 24;
-  out[o++] = (lo >>> 16) & 0xff;
-  out[o++] = (lo >>> 8) & 0xff;
-  out[o++] = lo & 0xff;
-  out.set(payload, o);
-  return out;
-}
-
-/** Offset of the payload in an envelope, or -1 when `data` is not one. */
-function envelopePayloadAt(data: Uint8Array): number {
-  if (data.length < 10 || data[0] !== ENVELOPE_VERSION) return -1;
-  const at = 2 + (data[1] as number) + 8;
-  return data.length < at ? -1 : at;
-}
-
-/** The application payload of an entry proposed through a RaftNode (`data` itself when it carries no envelope). */
-export function proposalPayload(data: Uint8Array): Uint8Array {
-  const at = envelopePayloadAt(data);
-  return at < 0 ? data : data.subarray(at);
-}
-
-/** The sequence number of an envelope (checked by envelopePayloadAt) when `origin` proposed it, else -1. */
-function ownSeq(data: Uint8Array, origin: Uint8Array): number {
-  const n = data[1] as number;
-  if (n !== origin.length) return -1;
-  for (let i = 0; i < n; i++) if (data[2 + i] !== origin[i]) return -1;
-  const o = 2 + n;
-  const hi = ((data[o]! << 24) | (data[o + 1]! << 16) | (data[o + 2]! << 8) | data[o + 3]!) >>> 0;
-  const lo = ((data[o + 4]! << 24) | (data[o + 5]! << 16) | (data[o + 6]! << 8) | data[o + 7]!) >>> 0;
-  return hi * 0x100000000 + lo;
-}
-
-/** A random start for a run's proposal numbers: below 2^52, so 2^52 proposals fit under 2^53. */
-export function randomProposalStart(randomInt: (max: number) => number = realRuntime.randomInt): number {
-  return randomInt(0x100000) * 0x100000000 + randomInt(0x100000000);
-}
-
-/** A random start for a run's read contexts: below 2^50 (the peer codec carries up to 2^51). */
-export function randomReadStart(randomInt: (max: number) => number = realRuntime.randomInt): number {
-  return randomInt(0x40000) * 0x100000000 + randomInt(0x100000000);
-}
 
 export class RaftNode<R> {
   readonly id: NodeId;
@@ -207,8 +94,6 @@ export class RaftNode<R> {
   private readonly sm: StateMachine<R>;
   private readonly log: Logger | undefined;
   private readonly tickMs: number;
-  private readonly snapshotEntries: number;
-  private readonly retainEntries: number;
   private readonly slowFsyncMs: number;
   /** Most ticks delivered at once after a stall: enough for every election timeout to fire. */
   private readonly maxCatchUp: number;
@@ -225,22 +110,14 @@ export class RaftNode<R> {
   private idle: Promise<void> = Promise.resolve();
   private fatal: Error | null = null;
 
-  /** Last proposal number used: starts at a random point per run (see the envelope). */
+  /** Last proposal number used: starts at a random point per run (the per-start nonce, envelope.ts). */
   private seq: number;
-  private readonly proposals = new Map<number, PendingProposal<R>>();
-  /** Log index -> seq of the pending proposal appended there by this node as leader. */
-  private readonly proposalAt = new Map<number, number>();
   /** Last read context used: starts at a random point per run, like `seq`. */
   private readCtx: number;
-  private readonly reads = new Map<number, PendingRead>();
-  private readonly confWaiters = new Map<
-    number,
-    { term: number; resolve(i: number): void; reject(e: Error): void; cleanup(): void }
-  >();
-  /** Reads whose index is known, waiting for the state machine to apply it. */
-  private waitingReads: PendingRead[] = [];
+  /** Proposals, reads and membership changes waiting for their outcome. */
+  private readonly pending: PendingWork<R>;
+  private readonly snapshots: Snapshotter;
   private applied: number;
-  private lastSnapshotIndex: number;
   private soft: SoftState;
   /** The hard state last written, and a newer one not written yet (commit-only changes). */
   private savedHard: HardState;
@@ -267,14 +144,25 @@ export class RaftNode<R> {
     this.sm = opts.stateMachine;
     this.log = opts.logger;
     this.tickMs = opts.tickMs ?? 100;
-    this.snapshotEntries = opts.snapshotEntries ?? 100_000;
-    this.retainEntries = opts.retainEntries ?? 1_000;
     this.slowFsyncMs = opts.slowFsyncMs ?? 100;
     this.maxCatchUp = Math.max(50, 4 * (opts.raft?.electionTick ?? 10));
     this.originBytes = te.encode(opts.id);
     if (this.originBytes.length > 255) throw new RangeError('node id longer than 255 bytes');
     this.applied = applied;
-    this.lastSnapshotIndex = applied;
+    this.pending = new PendingWork(this.rt);
+    this.snapshots = new Snapshotter({
+      raft,
+      storage: opts.storage,
+      source: opts.stateMachine,
+      rt: this.rt,
+      log: opts.logger,
+      snapshotEntries: opts.snapshotEntries ?? 100_000,
+      retainEntries: opts.retainEntries ?? 1_000,
+      lastIndex: applied,
+      counters: this.counters,
+      halted: () => this.stopped || this.fatal !== null,
+      wake: () => this.schedule(),
+    });
     this.soft = { role: raft.currentRole, leader: raft.leader };
     const st = raft.status();
     this.savedHard = { term: st.term, vote: st.vote, commit: st.commit };
@@ -350,37 +238,9 @@ export class RaftNode<R> {
     this.schedule();
     const index = out.kind === 'appended' ? out.index : 0;
     const term = out.kind === 'appended' ? out.term : 0;
-    return new Promise<Applied<R>>((resolve, reject) => {
-      const p: PendingProposal<R> = {
-        resolve,
-        reject,
-        index,
-        term,
-        deadline: typeof until === 'number' ? until : Number.POSITIVE_INFINITY,
-        cleanup: noop,
-      };
-      if (typeof until === 'object') {
-        const onAbort = (): void => {
-          if (this.dropProposal(seq)) reject(new TimeoutError('proposal'));
-        };
-        until.addEventListener('abort', onAbort, { once: true });
-        p.cleanup = () => until.removeEventListener('abort', onAbort);
-      }
-      this.proposals.set(seq, p);
-      if (index !== 0) {
-        // An older proposal of ours at this index was truncated away: its entry is gone.
-        const older = this.proposalAt.get(index);
-        if (older !== undefined) {
-          const o = this.proposals.get(older);
-          this.proposals.delete(older);
-          if (o) {
-            o.cleanup();
-            o.reject(new ProposalDroppedError(index));
-          }
-        }
-        this.proposalAt.set(index, seq);
-      }
-    });
+    return new Promise<Applied<R>>((resolve, reject) =>
+      this.pending.addProposal(seq, index, term, until, resolve, reject),
+    );
   }
 
   /**
@@ -395,60 +255,7 @@ export class RaftNode<R> {
     const ctx = ++this.readCtx;
     this.raft.readIndex(ctx);
     this.schedule();
-    return new Promise<number>((resolve, reject) => {
-      const r: PendingRead = {
-        resolve,
-        reject,
-        index: -1,
-        deadline: typeof until === 'number' ? until : Number.POSITIVE_INFINITY,
-        cleanup: noop,
-      };
-      if (typeof until === 'object') {
-        const onAbort = (): void => {
-          this.reads.delete(ctx);
-          const i = this.waitingReads.indexOf(r);
-          if (i >= 0) this.waitingReads.splice(i, 1);
-          reject(new TimeoutError('read'));
-        };
-        until.addEventListener('abort', onAbort, { once: true });
-        r.cleanup = () => until.removeEventListener('abort', onAbort);
-      }
-      this.reads.set(ctx, r);
-    });
-  }
-
-  /** Forgets a pending proposal; false when it was no longer pending. */
-  private dropProposal(seq: number): boolean {
-    const p = this.proposals.get(seq);
-    if (p === undefined) return false;
-    this.proposals.delete(seq);
-    if (p.index !== 0 && this.proposalAt.get(p.index) === seq) this.proposalAt.delete(p.index);
-    return true;
-  }
-
-  /** Rejects pending proposals and reads whose deadline passed (called on ticks). */
-  private expireDeadlines(now: number): void {
-    for (const [seq, p] of this.proposals) {
-      if (p.deadline <= now) {
-        this.dropProposal(seq);
-        p.cleanup();
-        p.reject(new TimeoutError('proposal'));
-      }
-    }
-    for (const [ctx, r] of this.reads) {
-      if (r.deadline <= now) {
-        this.reads.delete(ctx);
-        r.reject(new TimeoutError('read'));
-      }
-    }
-    if (this.waitingReads.some((r) => r.deadline <= now)) {
-      const still: PendingRead[] = [];
-      for (const r of this.waitingReads) {
-        if (r.deadline <= now) r.reject(new TimeoutError('read'));
-        else still.push(r);
-      }
-      this.waitingReads = still;
-    }
+    return new Promise<number>((resolve, reject) => this.pending.addRead(ctx, until, resolve, reject));
   }
 
   /** Propose a membership change (leader only); resolves once it is applied here. */
@@ -464,21 +271,9 @@ export class RaftNode<R> {
     if (out.kind !== 'appended') return Promise.reject(new NotLeaderError(out.to));
     this.schedule();
     const { index, term } = out;
-    return new Promise<number>((resolve, reject) => {
-      const w = { term, resolve, reject, cleanup: () => {} };
-      const onAbort = (): void => {
-        if (this.confWaiters.delete(index)) reject(new TimeoutError('membership change'));
-      };
-      if (typeof until === 'number') {
-        // A deadline on the runtime's clock; Node fires timers longer than 2^31-1 ms at once: cap there.
-        const t = this.rt.setTimeout(onAbort, Math.min(2 ** 31 - 1, Math.max(0, until - this.rt.dateNow())));
-        w.cleanup = () => this.rt.clearTimer(t);
-      } else if (until) {
-        until.addEventListener('abort', onAbort, { once: true });
-        w.cleanup = () => until.removeEventListener('abort', onAbort);
-      }
-      this.confWaiters.set(index, w);
-    });
+    return new Promise<number>((resolve, reject) =>
+      this.pending.addConfChange(index, term, until, resolve, reject),
+    );
   }
 
   transferLeadership(to: NodeId): void {
@@ -525,7 +320,7 @@ export class RaftNode<R> {
     const err = new RaftNodeStoppedError(this.id);
     this.stopping = (async () => {
       await this.idle;
-      await this.compacting;
+      await this.snapshots.compacting;
       if (this.unsavedHard && !this.fatal) {
         // Keep the latest commit index across a clean restart.
         await this.storage
@@ -533,7 +328,7 @@ export class RaftNode<R> {
           .catch(() => {});
         this.unsavedHard = null;
       }
-      this.failAll(err);
+      this.pending.failAll(err);
       await this.transport.close();
       await this.storage.close();
     })();
@@ -545,9 +340,7 @@ export class RaftNode<R> {
   private onTimer(): void {
     if (this.stopped) return;
     if (this.catchUpTicks() === 0) return;
-    if (this.proposals.size > 0 || this.reads.size > 0 || this.waitingReads.length > 0) {
-      this.expireDeadlines(this.rt.dateNow());
-    }
+    if (this.pending.requests > 0) this.pending.expire(this.rt.dateNow());
     this.schedule();
   }
 
@@ -596,7 +389,6 @@ export class RaftNode<R> {
   }
 
   private eagerScheduled = false;
-  private compacting: Promise<void> | null = null;
   private readonly sendEager = (): void => {
     this.eagerScheduled = false;
     if (!this.driving || this.stopped || this.fatal) return;
@@ -615,7 +407,7 @@ export class RaftNode<R> {
         this.counters.readies++;
         await this.handleReady(rd);
         this.raft.advance(rd);
-        await this.maybeSnapshot();
+        await this.snapshots.maybeSnapshot(this.applied);
         if (this.stopped) break;
       }
     } catch (err) {
@@ -627,7 +419,7 @@ export class RaftNode<R> {
         { err: fatal.message, name: fatal.name },
         'raft node stopped by a storage or state machine failure',
       );
-      this.failAll(fatal);
+      this.pending.failAll(fatal);
       this.opts.onFatal?.(fatal);
     } finally {
       this.driving = false;
@@ -658,8 +450,7 @@ export class RaftNode<R> {
       // (proposals forwarded by followers count there) and at most one local request pending. A busier
       // leader's loop goes on serving while the thread pool writes.
       this.storage.setInlineWrites?.(
-        this.soft.role !== 'leader' ||
-          (rd.entries.length <= 1 && this.proposals.size + this.reads.size + this.waitingReads.length <= 1),
+        this.soft.role !== 'leader' || (rd.entries.length <= 1 && this.pending.requests <= 1),
       );
       await this.storage.persist({ snapshot: rd.snapshot, entries: rd.entries, hardState: hs });
       if (hs) this.savedHard = hs;
@@ -677,55 +468,25 @@ export class RaftNode<R> {
     }
     if (rd.snapshot) {
       // A local snapshot in the making describes a state that is being replaced.
-      this.snapJob = null;
-      this.snapData = null;
+      this.snapshots.installed(rd.snapshot.meta.index);
       this.sm.restore(rd.snapshot.data, rd.snapshot.meta.index);
       this.applied = rd.snapshot.meta.index;
-      this.lastSnapshotIndex = rd.snapshot.meta.index;
       this.log?.info(
         { index: rd.snapshot.meta.index, term: rd.snapshot.meta.term },
         'installed snapshot from leader',
       );
       // Proposals of ours at or below the snapshot can no longer be matched: their fate is unknown here.
-      for (const [seq, p] of this.proposals) {
-        if (p.index > 0 && p.index <= this.applied) {
-          this.dropProposal(seq);
-          p.cleanup();
-          p.reject(new ProposalDroppedError(p.index));
-        }
-      }
+      this.pending.snapshotInstalled(this.applied);
     }
     if (!applyFirst) for (const e of rd.committedEntries) this.applyEntry(e);
-    for (const rs of rd.readStates) {
-      const r = this.reads.get(rs.ctx);
-      if (!r) continue;
-      this.reads.delete(rs.ctx);
-      r.index = rs.index;
-      this.waitingReads.push(r);
-    }
-    for (const rf of rd.readFailures) {
-      const r = this.reads.get(rf.ctx);
-      if (!r) continue;
-      this.reads.delete(rf.ctx);
-      r.cleanup();
-      r.reject(
-        rf.reason === 'no-leader'
-          ? new NoLeaderError('no leader to confirm the read')
-          : new NotLeaderError(this.raft.leader),
-      );
-    }
-    this.releaseReads();
+    for (const rs of rd.readStates) this.pending.readIndexed(rs.ctx, rs.index);
+    for (const rf of rd.readFailures) this.pending.readRefused(rf.ctx, rf.reason, this.raft.leader);
+    this.pending.releaseReads(this.applied);
   }
 
   private applyEntry(e: Entry): void {
     this.counters.applied++;
-    const w = this.confWaiters.get(e.index);
-    if (w) {
-      this.confWaiters.delete(e.index);
-      w.cleanup();
-      if (e.term === w.term && e.type === EntryType.ConfChange) w.resolve(e.index);
-      else w.reject(new ProposalDroppedError(e.index));
-    }
+    this.pending.confChangeApplied(e.index, e.term, e.type === EntryType.ConfChange);
     if (e.type === EntryType.ConfChange) {
       this.sm.apply(e.index, EMPTY);
       this.applied = e.index;
@@ -752,106 +513,9 @@ export class RaftNode<R> {
     const result = this.sm.apply(e.index, at < 0 ? e.data : e.data.subarray(at));
     this.applied = e.index;
     const seq = at < 0 ? -1 : ownSeq(e.data, this.originBytes);
-    if (seq >= 0) {
-      const p = this.proposals.get(seq);
-      if (p) {
-        this.dropProposal(seq);
-        p.cleanup();
-        p.resolve({ index: e.index, result });
-      }
-    }
+    if (seq >= 0) this.pending.proposalApplied(seq, e.index, result);
     // A pending proposal of ours that was assigned this index but lost it to another entry.
-    const lost = this.proposalAt.get(e.index);
-    if (lost !== undefined) {
-      this.proposalAt.delete(e.index);
-      const p = this.proposals.get(lost);
-      if (p) {
-        this.proposals.delete(lost);
-        p.cleanup();
-        p.reject(new ProposalDroppedError(e.index));
-      }
-    }
-  }
-
-  private releaseReads(): void {
-    if (this.waitingReads.length === 0) return;
-    const still: PendingRead[] = [];
-    for (const r of this.waitingReads) {
-      if (r.index <= this.applied) {
-        r.cleanup();
-        r.resolve(r.index);
-      } else {
-        still.push(r);
-      }
-    }
-    this.waitingReads = still;
-  }
-
-  /** A snapshot being serialized in slices (StateMachine.beginSnapshot), and the index it is at. */
-  private snapJob: { index: number; job: { step(budgetMs: number): Uint8Array | null } } | null = null;
-  private snapData: { index: number; data: Uint8Array } | null = null;
-
-  private async maybeSnapshot(): Promise<void> {
-    // A sliced snapshot finished since the last Ready: compact now (between Readies, as compact requires).
-    const ready = this.snapData;
-    if (ready !== null) {
-      this.snapData = null;
-      if (ready.index > this.lastSnapshotIndex && ready.index <= this.applied) {
-        this.compactTo(ready.index, ready.data);
-      }
-      return;
-    }
-    if (this.snapshotEntries <= 0 || this.applied - this.lastSnapshotIndex < this.snapshotEntries) return;
-    if (this.compacting || this.snapJob !== null) return; // one at a time
-    const index = this.applied;
-    if (this.sm.beginSnapshot !== undefined) {
-      this.snapJob = { index, job: this.sm.beginSnapshot() };
-      this.rt.setImmediate(this.stepSnapshot);
-      return;
-    }
-    this.compactTo(index, this.sm.snapshot());
-  }
-
-  /** Serializes a slice of the running snapshot job per event-loop turn. */
-  private readonly stepSnapshot = (): void => {
-    const j = this.snapJob;
-    if (j === null || this.stopped || this.fatal) {
-      this.snapJob = null;
-      return;
-    }
-    const data = j.job.step(SNAPSHOT_SLICE_MS);
-    if (data === null) {
-      this.rt.setImmediate(this.stepSnapshot);
-      return;
-    }
-    this.snapJob = null;
-    this.snapData = { index: j.index, data };
-    this.schedule();
-  };
-
-  private compactTo(index: number, data: Uint8Array): void {
-    // A snapshot from the leader may have been restored into the core (it reaches us in a later
-    // Ready): a local one at or below it is moot, and compact() would refuse it.
-    const st = this.raft.status();
-    if (index < st.firstIndex || index > st.applied) return;
-    const snap = this.raft.compact(index, data, this.retainEntries);
-    this.lastSnapshotIndex = index;
-    this.counters.snapshots++;
-    // Stored in the background: the drive loop does not wait for the snapshot file.
-    this.compacting = this.storage.compact(snap, this.retainEntries).then(
-      () => {
-        this.compacting = null;
-        this.log?.info(
-          { index, term: snap.meta.term, bytes: snap.data.byteLength },
-          'snapshot taken, log compacted',
-        );
-      },
-      (err: unknown) => {
-        this.compacting = null;
-        // The log is intact without it; the next threshold tries again.
-        this.log?.error({ index, err: (err as Error).message }, 'writing a snapshot failed');
-      },
-    );
+    this.pending.slotApplied(e.index);
   }
 
   private noteSoftState(s: SoftState): void {
@@ -864,38 +528,9 @@ export class RaftNode<R> {
     if (s.leader !== this.soft.leader) {
       this.log?.info({ term, leader: s.leader || null }, 'leader changed');
       // Proposals forwarded to the old leader would otherwise wait for their deadline.
-      for (const [seq, p] of this.proposals) {
-        if (p.index !== 0) continue;
-        this.proposals.delete(seq);
-        p.cleanup();
-        p.reject(new OutcomeUnknownError(this.soft.leader));
-      }
+      this.pending.leaderChanged(this.soft.leader);
     }
     this.soft = s;
     this.opts.onSoftState?.(s, term);
-  }
-
-  private failAll(err: Error): void {
-    for (const p of this.proposals.values()) {
-      p.cleanup();
-      p.reject(err);
-    }
-    this.proposals.clear();
-    this.proposalAt.clear();
-    for (const r of this.reads.values()) {
-      r.cleanup();
-      r.reject(err);
-    }
-    this.reads.clear();
-    for (const r of this.waitingReads) {
-      r.cleanup();
-      r.reject(err);
-    }
-    this.waitingReads = [];
-    for (const w of this.confWaiters.values()) {
-      w.cleanup();
-      w.reject(err);
-    }
-    this.confWaiters.clear();
   }
 }

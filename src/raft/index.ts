@@ -33,5 +33,4 @@ export {
   type RaftStatus,
   type RefusedCounts,
 } from './status.ts';
-export * from './storage.ts';
 export * from './types.ts';

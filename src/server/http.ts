@@ -12,8 +12,8 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { RaftStorage } from '../raft/storage.ts';
 import type { NodeId } from '../raft/types.ts';
+import type { RaftStorage } from '../storage/contract.ts';
 import { DASHBOARD_SCRIPT, DASHBOARD_STYLE, dashboardHtml } from './dashboard.ts';
 import { createNodeMetrics, type NodeEvent, type NodeMetrics } from './metrics.ts';
 import type { RaftKvServer } from './server.ts';

@@ -94,12 +94,12 @@ export function authorizeAdmin(auth: AdminAuth | undefined, call: ServerCall, wh
     if (cert !== null && certificateNames(cert).some((n) => names.includes(n))) return;
   }
   const ways = [
-    ...(tokens.length > 0 ? ['send the admin token (--admin-token-file)'] : []),
-    ...(names.length > 0 ? ['use an admin client certificate (--admin-cert-allowed-cn)'] : []),
+    ...(tokens.length > 0 ? ['send an admin token (metadata authorization: Bearer TOKEN)'] : []),
+    ...(names.length > 0 ? ['use an admin client certificate'] : []),
   ];
   const how =
     ways.length === 0
-      ? 'this node has no admin identity configured (start it with --admin-token-file or --admin-cert-allowed-cn)'
+      ? 'this node has no admin identity configured (neither an admin token nor an admin certificate name)'
       : ways.join(' or ');
   throw new GrpcError(Status.PERMISSION_DENIED, `${what} needs an admin identity: ${how}`);
 }
@@ -376,7 +376,8 @@ export function kvHandlers(ctx: KvServiceContext) {
           peer: req.peer_address || defaultPeerAddress(req.address),
         });
       } catch (e) {
-        if (e instanceof MemberAddressError) throw new GrpcError(Status.INVALID_ARGUMENT, e.message);
+        if (e instanceof MemberAddressError)
+          throw new GrpcError(Status.INVALID_ARGUMENT, `${e.message} (peer_address)`);
         throw e;
       }
       const type = req.learner ? ConfChangeType.AddLearner : ConfChangeType.AddVoter;

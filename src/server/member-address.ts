@@ -39,7 +39,7 @@ export function defaultPeerAddress(client: string): string {
   const peer = port + PEER_PORT_OFFSET;
   if (peer > 65535) {
     throw new MemberAddressError(
-      `client port ${port} + ${PEER_PORT_OFFSET} is above 65535: give the peer address explicitly (CLIENT/PEER, --peer-listen)`,
+      `client port ${port} + ${PEER_PORT_OFFSET} is above 65535: give the peer address explicitly`,
     );
   }
   return `${m[1]}:${peer}`;

@@ -13,8 +13,8 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import type { PersistBatch, RaftStorage, StorageStats } from '../raft/storage.ts';
 import type { DurableState, NodeId, Role, Snapshot } from '../raft/types.ts';
+import type { PersistBatch, RaftStorage, StorageStats } from '../storage/contract.ts';
 import type { RaftKvServer } from './server.ts';
 
 export const METRIC_PREFIX = 'raftkv_';

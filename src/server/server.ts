@@ -15,8 +15,8 @@ import { createGrpcServer, type GrpcServer, type GrpcServerOptions, type TlsOpti
 import { type KvResult, KvStateMachine } from '../kv/state-machine.ts';
 import { type Logger, RaftNode } from '../node/raft-node.ts';
 import type { RaftConfig } from '../raft/raft.ts';
-import type { RaftStorage } from '../raft/storage.ts';
 import { ConfChangeType, type NodeId } from '../raft/types.ts';
+import type { RaftStorage } from '../storage/contract.ts';
 import { FileStorage } from '../storage/file-storage.ts';
 import type { Transport } from '../transport/transport.ts';
 import {
@@ -53,7 +53,7 @@ export interface ServerConfig {
     readonly grpcOptions?: Omit<GrpcServerOptions, 'tls'>;
   };
   /**
-   * Founding members known only by peer address (seed-style `--peers host:port,...`): called
+   * Founding members known only by peer address, their ids unknown (seed-style lists): called
    * once the peer port listens, resolves with each one's id and addresses. Awaited before
    * bootstrapping an empty data directory; otherwise run in the background, each peer added
    * to the transport as it answers.
@@ -124,8 +124,8 @@ export function parseHostPort(s: string, what: string): { host: string; port: nu
 
 export async function startServer(config: ServerConfig): Promise<RaftKvServer> {
   const clusterId = config.clusterId ?? 'raftkv';
-  const { host, port } = parseHostPort(config.listen, '--listen');
-  const peerHostPort = config.peer ? parseHostPort(config.peer.listen, '--peer-listen') : null;
+  const { host, port } = parseHostPort(config.listen, 'config.listen');
+  const peerHostPort = config.peer ? parseHostPort(config.peer.listen, 'config.peer.listen') : null;
   if (!config.joining && !config.discover && !config.peers.has(config.id)) {
     throw new ServerConfigError(`the peer list does not include this node (${config.id})`);
   }

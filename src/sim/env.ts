@@ -12,8 +12,8 @@
 import type { KvResult, KvStateMachine } from '../kv/state-machine.ts';
 import type { StateMachine } from '../node/raft-node.ts';
 import type { Runtime, TimerHandle } from '../node/runtime.ts';
-import type { PersistBatch, RaftStorage, StorageStats } from '../raft/storage.ts';
 import type { DurableState, Message, NodeId, Snapshot } from '../raft/types.ts';
+import type { PersistBatch, RaftStorage, StorageStats } from '../storage/contract.ts';
 import type { Transport, TransportHandlers } from '../transport/transport.ts';
 import type { SimDisk } from './disk.ts';
 

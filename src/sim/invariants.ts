@@ -17,8 +17,8 @@
  *   durable term never decreases.
  */
 import type { Raft } from '../raft/raft.ts';
-import type { PersistBatch } from '../raft/storage.ts';
 import { type DurableState, type Entry, type HardState, type NodeId, Role } from '../raft/types.ts';
+import type { PersistBatch } from '../storage/contract.ts';
 
 export class SafetyViolation extends Error {
   override readonly name = 'SafetyViolation';

@@ -32,8 +32,7 @@ import { randomBytes } from 'node:crypto';
 import { link, readdir, readFile, readlink, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ioError, StorageLockedError } from './errors.ts';
-import { withFreeSpace } from './recovery.ts';
+import { ioError, StorageLockedError, withFreeSpace } from './errors.ts';
 
 /** The earlier lock file (`{pid, host}`), still judged and cleared when stale. */
 export const LEGACY_LOCK_FILE = 'LOCK';

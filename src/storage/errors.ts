@@ -2,7 +2,9 @@
  * Typed errors of the storage layer. Every class has a stable `code` (for programs), a
  * `name` (for logs) and, where an underlying error caused it, `cause`. Messages are
  * written for the operator: what happened, where (file and byte offset), and what to do.
+ * `ioError` and `withFreeSpace` build them from what the operating system reported.
  */
+import { statfs } from 'node:fs/promises';
 
 export const StorageErrorCode = {
   Corrupt: 'ERR_STORAGE_CORRUPT',
@@ -96,8 +98,9 @@ export class IdentityMismatchError extends StorageError {
   ) {
     super(
       `data directory ${dir} belongs to node "${found.nodeId}" of cluster "${found.clusterId}", ` +
-        `not to node "${expected.nodeId}" of cluster "${expected.clusterId}". ` +
-        'Check --id and --data-dir; to reuse the directory for another node, remove it first.',
+        `not to node "${expected.nodeId}" of cluster "${expected.clusterId}" (the nodeId and clusterId ` +
+        'it was opened with). Give each node its own directory; to reuse this one for another node, ' +
+        'remove it first.',
     );
   }
 }
@@ -113,7 +116,7 @@ export class NotDataDirError extends StorageError {
   ) {
     super(
       `${dir} is not a usable raftkv data directory: ${reason}. ` +
-        'Point --data-dir at an empty or raftkv-created directory.',
+        'Open an empty directory, or one raftkv created.',
       options,
     );
   }
@@ -250,4 +253,24 @@ export function ioError(err: unknown, path: string, operation: string): StorageE
   }
   if (code === 'ENOSPC' || code === 'EDQUOT') return new StorageFullError(path, { cause: err });
   return new StorageIOError(path, operation, { cause: err });
+}
+
+/**
+ * A StorageFullError naming how many bytes the failed write needed and how many the file system has free
+ * (statfs); any other error unchanged.
+ */
+export async function withFreeSpace(err: StorageError, dir: string, needed: number): Promise<StorageError> {
+  if (!(err instanceof StorageFullError) || err.needed !== undefined) return err;
+  let free: number | undefined;
+  try {
+    const st = await statfs(dir);
+    free = st.bavail * st.bsize;
+  } catch {
+    free = undefined;
+  }
+  return new StorageFullError(
+    err.path,
+    { cause: err.cause },
+    { dir, needed, ...(free !== undefined ? { free } : {}) },
+  );
 }

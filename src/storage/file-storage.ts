@@ -1,6 +1,7 @@
 /**
  * RaftStorage on disk: a write-ahead log in segment files plus snapshot files, in one data
- * directory per node (layout and byte formats: codec.ts and docs/storage.md).
+ * directory per node (data-dir.ts: its metadata and lock; layout and byte formats: codec.ts
+ * and docs/storage.md; reading it back: recovery.ts).
  *
  * Write path. persist() checks the batch against the in-memory view, encodes it once into
  * one buffer and queues it. A single flush loop takes everything queued, writes it with
@@ -28,9 +29,8 @@
  */
 import { constants as fsConstants, writevSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { mkdir, open, readdir, rename, unlink, writeFile } from 'node:fs/promises';
+import { open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { PersistBatch, RaftStorage, StorageStats } from '../raft/storage.ts';
 import type { DurableState, Snapshot } from '../raft/types.ts';
 import type { BatchRecords } from './codec.ts';
 import {
@@ -39,22 +39,21 @@ import {
   encodeSegmentHeader,
   encodeSnapshotFile,
   MAX_RECORD_BYTES,
-  META_FILE,
   segmentName,
   snapshotName,
 } from './codec.ts';
-import { DirLock } from './dir-lock.ts';
+import type { PersistBatch, RaftStorage, StorageStats } from './contract.ts';
+import { checkIdentity, DataDir, syncDir } from './data-dir.ts';
 import {
-  IdentityMismatchError,
   ioError,
-  NotDataDirError,
   StorageClosedError,
   type StorageError,
   StorageFailedError,
   StorageUsageError,
+  withFreeSpace,
 } from './errors.ts';
 import { LogView } from './log-view.ts';
-import { readDataDir, readMeta, syncDir, type TornTail, withFreeSpace } from './recovery.ts';
+import { readDataDir, type TornTail } from './recovery.ts';
 
 /** The few file operations on the write path, replaceable to inject faults (ENOSPC, EIO) in tests. */
 export interface StorageIO {
@@ -198,7 +197,7 @@ export class FileStorage implements RaftStorage {
     snapshotSeq: number,
     snapshotFiles: string[],
     private readonly tornTail: TornTail | null,
-    private readonly unlock: () => Promise<void>,
+    private readonly dataDir: DataDir,
     inlineBytes: number,
     private readonly onWarning: ((message: string, cause: unknown) => void) | undefined,
     preallocationFailures: number,
@@ -233,13 +232,11 @@ export class FileStorage implements RaftStorage {
     const io = options.io ?? defaultIO;
     const segmentBytes = options.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
     const syncMode = options.sync ?? 'fdatasync';
-    await initDir(dir, options.nodeId, options.clusterId);
-    const lock = await DirLock.acquire(dir);
-    const unlock = () => lock.release();
+    const dataDir = await DataDir.open(dir, options);
     try {
-      return await FileStorage.recover(dir, options, io, segmentBytes, syncMode, unlock);
+      return await FileStorage.recover(dir, options, io, segmentBytes, syncMode, dataDir);
     } catch (err) {
-      await unlock();
+      await dataDir.release();
       throw err;
     }
   }
@@ -250,14 +247,11 @@ export class FileStorage implements RaftStorage {
     io: StorageIO,
     segmentBytes: number,
     syncMode: 'fdatasync' | 'dsync',
-    unlock: () => Promise<void>,
+    dataDir: DataDir,
   ): Promise<FileStorage> {
     const rec = await readDataDir(dir);
-    const meta = rec.meta!;
     const prealloc = options.preallocate === false ? 0 : segmentBytes;
-    if (meta.nodeId !== options.nodeId || meta.clusterId !== options.clusterId) {
-      throw new IdentityMismatchError(dir, options, meta);
-    }
+    checkIdentity(dir, options, rec.meta!);
     let dirty = false;
     // Repair: cut a torn tail, drop an unfinished segment, leftovers of interrupted writes.
     const segments: Segment[] = [];
@@ -334,7 +328,7 @@ export class FileStorage implements RaftStorage {
       rec.snapshotSeq,
       current ? [current] : [],
       rec.tornTail,
-      unlock,
+      dataDir,
       options.inlineWriteBytes ?? DEFAULT_INLINE_WRITE_BYTES,
       options.onWarning,
       preallocFailed === null ? 0 : 1,
@@ -386,7 +380,7 @@ export class FileStorage implements RaftStorage {
     try {
       await this.fh.close();
     } finally {
-      await this.unlock();
+      await this.dataDir.release();
     }
   }
 
@@ -667,38 +661,4 @@ function preallocWarning(dir: string, bytes: number, err: unknown): string {
     `could not preallocate ${bytes} bytes for a new WAL segment in ${dir} (${why}); ` +
     'going on without preallocation: appends grow the segment files instead'
   );
-}
-
-/** Creates the directory and its metadata file if needed; checks an existing directory. */
-async function initDir(dir: string, nodeId: string, clusterId: string): Promise<void> {
-  try {
-    await mkdir(dir, { recursive: true });
-  } catch (err) {
-    throw ioError(err, dir, 'create directory');
-  }
-  const meta = await readMeta(dir);
-  if (meta) return;
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch (err) {
-    throw ioError(err, dir, 'list');
-  }
-  const foreign = names.filter((n) => n !== 'lost+found' && n !== `${META_FILE}.tmp`);
-  if (foreign.length > 0) {
-    throw new NotDataDirError(
-      dir,
-      `it holds ${foreign.length} file(s) (e.g. ${foreign[0]}) but no ${META_FILE}` +
-        (foreign.some((n) => n.startsWith('wal-')) ? ' (WAL segments without metadata)' : ''),
-    );
-  }
-  const path = join(dir, META_FILE);
-  const tmp = `${path}.tmp`;
-  try {
-    await writeFile(tmp, `${JSON.stringify({ format: 1, nodeId, clusterId })}\n`, { flush: true });
-    await rename(tmp, path);
-  } catch (err) {
-    throw ioError(err, path, 'create');
-  }
-  await syncDir(dir);
 }

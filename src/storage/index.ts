@@ -1,5 +1,7 @@
-// Public API of the storage layer (`raftkv/storage`): FileStorage (the WAL and snapshots on
-// disk), MemoryStorage (the reference implementation), inspect, and the typed storage errors.
+// Public API of the storage layer (`raftkv/storage`): the RaftStorage contract RaftNode
+// persists through, FileStorage (the WAL and snapshots on disk), MemoryStorage (the reference
+// implementation), inspect, and the typed storage errors.
+export type { PersistBatch, RaftStorage, StorageStats } from './contract.ts';
 export * from './errors.ts';
 export {
   defaultIO,

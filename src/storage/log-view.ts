@@ -9,9 +9,9 @@
  * - hardState.commit <= lastIndex().
  */
 
-import type { PersistBatch } from '../raft/storage.ts';
 import type { DurableState, Entry, HardState, Snapshot } from '../raft/types.ts';
 import type { BatchRecords } from './codec.ts';
+import type { PersistBatch } from './contract.ts';
 import { SnapshotOutOfDateError, StorageUsageError } from './errors.ts';
 
 export const EMPTY_HARD_STATE: HardState = { term: 0, vote: '', commit: 0 };

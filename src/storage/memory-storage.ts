@@ -10,8 +10,9 @@
  * torn batch whole), so "the last write may be torn" means "a prefix of the unsynced
  * batches survives".
  */
-import type { PersistBatch, RaftStorage, StorageStats } from '../raft/storage.ts';
+
 import type { DurableState, Snapshot } from '../raft/types.ts';
+import type { PersistBatch, RaftStorage, StorageStats } from './contract.ts';
 import { StorageClosedError } from './errors.ts';
 import { LogView } from './log-view.ts';
 

@@ -17,7 +17,7 @@
  *    snapshot) up to the hard state's commit index, and a segment closed by a Continue
  *    record must have its successor.
  */
-import { open, readdir, readFile, statfs } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DurableState, Entry, HardState, Snapshot } from '../raft/types.ts';
 import {
@@ -25,7 +25,6 @@ import {
   type DecodedRecord,
   decodeSnapshotFile,
   findIntactRecord,
-  META_FILE,
   readRecord,
   SEGMENT_HEADER_BYTES,
   SEGMENT_RE,
@@ -33,6 +32,7 @@ import {
   segmentName,
   snapshotName,
 } from './codec.ts';
+import { type DataDirMeta, readMeta } from './data-dir.ts';
 import {
   CorruptionError,
   ioError,
@@ -40,16 +40,8 @@ import {
   MissingSegmentError,
   MissingSnapshotError,
   NotDataDirError,
-  type StorageError,
-  StorageFullError,
 } from './errors.ts';
 import { EMPTY_HARD_STATE } from './log-view.ts';
-
-export interface DataDirMeta {
-  readonly format: number;
-  readonly nodeId: string;
-  readonly clusterId: string;
-}
 
 export interface SegmentInfo {
   readonly seq: number;
@@ -89,30 +81,6 @@ export interface RecoveredDir {
 export interface ReadOptions {
   /** Called for every record of every complete batch, in log order (for `inspect --records`). */
   readonly onRecord?: (file: string, rec: DecodedRecord) => void;
-}
-
-export async function readMeta(dir: string): Promise<DataDirMeta | null> {
-  const path = join(dir, META_FILE);
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw ioError(err, path, 'read');
-  }
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (err) {
-    throw new NotDataDirError(dir, `${META_FILE} is not valid JSON`, { cause: err });
-  }
-  const o = (typeof v === 'object' && v !== null ? v : {}) as Record<string, unknown>;
-  const { format, nodeId, clusterId } = o;
-  if (typeof format !== 'number' || typeof nodeId !== 'string' || typeof clusterId !== 'string') {
-    throw new NotDataDirError(dir, `${META_FILE} lacks format/nodeId/clusterId`);
-  }
-  if (format !== 1) throw new NotDataDirError(dir, `${META_FILE} has unsupported format ${format}`);
-  return { format, nodeId, clusterId };
 }
 
 function allZero(buf: Uint8Array, from: number): boolean {
@@ -425,19 +393,6 @@ export async function readDataDir(dir: string, options: ReadOptions = {}): Promi
   };
 }
 
-/** fsyncs a directory so that creations, renames and removals in it are durable. */
-export async function syncDir(dir: string): Promise<void> {
-  let fh: Awaited<ReturnType<typeof open>> | undefined;
-  try {
-    fh = await open(dir, 'r');
-    await fh.sync();
-  } catch (err) {
-    throw ioError(err, dir, 'fsync directory');
-  } finally {
-    await fh?.close();
-  }
-}
-
 /** How far past the last non-zero byte an intact record may still end (it may end in zero bytes). */
 const SEARCH_SLACK = 1024 * 1024;
 const SECTOR = 512;
@@ -461,24 +416,4 @@ function hasZeroSector(buf: Uint8Array, from: number, to: number): boolean {
     if (zero) return true;
   }
   return false;
-}
-
-/**
- * A StorageFullError naming how many bytes the failed write needed and how many the file system has free
- * (statfs); any other error unchanged.
- */
-export async function withFreeSpace(err: StorageError, dir: string, needed: number): Promise<StorageError> {
-  if (!(err instanceof StorageFullError) || err.needed !== undefined) return err;
-  let free: number | undefined;
-  try {
-    const st = await statfs(dir);
-    free = st.bavail * st.bsize;
-  } catch {
-    free = undefined;
-  }
-  return new StorageFullError(
-    err.path,
-    { cause: err.cause },
-    { dir, needed, ...(free !== undefined ? { free } : {}) },
-  );
 }

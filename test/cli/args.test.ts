@@ -8,9 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parsePeers } from '../../src/cli/args.ts';
-import { UsageError } from '../../src/cli/errors.ts';
+import { serveStorageError, UsageError } from '../../src/cli/errors.ts';
 import { formatPretty } from '../../src/cli/log.ts';
 import { main } from '../../src/cli/main.ts';
+import { IdentityMismatchError, NotDataDirError, StorageLockedError } from '../../src/storage/errors.ts';
 import { FileStorage } from '../../src/storage/file-storage.ts';
 
 async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -86,6 +87,14 @@ test('unknown flags, missing values, bad numbers, extra or missing arguments: ex
     [['serve', '--id', 'n4', '--peers', 'n1=127.0.0.1:1'], /--peers must include this node \(n4\)/],
     [['serve', '--id', 'n1', '--peers', 'n1=a:1', '--join', 'a:2'], /either --peers .* or --join/],
     [['serve', '--id', 'n1', '--listen', 'nowhere'], /--listen must be host:port/],
+    [
+      ['serve', '--id', 'n1', '--listen', '127.0.0.1:65000'],
+      /--listen: client port 65000 .* \(--peer-listen\)/,
+    ],
+    [
+      ['serve', '--id', 'n1', '--peers', '127.0.0.1:65000'],
+      /--peers: .*above 65535.*--peers ID=CLIENT\/PEER/,
+    ],
     [['serve', '--id', 'n1', '--tick-ms', '0'], /--tick-ms must be an integer from 1/],
     [['serve', '--id', 'n1', '--wal-sync', 'fsync'], /--wal-sync must be dsync or fdatasync, not "fsync"/],
     [
@@ -150,6 +159,34 @@ test('inspect: prints a data directory as JSON lines; a missing one fails with e
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('serve reports a data directory it cannot use by the flags the user gave (the storage layer names its options)', () => {
+  const mismatch = new IdentityMismatchError(
+    'state/n1',
+    { nodeId: 'n9', clusterId: 'raftkv' },
+    { nodeId: 'n1', clusterId: 'raftkv' },
+  );
+  assert.doesNotMatch(mismatch.message, /--/);
+  const m = serveStorageError(mismatch);
+  assert.equal(m.exitCode, 1);
+  assert.match(
+    m.message,
+    /^IdentityMismatchError \[ERR_STORAGE_IDENTITY\]: data directory state\/n1 belongs to node "n1"/,
+  );
+  assert.match(m.message, /not to node "n9" of cluster "raftkv"\. Check --id, --cluster-id and --data-dir/);
+  const foreign = new NotDataDirError('/tmp/x', 'it holds 1 file(s) (e.g. notes.txt) but no meta.json');
+  assert.doesNotMatch(foreign.message, /--/);
+  assert.match(
+    serveStorageError(foreign).message,
+    /^NotDataDirError \[ERR_STORAGE_NOT_DATA_DIR\]: \/tmp\/x is not a usable raftkv data directory: it holds 1 file\(s\) .*Point --data-dir at an empty or raftkv-created directory\.$/,
+  );
+  // Errors that name no option of the user's keep the storage layer's message.
+  const locked = new StorageLockedError('state/n1', { pid: 7, host: 'h' });
+  assert.equal(
+    serveStorageError(locked).message,
+    `StorageLockedError [ERR_STORAGE_LOCKED]: ${locked.message}`,
+  );
 });
 
 test('an unreachable cluster: exit 1 with UNAVAILABLE and a hint', async () => {

@@ -262,6 +262,7 @@ describe('real processes', () => {
     );
     assert.equal(other.code, 1, other.err);
     assert.match(other.err, /belongs to node "n1"/);
+    assert.match(other.err, /Check --id, --cluster-id and --data-dir/);
     for (const id of ids) serve(id);
     client.close();
     client = new RaftKvClient({ endpoints: [...addr.values()], timeoutMs: 10_000, retries: 100 });
@@ -337,6 +338,8 @@ describe('real processes', () => {
         join(dir, 'wrong-token'),
       );
       assert.match(denied.err, /PERMISSION_DENIED/);
+      assert.match(denied.err, /needs an admin identity: send an admin token/);
+      assert.match(denied.err, /give it here with --admin-token-file/);
       const url = /Dashboard: (http:\/\/\S+)/.exec(p.output)?.[1];
       assert.ok(url, 'the banner gives the dashboard URL');
       const st = (await (await fetch(new URL('/status', url))).json()) as { id: string; members: unknown[] };

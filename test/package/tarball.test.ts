@@ -93,8 +93,8 @@ process.exit(1);
 test('a TypeScript program type-checks against every subpath export', () => {
   const imports = [
     "import { Raft, SeededRng, bootstrapState, type RaftConfig, type Message } from 'raftkv/raft';",
-    "import { RaftNode, RaftNodeError, type StateMachine } from 'raftkv/node';",
-    "import { FileStorage, MemoryStorage, StorageError } from 'raftkv/storage';",
+    "import { RaftNode, RaftNodeError, type RaftStorage as NodeStorage, type StateMachine } from 'raftkv/node';",
+    "import { FileStorage, MemoryStorage, type RaftStorage, StorageError } from 'raftkv/storage';",
     "import { MemoryNetwork, type Transport } from 'raftkv/transport';",
     "import { KvStateMachine, startServer, type ServerConfig } from 'raftkv/server';",
     "import { RaftKvClient, RaftKvError } from 'raftkv/client';",
@@ -105,7 +105,9 @@ const cfg: RaftConfig = { id: 'a', rng: new SeededRng(1) };
 const core = new Raft(cfg, bootstrapState(['a']));
 const msgs: readonly Message[] = core.hasReady() ? core.ready().messages : [];
 const sm: StateMachine<number> = { apply: (i: number) => i, snapshot: () => new Uint8Array(), restore: () => {} };
-const storage = new MemoryStorage();
+// The storage contract comes with the storage layer and with the runtime that persists through it.
+const storage: RaftStorage = new MemoryStorage();
+const sameContract: NodeStorage = storage;
 const net = new MemoryNetwork();
 const transport: Transport = net.transport('a');
 export async function main(): Promise<number> {
@@ -116,7 +118,7 @@ export async function main(): Promise<number> {
   const start: (c: ServerConfig) => Promise<unknown> = startServer;
   const errs: Function[] = [RaftNodeError, StorageError, RaftKvError, FileStorage.open, RaftKvClient];
   const n: number = applied.result + msgs.length + (kv.get('x') === undefined ? 0 : 1) + errs.length;
-  return facade.RaftNode === RaftNode && start !== undefined ? n : -1;
+  return facade.RaftNode === RaftNode && start !== undefined && sameContract === storage ? n : -1;
 }
 `;
   // An expected-error directive proves the checker is live: tsc fails if the wrong type is not reported.

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { decodeRequest, encodeRequest } from '../../src/kv/state-machine.ts';
-import { proposalPayload } from '../../src/node/raft-node.ts';
+import { proposalPayload } from '../../src/node/envelope.ts';
 import type { NodeId } from '../../src/raft/types.ts';
 import { type SimOptions, Simulator } from '../../src/sim/simulator.ts';
 

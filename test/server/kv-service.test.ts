@@ -6,8 +6,9 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { freePort } from '../../src/cli/free-port.ts';
 import { runBench } from '../../src/cli/kv-bench.ts';
-import { PROTO_FILE } from '../../src/server/kv-service.ts';
-import { type RaftKvServer, startServer } from '../../src/server/server.ts';
+import type { ServerCall } from '../../src/grpc/index.ts';
+import { type AdminAuth, authorizeAdmin, PROTO_FILE } from '../../src/server/kv-service.ts';
+import { type RaftKvServer, ServerConfigError, startServer } from '../../src/server/server.ts';
 import { MemoryStorage } from '../../src/storage/memory-storage.ts';
 import { MemoryNetwork } from '../../src/transport/memory.ts';
 
@@ -177,6 +178,49 @@ test('a write on a session that is not registered (or was evicted) is FAILED_PRE
     },
   );
   assert.equal((await call(client('n3'), 'Get', { key: 'ghost' }))['found'], false);
+});
+
+test('startServer and the admin check name their own options, not the CLI flags', async () => {
+  const bad = [
+    [{ listen: 'nowhere' }, /^config\.listen must be host:port, got "nowhere"$/],
+    [{ listen: '127.0.0.1:0', peer: { listen: 'x' } }, /^config\.peer\.listen must be host:port, got "x"$/],
+  ] as const;
+  for (const [cfg, re] of bad) {
+    const start = startServer({
+      id: 'z',
+      peers: new Map(),
+      dataDir: '',
+      storage: new MemoryStorage(),
+      transport: () => net.transport('z'),
+      ...cfg,
+    });
+    await assert.rejects(start, (e: Error) => {
+      assert.ok(e instanceof ServerConfigError, String(e));
+      assert.match(e.message, re);
+      return true;
+    });
+  }
+  const call = (authorization: string) =>
+    ({ metadata: { get: () => authorization }, peerCertificate: () => null }) as unknown as ServerCall;
+  const denied = (auth: AdminAuth, re: RegExp) =>
+    assert.throws(
+      () => authorizeAdmin(auth, call('Bearer wrong'), 'TransferLeader'),
+      (e: Error) => {
+        assert.match(e.message, re);
+        assert.doesNotMatch(e.message, /--/);
+        return true;
+      },
+    );
+  denied(
+    { tokens: ['the-admin-token'] },
+    /TransferLeader needs an admin identity: send an admin token \(metadata authorization: Bearer TOKEN\)$/,
+  );
+  denied({ certNames: ['ops'] }, /needs an admin identity: use an admin client certificate$/);
+  denied(
+    {},
+    /this node has no admin identity configured \(neither an admin token nor an admin certificate name\)$/,
+  );
+  authorizeAdmin({ tokens: ['the-admin-token'] }, call('Bearer the-admin-token'), 'TransferLeader');
 });
 
 test('bad input: empty key, oversized value, half a session: INVALID_ARGUMENT and nothing changes', async () => {

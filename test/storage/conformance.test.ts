@@ -1,4 +1,4 @@
-import type { RaftStorage } from '../../src/raft/storage.ts';
+import type { RaftStorage } from '../../src/storage/contract.ts';
 import { FileStorage } from '../../src/storage/file-storage.ts';
 import { MemoryStorage } from '../../src/storage/memory-storage.ts';
 import { storageConformance } from './conformance.ts';

@@ -1,10 +1,10 @@
 /**
- * The RaftStorage contract (src/raft/storage.ts), as tests that run against any
+ * The RaftStorage contract (src/storage/contract.ts), as tests that run against any
  * implementation: `storageConformance('FileStorage', harness)` registers them.
  */
 import { strict as assert } from 'node:assert';
 import { describe as suite, test } from 'node:test';
-import type { RaftStorage } from '../../src/raft/storage.ts';
+import type { RaftStorage } from '../../src/storage/contract.ts';
 import { SnapshotOutOfDateError, StorageClosedError, StorageUsageError } from '../../src/storage/errors.ts';
 import { MemoryStorage } from '../../src/storage/memory-storage.ts';
 import { describe, ent, ents, hs, snap } from './helpers.ts';

@@ -160,12 +160,20 @@ test('a directory of another node or cluster, or a foreign directory, is refused
     await assert.rejects(FileStorage.open(dir, { nodeId: 'n1', clusterId: 'other' }), (err: unknown) => {
       assert.ok(err instanceof IdentityMismatchError);
       assert.match(err.message, /belongs to node "n1" of cluster "c1"/);
+      // The storage layer speaks of its own options; the CLI maps them to its flags.
+      assert.match(err.message, /the nodeId and clusterId it was opened with/);
+      assert.doesNotMatch(err.message, /--/);
       return true;
     });
     const foreign = join(dir, 'foreign');
     await mkdir(foreign);
     await writeFile(join(foreign, 'notes.txt'), 'hello');
-    await assert.rejects(FileStorage.open(foreign, ID), NotDataDirError);
+    await assert.rejects(FileStorage.open(foreign, ID), (err: unknown) => {
+      assert.ok(err instanceof NotDataDirError);
+      assert.match(err.message, /notes\.txt/);
+      assert.doesNotMatch(err.message, /--/);
+      return true;
+    });
   }));
 
 test('permission denied is a StoragePermissionError naming the path', async (t) => {

@@ -4,8 +4,9 @@
  * It tracks its own model (a LogView), so the same (state, seed) always yields the same
  * sequence: the crash tests regenerate in the parent what the child wrote.
  */
-import type { PersistBatch, RaftStorage } from '../../src/raft/storage.ts';
+
 import type { DurableState, Entry, Snapshot } from '../../src/raft/types.ts';
+import type { PersistBatch, RaftStorage } from '../../src/storage/contract.ts';
 import { LogView } from '../../src/storage/log-view.ts';
 import { payload, rng, snap } from './helpers.ts';
 

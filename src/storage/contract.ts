@@ -1,8 +1,9 @@
 /**
- * The storage boundary of the Raft core. The core never calls storage itself (it is
- * pure); the driver (src/node/) loads a {@link DurableState} to construct the core and
- * persists each Ready's durable part through this interface before sending the
- * messages that depend on it.
+ * The storage contract: what the node runtime (src/node/, RaftNode) needs of durable
+ * storage, implemented here by FileStorage and MemoryStorage (and by the simulator's disk).
+ * The pure core never calls storage (src/raft/ does not import this): RaftNode loads a
+ * {@link DurableState} to construct the core and persists each Ready's durable part through
+ * this interface before sending the messages that depend on it.
  *
  * Contract for every implementation (checked by test/storage/conformance):
  * - `persist` batches take effect in call order; a later call may be issued before an
@@ -17,7 +18,7 @@
  * - After a crash, `open` yields a prefix of what was persisted: everything whose
  *   `persist` had resolved, possibly followed by some of what had not.
  */
-import type { DurableState, Entry, HardState, Snapshot } from './types.ts';
+import type { DurableState, Entry, HardState, Snapshot } from '../raft/types.ts';
 
 export interface PersistBatch {
   readonly snapshot: Snapshot | null;
