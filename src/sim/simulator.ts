@@ -81,7 +81,7 @@ export interface FaultOptions {
   /**
    * A node crashes right after it forwards a proposal or read to the leader (the request
    * is on the wire), restarts within a few ticks, and again after each of its next one to
-   * three forwards: a process crash-looping under load, with requests in flight.
+   * three forwards (two to four crashes in all): a process crash-looping under load, with requests in flight.
    */
   forwardCrash: boolean;
   /**
@@ -1208,7 +1208,7 @@ export class Simulator implements SimHost {
         const id = this.rng.pick(ids.filter((x) => x !== l));
         const n = this.node(id);
         if (!n.alive || n.crashAfterForwards > 0) return;
-        n.crashAfterForwards = 1 + this.rng.int(3);
+        n.crashAfterForwards = 2 + this.rng.int(3);
         this.log(`crash ${id} after each of its next ${n.crashAfterForwards} forwards`);
         return;
       }
