@@ -40,8 +40,11 @@
  *   configuration. Such a leader holds back neither this node's election timer nor a
  *   lease (votes are granted as if there were no leader), so a forged leader cannot keep
  *   a node from electing a real one. A follower also takes read-index answers from the
- *   leader it follows. Everything else from an unknown sender (votes and their answers,
- *   replication answers, TimeoutNow, forwarded proposals and reads) is dropped.
+ *   leader it follows, and a node that knows no configuration at all answers vote requests
+ *   (by the log rule, §4.2.1): it may be a voter added while it was unreachable, whose vote
+ *   the cluster needs to elect the leader that would bring it the configuration. Everything
+ *   else from an unknown sender (other votes and their answers, replication answers,
+ *   TimeoutNow, forwarded proposals and reads) is dropped.
  * - Every drop is counted (`status().refused.nonMemberMessages`).
  * What this costs: a node that missed the change adding a candidate does not vote for it
  * until a leader has brought it up to date (it does vote once it holds that entry); and a
@@ -1261,6 +1264,12 @@ export class Raft {
         // A leader elected by a configuration this node has not seen yet: this node is new
         // (it knows no configuration) or was away while the membership changed.
         return this.knownLeaderElapsed >= this.electionTick || this.members.knowsNone();
+      case MessageType.PreVote:
+      case MessageType.Vote:
+        // A voter added while it was unreachable knows no configuration to judge candidates
+        // by, and the cluster may need its vote to elect the leader that would tell it: it
+        // votes without consulting its configuration (§4.2.1), by the usual log rule.
+        return this.members.knowsNone();
       case MessageType.ReadIndexResp:
         return m.from === this.lead && this.role === Role.Follower;
       default:

@@ -27,12 +27,12 @@
 
 import type { KvInput, KvOutput, KvvInput, KvvOutput } from '../check/kv-model.ts';
 import { backoffMs, leaderHint, RetryStatus, retryable } from '../client/retry.ts';
-import { GrpcError, type ServerCall } from '../grpc/index.ts';
+import { GrpcError, type ServerCall, Status } from '../grpc/index.ts';
 import { decodeRequest, type KvResult, KvStateMachine } from '../kv/state-machine.ts';
 import { RaftNode } from '../node/raft-node.ts';
 import { bootstrapState, emptyState, type ProposeOutcome, type Raft } from '../raft/raft.ts';
 import { SeededRng } from '../raft/rng.ts';
-import { type Message, type NodeId, Role } from '../raft/types.ts';
+import { type Message, MessageType, type NodeId, Role } from '../raft/types.ts';
 import { defaultLimits, kvHandlers } from '../server/kv-service.ts';
 import { SimDisk } from './disk.ts';
 import { ObservedKv, type SimHost, SimRuntime, SimStorage, type SimTimer, SimTransport } from './env.ts';
@@ -47,6 +47,21 @@ export interface NetOptions {
   drop: number;
   /** Probability a message is delivered twice. */
   duplicate: number;
+  /**
+   * Probability a message is held back `holdMin`-`holdMax` virtual ms: a segment lost and
+   * retransmitted after the sender's retransmission timeout, doubled on each loss (200 ms,
+   * 400 ms, ... of real time; ticks are 10x shorter here). It reaches whichever process
+   * listens at its destination when it arrives, as every message in flight does here.
+   */
+  hold?: number;
+  holdMin?: number;
+  holdMax?: number;
+  /**
+   * Probability a message that finds its destination down is sent again once it is back:
+   * a transport that resends, after reconnecting, what it had written to a broken stream
+   * (at-least-once delivery, as message buses with reconnect buffers do).
+   */
+  redeliver?: number;
 }
 
 export interface FaultOptions {
@@ -63,6 +78,18 @@ export interface FaultOptions {
   transfer: boolean;
   /** Let a random prefix of unsynced writes survive a crash, the last possibly torn. */
   partialWrites: boolean;
+  /**
+   * A node crashes right after it forwards a proposal or read to the leader (the request
+   * is on the wire), restarts within a few ticks, and again after each of its next one to
+   * three forwards (two to four crashes in all): a process crash-looping under load, with requests in flight.
+   */
+  forwardCrash: boolean;
+  /**
+   * A leadership transfer whose TimeoutNow is held on a stalled stream for longer than an
+   * election timeout (the leader gives up the transfer and renews its lease meanwhile);
+   * half of the time the links into the old leader fail one way when it finally arrives.
+   */
+  lateTransfer: boolean;
 }
 
 export interface SimOptions {
@@ -127,7 +154,7 @@ export const defaultOptions: SimOptions = {
   fsyncMin: 0.2,
   fsyncMax: 2,
   clockDrift: 0,
-  net: { minDelay: 0.3, maxDelay: 4, drop: 0, duplicate: 0 },
+  net: { minDelay: 0.3, maxDelay: 4, drop: 0, duplicate: 0, hold: 0, holdMin: 20, holdMax: 300 },
   faults: {
     interval: 0,
     crash: false,
@@ -138,6 +165,8 @@ export const defaultOptions: SimOptions = {
     membership: false,
     transfer: false,
     partialWrites: true,
+    forwardCrash: false,
+    lateTransfer: false,
   },
   clients: 0,
   keys: 5,
@@ -159,7 +188,16 @@ export function chaosOptions(seed: number, overrides: Partial<SimOptions> = {}):
     snapshotEvery: [40, 0, 200][(seed >> 3) % 3] as number,
     retain: 5,
     clockDrift: 0.01,
-    net: { minDelay: 0.3, maxDelay: 8, drop: 0.03, duplicate: 0.02 },
+    net: {
+      minDelay: 0.3,
+      maxDelay: 8,
+      drop: 0.03,
+      duplicate: 0.02,
+      hold: 0.005,
+      holdMin: 20,
+      holdMax: 300,
+      redeliver: 0.5,
+    },
     faults: {
       interval: 150,
       crash: true,
@@ -170,6 +208,8 @@ export function chaosOptions(seed: number, overrides: Partial<SimOptions> = {}):
       membership: true,
       transfer: true,
       partialWrites: true,
+      forwardCrash: true,
+      lateTransfer: true,
     },
     clients: 4,
     keys: 4,
@@ -240,6 +280,8 @@ type Ev =
   | { kind: 'restart'; node: NodeId }
   | { kind: 'resume'; node: NodeId }
   | { kind: 'heal'; epoch: number }
+  /** Cut every link into `node`, one way, healed a little later. */
+  | { kind: 'cut-in'; node: NodeId }
   | { kind: 'drop-end' }
   | { kind: 'fault' }
   | { kind: 'reply'; client: number; attempt: number; reply: Reply }
@@ -265,6 +307,12 @@ export class SimNode {
   /** Bumped on crash and restart: events of an earlier life are dropped. */
   inc = 0;
   crashAtNextWrite = false;
+  /** Crashes still to come, each right after this node forwards a proposal or read. */
+  crashAfterForwards = 0;
+  /** Messages that found this node down, sent again once it is back (redelivery after reconnect). */
+  undelivered: Message[] = [];
+  /** Client calls the live incarnation is serving: a crash resets their connections. */
+  calls = new Set<{ readonly client: number; readonly attempt: number }>();
   /** Events held while paused, by the phase of Node's loop that runs them. */
   heldTimers: NodeEv[] = [];
   heldIo: NodeEv[] = [];
@@ -330,6 +378,7 @@ const KIND_CODE: Record<Ev['kind'], number> = {
   resume: 8,
   heal: 9,
   'drop-end': 10,
+  'cut-in': 16,
   fault: 11,
   reply: 12,
   'client-timeout': 13,
@@ -372,11 +421,17 @@ export class Simulator implements SimHost {
   private recentAt = 0;
   /** Cut directed links "a>b": messages and calls from a do not reach b. */
   private cut = new Set<string>();
+  /** Stalled streams "a>b": what a sends to b waits until the virtual time given. */
+  private readonly stalls = new Map<string, number>();
   private partitionEpoch = 0;
   private readonly clients: ClientState[] = [];
   private clientsOn = false;
   private faultsOn = false;
   private dropBoost = 0;
+  /** A fault scenario is playing out alone until this virtual time: no other fault starts. */
+  private quietUntil = 0;
+  /** The link "a>b" whose next TimeoutNow starts a stalled stream ('transfer-late'), or ''. */
+  private lateTimeoutNow = '';
   private opIds = 0;
   private failure: SimFailure | null = null;
   readonly stats = {
@@ -385,6 +440,10 @@ export class Simulator implements SimHost {
     pauses: 0,
     partitions: 0,
     oneWay: 0,
+    forwardCrashes: 0,
+    heldMessages: 0,
+    redelivered: 0,
+    lateTransfers: 0,
     confChanges: 0,
     transfers: 0,
   };
@@ -460,13 +519,56 @@ export class Simulator implements SimHost {
 
   send(m: Message): void {
     this.sent.set(m.type, (this.sent.get(m.type) ?? 0) + 1);
+    let late = 0;
+    if (m.type === MessageType.Propose || m.type === MessageType.ReadIndex) this.onForward(m.from);
+    else if (m.type === MessageType.TimeoutNow && this.lateTimeoutNow === `${m.from}>${m.to}`)
+      late = this.onTimeoutNow(m);
     if (this.isCut(m.from, m.to)) return;
     const { net } = this.opts;
     if (this.rng.chance(Math.min(1, net.drop + this.dropBoost))) return;
     const copies = this.rng.chance(net.duplicate) ? 2 : 1;
+    // A stalled stream holds everything sent on it until it recovers.
+    const stalled = this.stalls.size > 0 ? (this.stalls.get(`${m.from}>${m.to}`) ?? 0) - this.now : 0;
     for (let i = 0; i < copies; i++) {
-      this.schedule({ kind: 'deliver', node: m.to, msg: m, held: false }, this.netDelay());
+      let delay = this.netDelay();
+      if (late > 0) delay += late;
+      else if (stalled > 0) delay += stalled;
+      else if (net.hold !== undefined && net.hold > 0 && this.rng.chance(net.hold)) {
+        const min = net.holdMin ?? 20;
+        delay += min + this.rng.float() * ((net.holdMax ?? 300) - min);
+        this.stats.heldMessages++;
+      }
+      this.schedule({ kind: 'deliver', node: m.to, msg: m, held: false }, delay);
     }
+  }
+
+  /**
+   * The TimeoutNow of a 'transfer-late' fault goes out: it is held back 1.2-3 election
+   * timeouts (lost, then retransmitted late; the heartbeats after it get through), so the
+   * leader gives up the transfer and renews its lease before the target acts on it. Three
+   * times in four the links into the old leader fail one way when it arrives, so the old
+   * leader hears of no newer term. Returns the hold in virtual ms.
+   */
+  private onTimeoutNow(m: Message): number {
+    this.lateTimeoutNow = '';
+    if (!this.faultsOn) return 0;
+    const hold = this.opts.electionTick * this.opts.tickMs * (1.2 + 1.8 * this.rng.float());
+    this.stats.lateTransfers++;
+    this.log(`TimeoutNow ${m.from} -> ${m.to} held ${hold.toFixed(0)} ms`);
+    if (this.rng.chance(0.75)) this.schedule({ kind: 'cut-in', node: m.from }, hold);
+    this.quietUntil = Math.max(this.quietUntil, this.now + hold + 300);
+    return hold;
+  }
+
+  /** `node` forwarded a proposal or read: crash it now if a forward-crash fault is armed. */
+  private onForward(node: NodeId): void {
+    const n = this.nodes.get(node);
+    if (!n || n.crashAfterForwards <= 0 || !n.alive) return;
+    n.crashAfterForwards--;
+    this.stats.forwardCrashes++;
+    const restartAfter = this.opts.tickMs * (1 + 2 * this.rng.float());
+    // After this event: the forward is already on the wire.
+    this.schedule({ kind: 'crash', node, inc: n.inc, restartAfter, more: 0 }, 0);
   }
 
   onApply(node: NodeId, index: number, data: Uint8Array): void {
@@ -685,6 +787,10 @@ export class Simulator implements SimHost {
     n.handlers = null;
     n.inc++;
     n.crashAtNextWrite = false;
+    // The kernel resets the dead process's connections: calls in progress fail at once.
+    for (const c of n.calls)
+      this.reply(c.client, c.attempt, { ok: false, code: 14, message: 'connection reset' });
+    n.calls = new Set();
     n.heldTimers = [];
     n.heldIo = [];
     n.heldImmediates = [];
@@ -765,8 +871,11 @@ export class Simulator implements SimHost {
     this.faultsOn = false;
     this.dropBoost = 0;
     this.heal();
+    this.stalls.clear();
+    this.lateTimeoutNow = '';
     for (const n of this.nodes.values()) {
       n.crashAtNextWrite = false;
+      n.crashAfterForwards = 0;
       if (!n.alive) this.restart(n.id);
       else if (n.paused) this.resume(n.id);
     }
@@ -914,9 +1023,16 @@ export class Simulator implements SimHost {
       case 'drop-end':
         this.dropBoost = 0;
         return;
+      case 'cut-in': {
+        if (!this.faultsOn) return;
+        for (const o of this.ids) if (o !== ev.node) this.cutLink(o, ev.node, false);
+        this.stats.oneWay++;
+        this.schedule({ kind: 'heal', epoch: this.partitionEpoch }, 50 + this.rng.float() * 250);
+        return;
+      }
       case 'fault':
         if (!this.faultsOn) return;
-        this.injectFault();
+        if (this.now >= this.quietUntil) this.injectFault();
         this.schedule({ kind: 'fault' }, this.rng.float() * this.opts.faults.interval * 2);
         return;
       case 'reply':
@@ -945,6 +1061,13 @@ export class Simulator implements SimHost {
       if (!n.alive) {
         if (ev.kind === 'call')
           this.reply(ev.client, ev.attempt, { ok: false, code: 14, message: 'connection refused' });
+        else if (
+          this.faultsOn &&
+          n.undelivered.length < 64 &&
+          this.opts.net.redeliver !== undefined &&
+          this.rng.chance(this.opts.net.redeliver)
+        )
+          n.undelivered.push(ev.msg);
         return;
       }
     } else if (n.inc !== ev.inc || !n.alive) {
@@ -988,6 +1111,16 @@ export class Simulator implements SimHost {
     n.paused = false;
     n.starts++;
     const inc = n.inc;
+    if (n.undelivered.length > 0) {
+      // The senders' streams reconnect within a few ticks and send again what they had
+      // written to the broken one, after whatever they send meanwhile.
+      const reconnect = this.opts.tickMs * (0.5 + 2.5 * this.rng.float());
+      for (const msg of n.undelivered) {
+        this.schedule({ kind: 'deliver', node: id, msg, held: false }, reconnect + this.netDelay());
+      }
+      this.stats.redelivered += n.undelivered.length;
+      n.undelivered = [];
+    }
     const storage = new SimStorage(this, id, inc, n.disk);
     this.inv.nodeStarted(id, storage.initialState());
     const kv = new KvStateMachine();
@@ -1051,6 +1184,8 @@ export class Simulator implements SimHost {
     if (f.membership) kinds.push('membership', 'membership');
     if (f.transfer) kinds.push('transfer', 'transfer-stall');
     if (f.pause && f.partition) kinds.push('stall-leader');
+    if (f.forwardCrash) kinds.push('crash-forwarding');
+    if (f.lateTransfer) kinds.push('transfer-late');
     kinds.push('drop-burst');
     const kind = this.rng.pick(kinds);
     const ids = this.ids;
@@ -1065,6 +1200,36 @@ export class Simulator implements SimHost {
         }
         this.crash(id);
         this.schedule({ kind: 'restart', node: id }, 5 + this.rng.float() * 400);
+        return;
+      }
+      case 'crash-forwarding': {
+        // A follower crash-loops under load: it dies right after each of its next forwards.
+        const l = this.leader();
+        const id = this.rng.pick(ids.filter((x) => x !== l));
+        const n = this.node(id);
+        if (!n.alive || n.crashAfterForwards > 0) return;
+        n.crashAfterForwards = 2 + this.rng.int(3);
+        this.log(`crash ${id} after each of its next ${n.crashAfterForwards} forwards`);
+        return;
+      }
+      case 'transfer-late': {
+        // The TimeoutNow is held back when it goes out (see onTimeoutNow): the leader gives
+        // up the transfer and renews its lease before the target acts on it.
+        const l = this.leader();
+        const node = l ? this.node(l).node : null;
+        if (!l || !node) return;
+        const voters = node.core.configuration.voters.filter((v) => v !== l);
+        if (voters.length === 0) return;
+        const to = this.rng.pick(voters);
+        this.stats.transfers++;
+        this.lateTimeoutNow = `${l}>${to}`;
+        this.quietUntil = this.now + 2 * this.opts.electionTick * this.opts.tickMs;
+        try {
+          node.transferLeadership(to);
+          this.log(`transfer ${l} -> ${to}: started, its TimeoutNow to be held`);
+        } catch (err) {
+          this.log(`transfer ${l} -> ${to}: ${(err as Error).message}`);
+        }
         return;
       }
       case 'crash-loop': {
@@ -1321,6 +1486,8 @@ export class Simulator implements SimHost {
     }
     const sc = this.serverCall(n);
     const inc = n.inc;
+    const inProgress = { client, attempt };
+    n.calls.add(inProgress);
     // A local read sees the state machine as it is now: the log's prefix up to this index.
     const appliedAt = n.kv ? n.kv.applied : 0;
     let p: Promise<Record<string, unknown>>;
@@ -1335,6 +1502,7 @@ export class Simulator implements SimHost {
     p.then(
       (res) => {
         if (!this.alive(n.id, inc)) return;
+        n.calls.delete(inProgress);
         if (call.method === 'Get' && call.req['local'] === true && !this.opts.unsafeLocalReads) {
           this.checkLocalRead(n.id, appliedAt, call.req['key'] as string, res);
         }
@@ -1342,7 +1510,17 @@ export class Simulator implements SimHost {
       },
       (err: unknown) => {
         if (!this.alive(n.id, inc)) return;
-        if (err instanceof GrpcError)
+        n.calls.delete(inProgress);
+        if (err instanceof GrpcError && err.code === Status.INTERNAL) {
+          // INTERNAL answers a valid request only when the server is wrong (the state machine's
+          // result does not fit the request: a proposal matched to another's entry).
+          this.failure ??= new SimFailure(
+            `${n.id} answered ${call.method} with INTERNAL: ${err.message}`,
+            this.opts.seed,
+            this.traceWithEvents(),
+            err,
+          );
+        } else if (err instanceof GrpcError)
           this.reply(client, attempt, { ok: false, code: err.code, message: err.message });
         else
           this.failure ??= new SimFailure(
@@ -1399,7 +1577,8 @@ export class Simulator implements SimHost {
         c.leaderGuess = hinted;
       } else {
         c.leaderGuess = '';
-        c.cursor++;
+        // A one-shot client has one endpoint: it retries there (a restarting process comes back).
+        if (!c.oneShot) c.cursor++;
       }
       const wait = backoffMs(c.tries - 1, 5, 100, this.rng.float());
       this.schedule({ kind: 'client-retry', client: c.id, attempt: c.attempt }, wait);

@@ -429,3 +429,22 @@ test('a stranger followed by an out-of-touch node gives it no lease: it still vo
   });
   assert.equal(net.node(c).status().vote, b, 'c voted for the real candidate');
 });
+
+test('a voter added while unreachable votes before it knows any configuration: a cluster that needs its vote elects a leader (§4.2.1)', () => {
+  // The change adding d commits without it; then the leader dies. The other two old voters
+  // are 2 of the 4: every election needs d, which holds no configuration to judge the
+  // candidates by. Raft has servers vote without consulting their configuration (§4.2.1).
+  const net = three({ preVote: true, checkQuorum: true }, 11);
+  net.add('d', emptyState());
+  net.isolated.add('d');
+  const l = net.elect(['a', 'b', 'c']);
+  net.change('add-voter', 'd');
+  assert.deepEqual([...net.node(l).configuration.voters].sort(), ['a', 'b', 'c', 'd']);
+  assert.equal(net.node('d').lastIndex, 0, 'd heard nothing');
+  net.down.add(l);
+  net.isolated.delete('d');
+  const rest = ['a', 'b', 'c'].filter((x) => x !== l);
+  const next = net.elect(rest);
+  assert.notEqual(next, l);
+  assert.equal(net.node('d').commitIndex, net.node(next).commitIndex, 'the new leader brought d up to date');
+});

@@ -14,7 +14,7 @@ function report(seed: number, message: string, trace: readonly string[], extra =
   return `seed ${seed}: ${message}\n${trace.slice(-40).join('\n')}\nreplay: ${replayCommand(seed, STEPS, extra)}`;
 }
 
-test(`chaos: ${SEEDS} seeds with crashes, crash loops, torn writes, pauses, partitions (one-way, non-transitive), drops, clock drift, membership changes and transfers`, async () => {
+test(`chaos: ${SEEDS} seeds with crashes, crash loops (also right after forwards), torn writes, pauses, partitions (one-way, non-transitive), drops, held and redelivered messages, clock drift, membership changes and transfers (also with a late TimeoutNow)`, async () => {
   let ops = 0;
   let faults = 0;
   let localReads = 0;
