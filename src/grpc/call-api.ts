@@ -76,6 +76,8 @@ export interface ServerState {
   readonly maxSendMessageSize: number;
   /** Output a connection may hold that its client has not taken, before responses are refused. */
   readonly maxPendingResponseBytes: number;
+  /** Request bytes the calls of one connection may hold before a call is refused (own engine). */
+  readonly maxPendingRequestBytes: number;
   /** Calls whose client stopped reading (stalls.ts). */
   readonly stalls: StallWatch;
   readonly log: GrpcLogger;
@@ -115,6 +117,8 @@ export interface GrpcStream {
         };
         /** Output the connection holds that the client has not taken (own engine only). */
         readonly pendingOutput?: number;
+        /** Request bytes this connection's calls hold (own engine only; the calls keep it). */
+        heldRequestBytes?: number;
       }
     | undefined;
   respond(headers: OutgoingHttpHeaders, options?: { endStream?: boolean; waitForTrailers?: boolean }): void;

@@ -114,6 +114,7 @@ function onData(this: CallStream, chunk: Buffer): void {
         const len = chunk.readUInt32BE(1);
         if (len + 5 === n && len <= call.maxReceive) {
           if (!call.onMessage(chunk.subarray(5), chunk[0] === 1)) call.stopInput();
+          else call.noteHeld();
           return;
         }
       }
@@ -122,6 +123,7 @@ function onData(this: CallStream, chunk: Buffer): void {
     } else {
       d.push(chunk, call);
     }
+    call.noteHeld();
   } catch (e) {
     call.failInternal(e);
   }
@@ -167,6 +169,8 @@ export class Call implements ServerStreamCall, FrameSink, Stallable {
   #trailers: OutgoingHttpHeaders | null = null;
   #headersSent = false;
   #received = 0;
+  /** Request bytes this call holds, as last counted on its connection (noteHeld). */
+  #heldIn = 0;
   /** Bytes handed to the stream (response frames). */
   bytesOut = 0;
   stallWatched = false;
@@ -255,6 +259,36 @@ export class Call implements ServerStreamCall, FrameSink, Stallable {
   stopInput(): void {
     this.inputStopped = true;
     this.deframer?.stop();
+    if (this.#heldIn !== 0) {
+      const sess = this.stream.session;
+      if (sess?.heldRequestBytes !== undefined) sess.heldRequestBytes -= this.#heldIn;
+      this.#heldIn = 0;
+    }
+  }
+
+  /**
+   * After input arrived or a handler took some: the request bytes this call holds (its partial message and its
+   * queue) are counted on its connection (own engine), and a call that would take the connection beyond
+   * `maxPendingRequestBytes` while other calls of it hold some is refused RESOURCE_EXHAUSTED.
+   */
+  noteHeld(): void {
+    if (this.inputStopped) return;
+    const d = this.deframer;
+    const held = (d === null ? 0 : d.bufferedBytes) + this.#qBytes;
+    const delta = held - this.#heldIn;
+    if (delta === 0) return;
+    const sess = this.stream.session;
+    if (sess?.heldRequestBytes === undefined) return;
+    this.#heldIn = held;
+    const total = sess.heldRequestBytes + delta;
+    sess.heldRequestBytes = total;
+    const limit = this.#server.maxPendingRequestBytes;
+    if (delta > 0 && total > limit && total > held) {
+      this.finish(
+        Status.RESOURCE_EXHAUSTED,
+        `Request refused: the connection's calls already hold ${total - held} bytes of requests they have not finished reading (limit ${limit})`,
+      ); // which stops the input and releases what it held
+    }
   }
 
   // ---- ServerCall ----
@@ -632,6 +666,7 @@ export class Call implements ServerStreamCall, FrameSink, Stallable {
       const v = q[this.#qHead]!;
       this.#qBytes -= this.#qSizes[this.#qHead]!;
       q[this.#qHead++] = undefined;
+      if (this.#heldIn !== 0) this.noteHeld();
       if (this.#qHead === q.length) {
         q.length = 0;
         this.#qSizes.length = 0;

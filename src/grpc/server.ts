@@ -63,6 +63,12 @@ export interface GrpcServerOptions {
    */
   readonly maxPendingResponseBytes?: number;
   /**
+   * Request bytes the calls of one connection may hold (messages partly received, and decoded requests waiting
+   * for a streaming handler), in bytes (default 8 MiB). A call whose input would take its connection beyond it,
+   * while other calls of the connection hold some, ends RESOURCE_EXHAUSTED. Own engine only.
+   */
+  readonly maxPendingRequestBytes?: number;
+  /**
    * A call whose client takes none of its response (flow-control window shut) for this long is cancelled: the
    * handler's signal aborts with RESOURCE_EXHAUSTED and the stream is reset with ENHANCE_YOUR_CALM (default
    * 30 s; 0 disables). This applies with or without a grpc-timeout.
@@ -184,6 +190,10 @@ class Server implements GrpcServer {
       maxPendingResponseBytes: checkLimit(
         options.maxPendingResponseBytes ?? 16 * 1024 * 1024,
         'maxPendingResponseBytes',
+      ),
+      maxPendingRequestBytes: checkLimit(
+        options.maxPendingRequestBytes ?? 8 * 1024 * 1024,
+        'maxPendingRequestBytes',
       ),
       stalls: new StallWatch(
         options.sendStallTimeoutMs === 0

@@ -10,8 +10,10 @@
 //   HEADERS on a half-closed (remote) or closed stream is STREAM_CLOSED, except on a stream we reset, whose late
 //   frames are ignored. How each of the last CLOSED_RING stream ids closed is kept in a ring of bytes.
 // - Inbound flow control: the peer may never exceed the windows we granted (that is FLOW_CONTROL_ERROR).
-//   The connection window is replenished as frames arrive; a stream's window as its data is delivered to the
-//   reader, so a paused stream (the reader holds enough) stops its sender after one stream window.
+//   A stream's window is replenished as its data is delivered to the reader, so a paused stream (the reader
+//   holds enough) stops its sender after one stream window. The connection window is replenished as DATA leaves
+//   the engine (delivered, or dropped), not as it arrives, so the inboxes of all paused streams together hold at
+//   most one connection window (`connectionWindow`, 16 MiB by default), however many streams are open.
 // - A stream closes exactly once ('close' is emitted once), when both sides have ended, on RST_STREAM either
 //   way, or when the connection goes. A stream we end before the peer does is reset with NO_ERROR.
 // - Streams the peer resets (or makes us reset) cost a token of a bucket of RESET_BURST refilled at RESET_RATE
@@ -100,6 +102,12 @@ export class H2Session extends H2Reader {
     }
   }
 
+  /**
+   * Request bytes the gRPC layer's calls hold on this connection (partial messages, decoded requests waiting for
+   * their handler). Owned by call.ts, which refuses a call that would take it past its cap.
+   */
+  heldRequestBytes = 0;
+
   /** Streams open now. */
   get streamCount(): number {
     return this.streams.size;
@@ -153,6 +161,10 @@ export class H2Session extends H2Reader {
     s.pendingBytes = 0;
     s.pending = null;
     s.inbox = null;
+    if (s.inboxBytes > 0) {
+      this.releaseInput(s.inboxBytes);
+      s.inboxBytes = 0;
+    }
     if (s.heapIndex >= 0) this.heapRemove(s);
     this.streams.delete(s.id);
     this.setIdState(s.id, how);
@@ -267,14 +279,9 @@ export class H2Session extends H2Reader {
     this.connRecvWindow -= len;
     if (this.connRecvWindow < 0)
       throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'connection window exceeded');
-    this.connUnacked += len;
-    if (this.connUnacked >= this.opts.connectionWindow / 2) {
-      this.windowUpdate(0, this.connUnacked);
-      this.connRecvWindow += this.connUnacked;
-      this.connUnacked = 0;
-    }
     const s = this.streams.get(id);
     if (s === undefined || s.remoteEnded) {
+      this.releaseInput(len);
       if (id > this.lastStreamId || (id & 1) === 0)
         throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'DATA on idle stream');
       // RFC 9113 6.1: DATA on a half-closed (remote) or closed stream is STREAM_CLOSED, but after our
@@ -290,6 +297,7 @@ export class H2Session extends H2Reader {
     }
     s.recvWindow -= len;
     if (s.recvWindow < 0) {
+      this.releaseInput(len);
       this.streamError(id, H2Error.FLOW_CONTROL_ERROR);
       return;
     }
@@ -298,11 +306,13 @@ export class H2Session extends H2Reader {
       // RFC 9113 8.1.1: content-length must equal the DATA received
       s.dataReceived += data.length;
       if (s.dataReceived > s.contentLength || (endStream && s.dataReceived !== s.contentLength)) {
+        this.releaseInput(len);
         this.streamError(id, H2Error.PROTOCOL_ERROR);
         return;
       }
     }
-    // padding counts against the window but is never delivered: acknowledge it now
+    // padding counts against the windows but is never delivered: acknowledge it now
+    if (len !== data.length) this.releaseInput(len - data.length);
     s.unacked += len - data.length;
     if (data.length === 0 && s.unacked >= this.opts.streamWindow / 2 && !s.remoteEnded) {
       this.windowUpdate(s.id, s.unacked);
@@ -314,7 +324,9 @@ export class H2Session extends H2Reader {
       if (s.paused || s.inbox !== null) {
         // Held until the reader resumes; its window is not returned meanwhile, so this is at most one stream
         // window. A small view of a large read is copied, so that it does not pin the whole read.
+        // It also keeps its share of the connection window: the connection holds at most that much in inboxes.
         const kept = data.length * 2 < data.buffer.byteLength ? Buffer.from(data) : data;
+        s.inboxBytes += data.length;
         if (s.inbox === null) s.inbox = [kept];
         else s.inbox.push(kept);
       } else {
@@ -327,8 +339,23 @@ export class H2Session extends H2Reader {
     }
   }
 
-  /** @internal Hands data to the stream's reader and replenishes its window. */
+  /**
+   * `n` bytes of DATA received are no longer held by the engine (handed to a reader, or dropped): they count
+   * towards the connection WINDOW_UPDATE, sent once half the window is owed. So the connection window bounds
+   * what paused streams hold in their inboxes, whatever the number of streams.
+   */
+  protected releaseInput(n: number): void {
+    this.connUnacked += n;
+    if (this.connUnacked >= this.opts.connectionWindow / 2) {
+      this.windowUpdate(0, this.connUnacked);
+      this.connRecvWindow += this.connUnacked;
+      this.connUnacked = 0;
+    }
+  }
+
+  /** @internal Hands data to the stream's reader and replenishes its window and the connection's. */
   deliver(s: H2Stream, data: Buffer): void {
+    this.releaseInput(data.length);
     s.emit('data', data);
     if (s.destroyed || s.remoteEnded) return;
     s.unacked += data.length;

@@ -51,6 +51,8 @@ export class H2Stream extends EventEmitter {
   /** @internal */ paused = false;
   /** @internal */ inbox: Buffer[] | null = null;
   /** @internal */ inboxEnd = false;
+  /** @internal bytes of DATA in `inbox` (their connection window is returned when they leave it) */
+  inboxBytes = 0;
   #waitForTrailers = false;
   /** @internal */ needDrain = false;
 
@@ -153,6 +155,7 @@ function drainInbox(s: H2Stream): void {
     if (inbox !== null && inbox.length > 0) {
       const chunk = inbox.shift()!;
       if (inbox.length === 0) s.inbox = null;
+      s.inboxBytes -= chunk.length;
       s.session.deliver(s, chunk);
       continue;
     }
