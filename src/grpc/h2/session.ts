@@ -18,9 +18,12 @@
 //   way, or when the connection goes. A stream we end before the peer does is reset with NO_ERROR.
 // - Streams the peer resets (or makes us reset) cost a token of a bucket of RESET_BURST refilled at RESET_RATE
 //   a second; an empty bucket is GOAWAY ENHANCE_YOUR_CALM.
+// - Each PING we send carries 8 random bytes; only an ACK echoing an outstanding one answers it (others are
+//   ignored), so a client that does not read cannot fake keepalive answers.
 // - Connection errors (malformed frames, HPACK failures, window overflows) send GOAWAY with the error code
 //   and destroy the socket; stream errors reset only that stream. Nothing the peer sends throws out.
 
+import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import {
   CLOSED_RING,
@@ -65,7 +68,17 @@ export interface H2SessionOptions {
   readonly connectionWindow: number;
   /** SETTINGS_MAX_HEADER_LIST_SIZE: larger request headers reset the stream. */
   readonly maxHeaderListSize: number;
+  /**
+   * How long the socket may hold more than its high-water mark without draining before the connection is
+   * destroyed ('writeStall' is emitted first); 0 or absent: never.
+   */
+  readonly writeStallTimeoutMs?: number;
   readonly onStream: (stream: H2Stream, headers: IncomingHeaders) => void;
+}
+
+interface OutstandingPing {
+  readonly data: Buffer;
+  readonly cb: (err: Error | null) => void;
 }
 
 /** The server side of one HTTP/2 connection over `socket` (plain TCP or TLS with ALPN h2). */
@@ -75,12 +88,14 @@ export class H2Session extends H2Reader {
   protected connUnacked = 0;
   /** How recent stream ids closed (ID_*), at (id >>> 1) & (CLOSED_RING - 1); made on the first stream. */
   protected idStates: Uint8Array | null = null;
-  protected pings: ((err: Error | null) => void)[] = [];
+  /** Our PINGs not acknowledged yet: each one's payload (8 random bytes, unique per ping) and callback. */
+  protected pings: OutstandingPing[] = [];
   protected resetTokens = RESET_BURST;
   protected resetRefilledAt = performance.now();
 
   constructor(socket: Socket, opts: H2SessionOptions) {
     super(socket, opts);
+    this.writeStallMs = opts.writeStallTimeoutMs ?? 0;
     socket.on('data', (chunk: Buffer) => this.onSocketData(chunk));
     socket.on('error', () => {
       // 'close' follows
@@ -116,8 +131,9 @@ export class H2Session extends H2Reader {
   /** Sends PING; `cb` gets null on the ACK, or an error if the connection ends first. */
   ping(cb: (err: Error | null) => void): boolean {
     if (this.destroyed) return false;
-    this.pings.push(cb);
-    this.frame(PING, 0, 0, Buffer.alloc(8));
+    const data = randomBytes(8);
+    this.pings.push({ data, cb });
+    this.frame(PING, 0, 0, data);
     return true;
   }
 
@@ -126,6 +142,10 @@ export class H2Session extends H2Reader {
     if (this.destroyed) return;
     this.goaway(H2Error.NO_ERROR);
     this.maybeEnd();
+  }
+
+  protected destroyConnection(): void {
+    this.destroy();
   }
 
   destroy(): void {
@@ -221,6 +241,7 @@ export class H2Session extends H2Reader {
   protected onSocketClose(): void {
     if (this.destroyed) return;
     this.destroyed = true;
+    this.clearWriteStall();
     this.queuedData = 0;
     for (const s of this.streams.values()) {
       s.destroyed = true;
@@ -230,7 +251,7 @@ export class H2Session extends H2Reader {
     this.streams.clear();
     const pings = this.pings;
     this.pings = [];
-    for (const cb of pings) cb(new Error('connection closed'));
+    for (const p of pings) p.cb(new Error('connection closed'));
     const closed = this.closed;
     this.closed = [];
     for (const s of closed) s.emit('close');
@@ -450,9 +471,21 @@ export class H2Session extends H2Reader {
     this.chargeReset();
   }
 
-  protected onPingAck(_p: Buffer): void {
-    const cb = this.pings.shift();
-    cb?.(null);
+  /**
+   * A PING ACK answers the outstanding PING whose payload it echoes (RFC 9113 6.7). One that echoes none is
+   * ignored: the RFC names no error for it, and it proves nothing (a client that stopped reading cannot know our
+   * random payloads, so it cannot keep the keepalive happy by sending ACKs blindly).
+   */
+  protected onPingAck(p: Buffer): void {
+    const pings = this.pings;
+    for (let i = 0; i < pings.length; i++) {
+      const o = pings[i]!;
+      if (o.data.equals(p)) {
+        pings.splice(i, 1);
+        o.cb(null);
+        return;
+      }
+    }
   }
 }
 

@@ -19,6 +19,9 @@
 // - `queuedData` is the sum of the open streams' `pendingBytes`; `pendingOutput` adds what is not yet written and
 //   the socket's own buffer. Once the socket holds OUTPUT_HIGH_WATER, the socket is not read until it drains.
 // - Streams that closed during a turn get their 'close' event at the flush that ends the turn (`closed`).
+// - A socket that stays over its high-water mark (no 'drain') for `writeStallMs` (the server's
+//   `writeStallTimeoutMs`, 20 s by default) means a client that stopped reading at the TCP level: the connection
+//   emits 'writeStall' and is destroyed. One timer per congestion episode, none per frame.
 
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
@@ -63,6 +66,10 @@ export abstract class H2Writer extends EventEmitter {
   protected drainWaiters: H2Stream[] = [];
   protected closed: H2Stream[] = [];
   protected readPaused = false;
+  /** How long the socket may stay over its high-water mark (no 'drain') before the connection is dropped; 0: never. */
+  protected writeStallMs = 0;
+  /** Armed while the socket is over its high-water mark (between a write that returned false and 'drain'). */
+  protected writeStallTimer: NodeJS.Timeout | null = null;
   /** The peer lowered SETTINGS_HEADER_TABLE_SIZE: our next header block must start with a size update. */
   protected tableSizeUpdate = false;
 
@@ -115,7 +122,11 @@ export abstract class H2Writer extends EventEmitter {
       const buf = out.length === 1 ? out[0]! : Buffer.concat(out, this.outBytes);
       this.out = [];
       this.outBytes = 0;
-      this.socket.write(buf);
+      if (!this.socket.write(buf) && this.writeStallTimer === null && this.writeStallMs > 0) {
+        // the socket holds more than its high-water mark: from now on the client has writeStallMs to take it
+        this.writeStallTimer = setTimeout(writeStalled, this.writeStallMs, this);
+        this.writeStallTimer.unref();
+      }
       // A client that sends but does not read (PINGs, SETTINGS, refused streams) must not grow our buffer
       // without bound: stop reading it until the socket drains.
       if (this.socket.writableLength > OUTPUT_HIGH_WATER && !this.readPaused) {
@@ -356,6 +367,7 @@ export abstract class H2Writer extends EventEmitter {
   }
 
   protected onSocketDrain(): void {
+    this.clearWriteStall();
     if (this.readPaused && !this.socket.writableEnded) {
       this.readPaused = false;
       this.socket.resume();
@@ -419,6 +431,21 @@ export abstract class H2Writer extends EventEmitter {
     if (raised && this.starved.length > 0) this.wakeStarved();
   }
 
+  protected clearWriteStall(): void {
+    if (this.writeStallTimer !== null) {
+      clearTimeout(this.writeStallTimer);
+      this.writeStallTimer = null;
+    }
+  }
+
+  /** @internal The socket did not drain for writeStallMs: the client stopped reading; 'writeStall', then gone. */
+  onWriteStall(): void {
+    this.writeStallTimer = null;
+    if (this.destroyed || !this.socket.writableNeedDrain) return;
+    this.emit('writeStall', this.writeStallMs, this.socket.writableLength);
+    this.destroyConnection();
+  }
+
   constructor(socket: Socket) {
     super();
     this.socket = socket;
@@ -426,6 +453,13 @@ export abstract class H2Writer extends EventEmitter {
 
   /** The connection may end now if it is closing and no stream is left (session.ts). */
   protected abstract maybeEnd(): void;
+  /** Drops the connection at once, cancelling its streams (session.ts). */
+  protected abstract destroyConnection(): void;
+}
+
+/** The nextTick callback of a scheduled flush (a shared function: no closure per flush). */
+function writeStalled(w: H2Writer): void {
+  w.onWriteStall();
 }
 
 /** The nextTick callback of a scheduled flush (a shared function: no closure per flush). */
