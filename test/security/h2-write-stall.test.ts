@@ -19,7 +19,6 @@ import {
   PING,
   RawConn,
   ServerChild,
-  settings,
   windowUpdate,
 } from './h2-raw.ts';
 
@@ -53,7 +52,8 @@ describe('a client that stops reading at the TCP level', () => {
   }, async () => {
     // keepalive and the per-call stall watch off: only the write-stall bound can reap this connection
     srv = await ServerChild.start({ writeStallTimeoutMs: 500, keepaliveTimeMs: 0, sendStallTimeoutMs: 0 });
-    const c = (conn = await RawConn.open(srv.port, [[SETTINGS_INITIAL_WINDOW_SIZE, 2 ** 31 - 1]]));
+    conn = await RawConn.open(srv.port, [[SETTINGS_INITIAL_WINDOW_SIZE, 2 ** 31 - 1]]);
+    const c = conn;
     // every window open, so that the responses go straight to the socket
     await c.write(windowUpdate(0, 2 ** 31 - 1 - 65535));
     await c.sync();
@@ -82,7 +82,8 @@ describe('a client that stops reading at the TCP level', () => {
 
   it('a client that reads is not dropped however long its calls take', { timeout: 120_000 }, async () => {
     srv = await ServerChild.start({ writeStallTimeoutMs: 2000, keepaliveTimeMs: 0 });
-    const c = (conn = await RawConn.open(srv.port, [[SETTINGS_INITIAL_WINDOW_SIZE, 2 ** 31 - 1]]));
+    conn = await RawConn.open(srv.port, [[SETTINGS_INITIAL_WINDOW_SIZE, 2 ** 31 - 1]]);
+    const c = conn;
     await c.write(windowUpdate(0, 2 ** 31 - 1 - 65535));
     const req = echoMessage({ reply_size: 4 * MiB });
     const calls: Buffer[] = [];
@@ -98,7 +99,8 @@ describe('a client that stops reading at the TCP level', () => {
 
   it('sends a different PING payload each time', { timeout: 60_000 }, async () => {
     srv = await ServerChild.start({ keepaliveTimeMs: 100, keepaliveTimeoutMs: 30_000 });
-    const c = (conn = await RawConn.open(srv.port));
+    conn = await RawConn.open(srv.port);
+    const c = conn;
     await c.waitFor(() => c.serverPings.length >= 1, 'a keepalive PING', 30_000);
     // answer it, so that the next keepalive sends another
     await c.write(frame(PING, 0x1, 0, c.serverPings[0]!));
@@ -111,7 +113,8 @@ describe('a client that stops reading at the TCP level', () => {
     timeout: 60_000,
   }, async () => {
     srv = await ServerChild.start({ keepaliveTimeMs: 100, keepaliveTimeoutMs: 1000 });
-    const c = (conn = await RawConn.open(srv.port));
+    conn = await RawConn.open(srv.port);
+    const c = conn;
     // a client that cannot read the PINGs answers blindly, with a payload of its own, many times a second
     const blind = frame(PING, 0x1, 0, Buffer.from('notyours'));
     const zeros = frame(PING, 0x1, 0, Buffer.alloc(8));
@@ -125,7 +128,8 @@ describe('a client that stops reading at the TCP level', () => {
 
   it('keeps a client that echoes its PINGs', { timeout: 60_000 }, async () => {
     srv = await ServerChild.start({ keepaliveTimeMs: 100, keepaliveTimeoutMs: 1000 });
-    const c = (conn = await RawConn.open(srv.port));
+    conn = await RawConn.open(srv.port);
+    const c = conn;
     let answered = 0;
     while (answered < 15 && !c.closed) {
       await c.waitFor(() => c.serverPings.length > answered || c.closed, 'a keepalive PING', 30_000);
