@@ -1,5 +1,8 @@
 // One gRPC call on one HTTP/2 stream: request deframing and decoding, the handler, the response, the status. (The
 // types around it, what handlers see and what the call needs from the server and its stream, are call-api.ts.)
+// One concept, a little over 700 lines: the Call class is one state machine (OPEN -> DONE -> CLOSED) whose input,
+// handler, output and status transitions read each other's fields; cutting it would put one machine's states
+// in two files.
 //
 // Invariants:
 // - `state` only moves forward: OPEN (the handler may answer) -> DONE (a status is decided and being sent)
