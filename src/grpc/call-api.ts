@@ -8,11 +8,15 @@
 
 import type { OutgoingHttpHeaders } from 'node:http2';
 import type { PeerCertificate } from 'node:tls';
-import type { Call } from './call.ts';
 import type { Deadlines } from './deadlines.ts';
 import type { Metadata, OutgoingMetadata } from './metadata.ts';
 import type { MethodDefinition } from './proto.ts';
 import type { StallWatch } from './stalls.ts';
+
+/** A live call as the server sees it (call.ts's Call): what a graceful shutdown that runs out of time needs. */
+export interface LiveCall {
+  abortForShutdown(): void;
+}
 
 /** What every handler can see and set about its call. */
 export interface ServerCall {
@@ -86,7 +90,7 @@ export interface ServerState {
   /** Calls waiting on a deadline, and the one timer that serves them. */
   readonly deadlines: Deadlines;
   /** Every live call, so shutdown can cancel the stragglers. */
-  readonly live: Set<Call>;
+  readonly live: Set<LiveCall>;
 }
 
 export interface RegisteredMethod {

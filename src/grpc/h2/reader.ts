@@ -49,9 +49,25 @@ import {
   WINDOW_UPDATE,
 } from './frames.ts';
 import { HpackDecoder, HpackError } from './hpack.ts';
-import type { H2SessionOptions } from './session.ts';
 import type { H2Stream } from './stream.ts';
 import { H2Writer } from './writer.ts';
+
+/** What a connection is configured with (the server's options, session.ts). */
+export interface H2SessionOptions {
+  readonly maxConcurrentStreams: number;
+  /** Our SETTINGS_INITIAL_WINDOW_SIZE: how much each stream may send before we replenish. */
+  readonly streamWindow: number;
+  /** Our connection receive window. */
+  readonly connectionWindow: number;
+  /** SETTINGS_MAX_HEADER_LIST_SIZE: larger request headers reset the stream. */
+  readonly maxHeaderListSize: number;
+  /**
+   * How long the socket may hold more than its high-water mark without draining before the connection is
+   * destroyed ('writeStall' is emitted first); 0 or absent: never.
+   */
+  readonly writeStallTimeoutMs?: number;
+  readonly onStream: (stream: H2Stream, headers: IncomingHeaders) => void;
+}
 
 export abstract class H2Reader extends H2Writer {
   protected readonly opts: H2SessionOptions;

@@ -48,7 +48,7 @@ import {
   SETTINGS_MAX_CONCURRENT_STREAMS,
   SETTINGS_MAX_HEADER_LIST_SIZE,
 } from './frames.ts';
-import { H2Reader } from './reader.ts';
+import { H2Reader, type H2SessionOptions } from './reader.ts';
 import { H2Stream } from './stream.ts';
 import { flushSession } from './writer.ts';
 
@@ -58,23 +58,8 @@ export {
   MAX_SETTINGS_ENTRIES,
   type OutgoingHeaders,
 } from './frames.ts';
+export type { H2SessionOptions } from './reader.ts';
 export { H2Stream } from './stream.ts';
-
-export interface H2SessionOptions {
-  readonly maxConcurrentStreams: number;
-  /** Our SETTINGS_INITIAL_WINDOW_SIZE: how much each stream may send before we replenish. */
-  readonly streamWindow: number;
-  /** Our connection receive window. */
-  readonly connectionWindow: number;
-  /** SETTINGS_MAX_HEADER_LIST_SIZE: larger request headers reset the stream. */
-  readonly maxHeaderListSize: number;
-  /**
-   * How long the socket may hold more than its high-water mark without draining before the connection is
-   * destroyed ('writeStall' is emitted first); 0 or absent: never.
-   */
-  readonly writeStallTimeoutMs?: number;
-  readonly onStream: (stream: H2Stream, headers: IncomingHeaders) => void;
-}
 
 interface OutstandingPing {
   readonly data: Buffer;

@@ -13,9 +13,30 @@
 //   nothing but its headers).
 
 import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
 import { H2Error, type OutgoingHeaders, STREAM_HIGH_WATER } from './frames.ts';
 import { encodeHeaders } from './hpack.ts';
-import type { H2Session } from './session.ts';
+
+/**
+ * What a stream needs of its connection: session.ts's H2Session, the only implementation (named here so that this
+ * file does not import the session, which imports it).
+ */
+export interface H2StreamHost {
+  readonly socket: Socket;
+  /** True while the socket's own buffer is over its high-water mark. */
+  readonly congested: boolean;
+  /** Output the connection holds that the client has not taken. */
+  readonly pendingOutput: number;
+  /** Request bytes the gRPC layer's calls hold on this connection (kept by call.ts). */
+  heldRequestBytes: number;
+  sendHeaders(s: H2Stream, headerBlock: Buffer, endStream: boolean): void;
+  sendData(s: H2Stream, buf: Buffer): void;
+  sendEmptyEnd(s: H2Stream): void;
+  wantsDrain(s: H2Stream): void;
+  localEnd(s: H2Stream): void;
+  reset(s: H2Stream, code: number): void;
+  deliver(s: H2Stream, data: Buffer): void;
+}
 
 export interface PendingData {
   readonly buf: Buffer;
@@ -25,7 +46,7 @@ export interface PendingData {
 /** One request/response stream. Its surface is the part of node:http2's ServerHttp2Stream the gRPC layer uses. */
 export class H2Stream extends EventEmitter {
   readonly id: number;
-  readonly session: H2Session;
+  readonly session: H2StreamHost;
   headersSent = false;
   destroyed = false;
   /** Set when the stream was reset (by either side) or lost with its connection. */
@@ -56,7 +77,7 @@ export class H2Stream extends EventEmitter {
   #waitForTrailers = false;
   /** @internal */ needDrain = false;
 
-  constructor(session: H2Session, id: number, recvWindow: number) {
+  constructor(session: H2StreamHost, id: number, recvWindow: number) {
     super();
     this.session = session;
     this.id = id;
