@@ -1,4 +1,8 @@
-// One gRPC call on one HTTP/2 stream: request deframing and decoding, the handler, the response, the status.
+// One gRPC call on one HTTP/2 stream: request deframing and decoding, the handler, the response, the status. (The
+// types around it, what handlers see and what the call needs from the server and its stream, are call-api.ts.)
+// One concept, a little over 700 lines: the Call class is one state machine (OPEN -> DONE -> CLOSED) whose input,
+// handler, output and status transitions read each other's fields; cutting it would put one machine's states
+// in two files.
 //
 // Invariants:
 // - `state` only moves forward: OPEN (the handler may answer) -> DONE (a status is decided and being sent)
@@ -25,130 +29,31 @@
 import type { OutgoingHttpHeaders } from 'node:http2';
 import type { PeerCertificate } from 'node:tls';
 import protobuf from 'protobufjs';
-import type { Deadlines } from './deadlines.ts';
+import type {
+  GrpcStream,
+  RegisteredMethod,
+  ServerState,
+  ServerStreamCall,
+  StreamHandler,
+  UnaryHandler,
+} from './call-api.ts';
 import { ACCEPT_ENCODING, Deframer, type FrameSink } from './framing.ts';
 import type { IncomingHeaders } from './h2/session.ts';
 import { addMetadataToHeaders, Metadata, type OutgoingMetadata, percentEncode } from './metadata.ts';
-import type { MethodDefinition } from './proto.ts';
-import type { Stallable, StallWatch } from './stalls.ts';
+import type { Stallable } from './stalls.ts';
 import { GrpcError, Status, type StatusCode } from './status.ts';
 
-/** What every handler can see and set about its call. */
-export interface ServerCall {
-  /** The wire path, e.g. `/raft.KeyValueService/Put`. */
-  readonly path: string;
-  /** Request metadata (built on first access). */
-  readonly metadata: Metadata;
-  /** Aborts when the client cancels, the deadline passes or shutdown forces the call to end. */
-  readonly signal: AbortSignal;
-  /** The deadline in `Date.now()` milliseconds, or undefined when the client sent none. */
-  readonly deadline: number | undefined;
-  /** True once the call was cancelled by the client, by its deadline or by shutdown. */
-  readonly cancelled: boolean;
-  /** The client's address as `host:port`. */
-  readonly peer: string;
-  /** The certificate the client presented over TLS (null without TLS or without one). */
-  peerCertificate(): PeerCertificate | null;
-  /** Adds response header metadata; only before the first response message. Throws TypeError on bad metadata. */
-  setHeader(metadata: OutgoingMetadata): void;
-  /** Adds trailing metadata, sent with the status. Throws TypeError on bad metadata. */
-  setTrailer(metadata: OutgoingMetadata): void;
-}
-
-/**
- * A streaming call (client, server or bidirectional streaming). Requests are read with `for await`; responses
- * are sent with `write`. The call ends with OK when the handler's promise resolves (or when `end()` is called),
- * and with the error's status when it rejects. Reading after a cancel or deadline throws the GrpcError.
- */
-export interface ServerStreamCall<Req = object, Res = object> extends ServerCall, AsyncIterable<Req> {
-  /** Sends one response message; false when the stream buffer is full (wait for `drain()`) or the call is over. */
-  write(message: Res): boolean;
-  /** Resolves when the stream can take more writes, or the call is over. */
-  drain(): Promise<void>;
-  /** Sends the response headers now, without a message. */
-  sendHeaders(): void;
-  /** Ends the call with OK (or the given error). Needed only by handlers that do not return a promise. */
-  end(error?: unknown): void;
-}
-
-/**
- * Handler of a unary method: returns (or resolves to) the response object, or throws (rejects) a GrpcError.
- * (Written as a method type so that handlers typed with concrete message interfaces are accepted.)
- */
-export type UnaryHandler<Req = object, Res = object> = {
-  bivarianceHack(request: Req, call: ServerCall): Res | Promise<Res>;
-}['bivarianceHack'];
-/** Handler of a streaming method. */
-export type StreamHandler<Req = object, Res = object> = {
-  bivarianceHack(call: ServerStreamCall<Req, Res>): void | Promise<void>;
-}['bivarianceHack'];
-export type Handler = UnaryHandler | StreamHandler;
-
-/** Where log lines go (pino's signature). */
-export interface GrpcLogger {
-  error(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-}
-
-/** Server-wide state that calls read and update. */
-export interface ServerState {
-  readonly maxSendMessageSize: number;
-  /** Output a connection may hold that its client has not taken, before responses are refused. */
-  readonly maxPendingResponseBytes: number;
-  /** Calls whose client stopped reading (stalls.ts). */
-  readonly stalls: StallWatch;
-  readonly log: GrpcLogger;
-  /** Live calls (accepted streams with a known method, until the stream closes). */
-  calls: number;
-  /** Calls waiting on a deadline, and the one timer that serves them. */
-  readonly deadlines: Deadlines;
-  /** Every live call, so shutdown can cancel the stragglers. */
-  readonly live: Set<Call>;
-}
-
-export interface RegisteredMethod {
-  readonly def: MethodDefinition;
-  readonly handler: Handler;
-  readonly streaming: boolean;
-  /** Largest request message accepted (its service's limit, else the server's). */
-  readonly maxReceive: number;
-}
-
-/**
- * The stream surface a call uses. node:http2's ServerHttp2Stream has it, and so does h2/session.ts's H2Stream,
- * the server's own HTTP/2 engine.
- */
-export interface GrpcStream {
-  readonly destroyed: boolean;
-  readonly headersSent: boolean;
-  readonly writableNeedDrain: boolean;
-  /** Bytes written but not yet sent (waiting for flow-control window). */
-  readonly writableLength: number;
-  readonly session:
-    | {
-        readonly socket: {
-          readonly remoteAddress?: string | undefined;
-          readonly remotePort?: number | undefined;
-          /** TLS sockets only. */
-          getPeerCertificate?(detailed?: boolean): PeerCertificate | object | null;
-        };
-        /** Output the connection holds that the client has not taken (own engine only). */
-        readonly pendingOutput?: number;
-      }
-    | undefined;
-  respond(headers: OutgoingHttpHeaders, options?: { endStream?: boolean; waitForTrailers?: boolean }): void;
-  write(chunk: Buffer | string): boolean;
-  end(chunk?: Buffer | string): unknown;
-  sendTrailers(headers: OutgoingHttpHeaders): void;
-  pause(): unknown;
-  resume(): unknown;
-  /** Resets the stream with an HTTP/2 error code. */
-  close(code?: number): unknown;
-  on(event: string, listener: Listener): unknown;
-  off(event: string, listener: Listener): unknown;
-}
-// biome-ignore lint/suspicious/noExplicitAny: EventEmitter's own listener type, so both stream classes fit
-type Listener = (...args: any[]) => void;
+export type {
+  GrpcLogger,
+  GrpcStream,
+  Handler,
+  RegisteredMethod,
+  ServerCall,
+  ServerState,
+  ServerStreamCall,
+  StreamHandler,
+  UnaryHandler,
+} from './call-api.ts';
 
 const OPEN = 0;
 const DONE = 1;
@@ -212,6 +117,7 @@ function onData(this: CallStream, chunk: Buffer): void {
         const len = chunk.readUInt32BE(1);
         if (len + 5 === n && len <= call.maxReceive) {
           if (!call.onMessage(chunk.subarray(5), chunk[0] === 1)) call.stopInput();
+          else call.noteHeld();
           return;
         }
       }
@@ -220,6 +126,7 @@ function onData(this: CallStream, chunk: Buffer): void {
     } else {
       d.push(chunk, call);
     }
+    call.noteHeld();
   } catch (e) {
     call.failInternal(e);
   }
@@ -265,6 +172,8 @@ export class Call implements ServerStreamCall, FrameSink, Stallable {
   #trailers: OutgoingHttpHeaders | null = null;
   #headersSent = false;
   #received = 0;
+  /** Request bytes this call holds, as last counted on its connection (noteHeld). */
+  #heldIn = 0;
   /** Bytes handed to the stream (response frames). */
   bytesOut = 0;
   stallWatched = false;
@@ -353,6 +262,36 @@ export class Call implements ServerStreamCall, FrameSink, Stallable {
   stopInput(): void {
     this.inputStopped = true;
     this.deframer?.stop();
+    if (this.#heldIn !== 0) {
+      const sess = this.stream.session;
+      if (sess?.heldRequestBytes !== undefined) sess.heldRequestBytes -= this.#heldIn;
+      this.#heldIn = 0;
+    }
+  }
+
+  /**
+   * After input arrived or a handler took some: the request bytes this call holds (its partial message and its
+   * queue) are counted on its connection (own engine), and a call that would take the connection beyond
+   * `maxPendingRequestBytes` while other calls of it hold some is refused RESOURCE_EXHAUSTED.
+   */
+  noteHeld(): void {
+    if (this.inputStopped) return;
+    const d = this.deframer;
+    const held = (d === null ? 0 : d.bufferedBytes) + this.#qBytes;
+    const delta = held - this.#heldIn;
+    if (delta === 0) return;
+    const sess = this.stream.session;
+    if (sess?.heldRequestBytes === undefined) return;
+    this.#heldIn = held;
+    const total = sess.heldRequestBytes + delta;
+    sess.heldRequestBytes = total;
+    const limit = this.#server.maxPendingRequestBytes;
+    if (delta > 0 && total > limit && total > held) {
+      this.finish(
+        Status.RESOURCE_EXHAUSTED,
+        `Request refused: the connection's calls already hold ${total - held} bytes of requests they have not finished reading (limit ${limit})`,
+      ); // which stops the input and releases what it held
+    }
   }
 
   // ---- ServerCall ----
@@ -730,6 +669,7 @@ export class Call implements ServerStreamCall, FrameSink, Stallable {
       const v = q[this.#qHead]!;
       this.#qBytes -= this.#qSizes[this.#qHead]!;
       q[this.#qHead++] = undefined;
+      if (this.#heldIn !== 0) this.noteHeld();
       if (this.#qHead === q.length) {
         q.length = 0;
         this.#qSizes.length = 0;

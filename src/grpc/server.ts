@@ -63,6 +63,12 @@ export interface GrpcServerOptions {
    */
   readonly maxPendingResponseBytes?: number;
   /**
+   * Request bytes the calls of one connection may hold (messages partly received, and decoded requests waiting
+   * for a streaming handler), in bytes (default 8 MiB). A call whose input would take its connection beyond it,
+   * while other calls of the connection hold some, ends RESOURCE_EXHAUSTED. Own engine only.
+   */
+  readonly maxPendingRequestBytes?: number;
+  /**
    * A call whose client takes none of its response (flow-control window shut) for this long is cancelled: the
    * handler's signal aborts with RESOURCE_EXHAUSTED and the stream is reset with ENHANCE_YOUR_CALM (default
    * 30 s; 0 disables). This applies with or without a grpc-timeout.
@@ -94,6 +100,12 @@ export interface GrpcServerOptions {
    */
   readonly keepaliveTimeMs?: number;
   readonly keepaliveTimeoutMs?: number;
+  /**
+   * A connection whose socket holds more output than its high-water mark and does not drain for this long (its
+   * client stopped reading at the TCP level) is destroyed, its calls cancelled, and counted in
+   * `server.writeStalls` (default 20 s; 0 disables). Own engine only.
+   */
+  readonly writeStallTimeoutMs?: number;
   /** Extra HTTP/2 settings, applied over the ones above (node engine only). */
   readonly http2Settings?: http2.Settings;
   /** Serve TLS (h2 with ALPN) instead of h2c. */
@@ -120,6 +132,8 @@ export interface GrpcServer extends ServiceRegistry {
   /** Health statuses, per service and overall (""); undefined when health is disabled. */
   readonly health: HealthService | undefined;
   stats(): GrpcServerStats;
+  /** Connections destroyed because their socket did not drain for `writeStallTimeoutMs` (own engine). */
+  readonly writeStalls: number;
 }
 
 const defaultLog: GrpcLogger = {
@@ -175,6 +189,7 @@ class Server implements GrpcServer {
   readonly #keepaliveTimeoutMs: number;
   readonly health: HealthService | undefined;
   #closing: Promise<void> | null = null;
+  #writeStalls = 0;
 
   constructor(options: GrpcServerOptions) {
     this.#maxReceive = checkLimit(options.maxReceiveMessageSize ?? 4 * 1024 * 1024, 'maxReceiveMessageSize');
@@ -184,6 +199,10 @@ class Server implements GrpcServer {
       maxPendingResponseBytes: checkLimit(
         options.maxPendingResponseBytes ?? 16 * 1024 * 1024,
         'maxPendingResponseBytes',
+      ),
+      maxPendingRequestBytes: checkLimit(
+        options.maxPendingRequestBytes ?? 8 * 1024 * 1024,
+        'maxPendingRequestBytes',
       ),
       stalls: new StallWatch(
         options.sendStallTimeoutMs === 0
@@ -210,6 +229,10 @@ class Server implements GrpcServer {
         streamWindow: settings.initialWindowSize ?? 1024 * 1024,
         connectionWindow: this.#connectionWindow,
         maxHeaderListSize: options.maxHeaderListSize ?? 64 * 1024,
+        writeStallTimeoutMs:
+          options.writeStallTimeoutMs === 0
+            ? 0
+            : checkLimit(options.writeStallTimeoutMs ?? 20_000, 'writeStallTimeoutMs'),
         onStream: (stream: GrpcStream, headers: IncomingHeaders) => this.#onStream(stream, headers),
       };
       const accept = (socket: Socket): void => {
@@ -345,10 +368,21 @@ class Server implements GrpcServer {
     return { sessions: this.#sessions.size, calls: this.#state.calls, timers: this.#state.deadlines.size };
   }
 
+  get writeStalls(): number {
+    return this.#writeStalls;
+  }
+
   #onSession(session: SessionLike): void {
     this.#sessions.add(session);
     session.on('error', () => {
       // followed by 'close'
+    });
+    session.on('writeStall', (ms: number, bytes: number) => {
+      this.#writeStalls++;
+      this.#state.log.warn(
+        { timeoutMs: ms, unsentBytes: bytes, writeStalls: this.#writeStalls },
+        'grpc: dropped a connection whose client stopped reading (its socket did not drain)',
+      );
     });
     let keepalive: NodeJS.Timeout | null = null;
     let pingTimeout: NodeJS.Timeout | null = null;
@@ -464,6 +498,7 @@ function checkLimit(v: number, what: string): number {
 interface SessionLike {
   readonly destroyed: boolean;
   on(event: 'close' | 'error', listener: () => void): unknown;
+  on(event: 'writeStall', listener: (ms: number, bytes: number) => void): unknown;
   once(event: 'close', listener: () => void): unknown;
   ping(cb: (err: Error | null) => void): boolean;
   close(): void;

@@ -121,6 +121,8 @@ export class RawConn {
   dataFrames = 0;
   settingsAcks = 0;
   pingAcks = 0;
+  /** Payloads of the PINGs the server sent (not ACKs), in order. */
+  readonly serverPings: Buffer[] = [];
   framesIn = 0;
   #rest: Buffer = Buffer.alloc(0);
 
@@ -232,6 +234,7 @@ export class RawConn {
         return;
       case PING:
         if (flags & 0x1) this.pingAcks++;
+        else this.serverPings.push(Buffer.from(p));
         return;
       case GOAWAY:
         this.goaway = p.readUInt32BE(4);
@@ -252,6 +255,8 @@ export interface Usage {
   rss: number;
   sessions: number;
   calls: number;
+  /** Connections the server dropped because their socket did not drain (undefined on an engine without it). */
+  writeStalls?: number;
 }
 
 export class ServerChild {

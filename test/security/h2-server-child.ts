@@ -1,6 +1,6 @@
 // The Echo test server in a process of its own, for tests that measure the server's CPU time and RSS apart
 // from the attacking client. argv[2]: GrpcServerOptions as JSON. Sends {port} over IPC once listening; answers
-// each 'usage' message with {cpuUs, rss, sessions, calls}. Exits when its parent goes (IPC disconnect).
+// each 'usage' message with {cpuUs, rss, sessions, calls, writeStalls}. Exits when its parent goes (IPC disconnect).
 
 import { startEcho } from '../grpc/helpers.ts';
 
@@ -17,6 +17,7 @@ process.on('message', (m) => {
     rss: process.memoryUsage().rss,
     sessions: st.sessions,
     calls: st.calls,
+    writeStalls: s.server.writeStalls,
   });
 });
 process.on('disconnect', () => process.exit(0));
