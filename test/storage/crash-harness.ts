@@ -6,6 +6,12 @@
  * yields a prefix of what was persisted: everything whose persist had resolved, possibly
  * followed by some of what had not"). Rounds chain: each child continues from the state
  * the previous kill left behind, so recovery-then-crash paths are exercised too.
+ *
+ * The ack count is exact only because the child counts an ack, and lets its operation leave
+ * the window, once the line is in the kernel (see fixtures/crash-child.ts): every ack in the
+ * kernel at the kill is read before 'close', so the recovered state is at most `inflight`
+ * operations past the count. `parentStall` makes the parent stop reading for a while and
+ * kill before it reads again, the case that broke this (the child ran ahead by ~130).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -18,6 +24,8 @@ import { Workload } from './workload.ts';
 
 const CHILD = fileURLToPath(new URL('./fixtures/crash-child.ts', import.meta.url));
 const ID = { nodeId: 'n1', clusterId: 'crash' } as const;
+/** The workload options the child and the parent both use. */
+export const WORKLOAD = { entrySize: 64, maxBatch: 8 } as const;
 
 export function digest(state: DurableState): string {
   return createHash('sha256')
@@ -37,6 +45,28 @@ export interface CrashOptions {
   readonly log?: (line: string) => void;
   /** FileStorage's sync mode in the child. */
   readonly sync?: 'fdatasync' | 'dsync' | 'dsync-inline';
+  /** Replaces the random kill of every round by a parent stall (see ParentStall). */
+  readonly parentStall?: ParentStall;
+}
+
+/**
+ * The parent stops reading the child's acks and then kills it before reading again, as when
+ * its event loop is busy (another chain's verification) or the machine is loaded: once
+ * `afterAcks` acks are in, it sleeps long enough for the child to make about `acks` more at the
+ * rate seen so far (at most `maxMs`), then SIGKILLs it. The child must not get ahead meanwhile.
+ */
+export interface ParentStall {
+  readonly afterAcks: number;
+  readonly acks: number;
+  readonly maxMs: number;
+}
+
+/** A child that never reaches `afterAcks` is killed after this long, without a stall. */
+const STALL_FALLBACK_MS = 30_000;
+
+/** Blocks this thread (and so its event loop) for `ms` without spinning a core. */
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 export interface RoundResult {
@@ -45,11 +75,14 @@ export interface RoundResult {
   /** How many operations the recovered state reflects (>= acked). */
   readonly recovered: number;
   readonly killedBeforeReady: boolean;
+  /** How long the parent stopped reading before the kill (0: a random kill, no stall). */
+  readonly parentStallMs: number;
 }
 
 interface ChildRun {
   readonly acked: number;
   readonly readyDigest: string | null;
+  readonly stalledMs: number;
 }
 
 function runChild(
@@ -59,6 +92,7 @@ function runChild(
   sync: string,
   killAfterMs: number,
   fromSpawn: boolean,
+  stall: ParentStall | undefined,
 ): Promise<ChildRun> {
   return new Promise((resolve, reject) => {
     const child: ChildProcess = spawn(
@@ -71,8 +105,11 @@ function runChild(
     let buffered = '';
     let stderr = '';
     let timer: NodeJS.Timeout | undefined;
+    let readyAt = 0;
+    let stalledMs = 0;
     const kill = (): void => void child.kill('SIGKILL');
-    if (fromSpawn) timer = setTimeout(kill, killAfterMs);
+    if (stall !== undefined) timer = setTimeout(kill, STALL_FALLBACK_MS);
+    else if (fromSpawn) timer = setTimeout(kill, killAfterMs);
     child.stdout!.setEncoding('utf8');
     child.stdout!.on('data', (chunk: string) => {
       buffered += chunk;
@@ -86,9 +123,16 @@ function runChild(
           acked = n;
         } else if (line.startsWith('ready ')) {
           readyDigest = line.slice(6);
-          if (!fromSpawn) timer = setTimeout(kill, killAfterMs);
+          readyAt = performance.now();
+          if (!fromSpawn && stall === undefined) timer = setTimeout(kill, killAfterMs);
         }
         nl = buffered.indexOf('\n');
+      }
+      if (stall !== undefined && stalledMs === 0 && readyDigest !== null && acked >= stall.afterAcks) {
+        const perMs = acked / Math.max(1, performance.now() - readyAt);
+        stalledMs = Math.max(1, Math.min(stall.maxMs, Math.ceil(stall.acks / perMs)));
+        sleepSync(stalledMs);
+        kill();
       }
     });
     child.stderr!.setEncoding('utf8');
@@ -102,7 +146,7 @@ function runChild(
         reject(new Error(`child exited with code ${code} signal ${signal} before the kill:\n${stderr}`));
         return;
       }
-      resolve({ acked, readyDigest });
+      resolve({ acked, readyDigest, stalledMs });
     });
   });
 }
@@ -121,13 +165,14 @@ export async function crashRounds(options: CrashOptions): Promise<RoundResult[]>
     const fromSpawn = rand() < 0.125;
     const killAfterMs = Math.floor(rand() * (fromSpawn ? 600 : maxRunMs));
     const where = `seed=${seed} round=${round} childSeed=${childSeed} dir=${dir}`;
-    const { acked, readyDigest } = await runChild(
+    const { acked, readyDigest, stalledMs } = await runChild(
       dir,
       childSeed,
       inflight,
       options.sync ?? 'fdatasync',
       killAfterMs,
       fromSpawn,
+      options.parentStall,
     );
     if (readyDigest !== null && readyDigest !== digest(state)) {
       throw new Error(
@@ -136,7 +181,7 @@ export async function crashRounds(options: CrashOptions): Promise<RoundResult[]>
     }
     // Regenerate the child's workload; the recovered state must be one of the states after
     // acked .. acked+inflight operations.
-    const workload = new Workload(state, childSeed, { entrySize: 64, maxBatch: 8 });
+    const workload = new Workload(state, childSeed, WORKLOAD);
     const candidates = new Map<string, number>();
     if (acked === 0) candidates.set(digest(state), 0);
     for (let n = 1; n <= acked + inflight; n++) {
@@ -148,17 +193,63 @@ export async function crashRounds(options: CrashOptions): Promise<RoundResult[]>
     await storage.close();
     const found = candidates.get(digest(recoveredState));
     if (found === undefined) {
+      const limit = acked + inflight + SEARCH_BEYOND;
+      const actual = whichOperation(state, childSeed, recoveredState, limit);
       throw new Error(
         `${where}: recovered state (last index ${recoveredState.entries.at(-1)?.index ?? recoveredState.snapshot?.meta.index ?? 0}, ` +
           `hard state ${JSON.stringify(recoveredState.hardState)}) is not the state after any of operations ` +
-          `${acked}..${acked + inflight} (acknowledged: ${acked})`,
+          `${acked}..${acked + inflight} (acknowledged: ${acked}); ${explain(actual, acked, inflight, limit)}`,
       );
     }
-    results.push({ round, acked, recovered: found, killedBeforeReady: readyDigest === null });
+    results.push({
+      round,
+      acked,
+      recovered: found,
+      killedBeforeReady: readyDigest === null,
+      parentStallMs: stalledMs,
+    });
     options.log?.(
       `round ${round}: acked ${acked}, recovered ${found}${readyDigest === null ? ' (killed before ready)' : ''}`,
     );
     state = recoveredState;
   }
   return results;
+}
+
+/** How far past the window a failing round looks for the state it recovered. */
+const SEARCH_BEYOND = 10_000;
+
+function explain(actual: number | null, acked: number, inflight: number, limit: number): string {
+  if (actual === null)
+    return `nor after any of operations 0..${limit}: storage recovered a state the workload never had`;
+  if (actual < acked)
+    return `it is the state after operation ${actual}: acknowledged operations ${actual + 1}..${acked} were LOST`;
+  return (
+    `it is the state after operation ${actual}, ${actual - acked - inflight} past the window: the child ran ahead ` +
+    'of the acks the parent read (a harness fault; nothing acknowledged was lost)'
+  );
+}
+
+/**
+ * The first n in 0..limit such that `n` operations of the workload (`start`, `seed`) leave
+ * exactly `target`, or null. Digests only the states whose last index and hard state match.
+ */
+export function whichOperation(
+  start: DurableState,
+  seed: number,
+  target: DurableState,
+  limit: number,
+): number | null {
+  const want = digest(target);
+  const lastOf = (s: DurableState): number => s.entries.at(-1)?.index ?? s.snapshot?.meta.index ?? 0;
+  const key = (s: DurableState): string =>
+    `${lastOf(s)} ${s.hardState.term} ${s.hardState.vote} ${s.hardState.commit}`;
+  const wantKey = key(target);
+  const workload = new Workload(start, seed, WORKLOAD);
+  for (let n = 0; n <= limit; n++) {
+    if (n > 0) workload.next();
+    const s = workload.state();
+    if (key(s) === wantKey && digest(s) === want) return n;
+  }
+  return null;
 }

@@ -3,8 +3,10 @@
 // `npm run soak:storage` (or RAFTKV_CRASH_ROUNDS / RAFTKV_CRASH_SEED here).
 import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
-import { crashRounds } from './crash-harness.ts';
+import { LogView } from '../../src/storage/log-view.ts';
+import { crashRounds, digest, WORKLOAD, whichOperation } from './crash-harness.ts';
 import { tempDir } from './helpers.ts';
+import { Workload } from './workload.ts';
 
 const rounds = Number(process.env['RAFTKV_CRASH_ROUNDS'] ?? 12);
 const seed = Number(process.env['RAFTKV_CRASH_SEED'] ?? Date.now() % 1_000_000);
@@ -50,4 +52,47 @@ test(`SIGKILL at random moments loses nothing acknowledged (3 x ${rounds} rounds
   } finally {
     await Promise.all(dirs.map((d) => d.dispose()));
   }
+});
+
+// Regression: the child's stdout is a non-blocking Unix socket that holds ~280 short lines; when
+// the parent stopped reading (busy verifying another chain), later acks waited inside the child,
+// which went on, and died with it: the recovered state was ~130 operations past acked + inflight.
+// Here the parent sleeps for ~1000 of the child's acks without reading, then kills it.
+test(`the ack count holds when the parent stops reading before the kill (seed ${seed})`, async (t) => {
+  const { dir, dispose } = await tempDir('raftkv-crash-');
+  try {
+    const results = await crashRounds({
+      dir,
+      rounds: 2,
+      seed,
+      inflight: 8,
+      sync: 'dsync',
+      parentStall: { afterAcks: 20, acks: 1000, maxMs: 3000 },
+    });
+    t.diagnostic(
+      results
+        .map((r) => `stalled ${r.parentStallMs} ms: acked ${r.acked}, recovered ${r.recovered}`)
+        .join('; '),
+    );
+    assert.ok(
+      results.every((r) => r.parentStallMs > 0 && r.acked >= 20),
+      'every round stalled the parent with the child running',
+    );
+  } finally {
+    await dispose();
+  }
+});
+
+test('whichOperation names the operation that left a state, or null', () => {
+  const start = new LogView().state();
+  const w = new Workload(start, 7, WORKLOAD);
+  for (let n = 0; n < 40; n++) w.next();
+  const at40 = w.state();
+  const n = whichOperation(start, 7, at40, 100);
+  assert.ok(n !== null && n <= 40, `found ${n}`);
+  const again = new Workload(start, 7, WORKLOAD);
+  for (let k = 0; k < n; k++) again.next();
+  assert.equal(digest(again.state()), digest(at40));
+  assert.equal(whichOperation(start, 7, at40, n - 1), null, 'not within a shorter search');
+  assert.equal(whichOperation(start, 8, at40, 100), null, 'another seed never reaches it');
 });
