@@ -168,8 +168,10 @@ function parsePrometheus(text: string): { types: Map<string, string>; samples: M
     const m = sample.exec(line);
     assert.ok(m, `not a Prometheus sample line: ${JSON.stringify(line)}`);
     const v = Number(m[3] === '+Inf' ? Number.POSITIVE_INFINITY : m[3]);
-    assert.ok(!Number.isNaN(v), line);
     const name = m[1] as string;
+    // NaN is valid exposition text; prom-client's event-loop lag gauges read NaN until the
+    // lag histogram holds a sample (a scrape within the first few ms). Nothing else may.
+    assert.ok(!Number.isNaN(v) || (m[3] === 'NaN' && name.startsWith('nodejs_eventloop_lag_')), line);
     samples.set(name, [...(samples.get(name) ?? []), v]);
   }
   return { types, samples };
