@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -185,4 +186,26 @@ export class ProcCluster {
     await Promise.all(this.ids.map((id) => this.kill(id)));
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createNetServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+/** A free port P whose P + 1000 (the default peer port, as in seed 004's lines) is free too. */
+export async function freePortWithPeer(taken: Set<number>): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const p = await freePort();
+    if (p + 1000 > 65535 || taken.has(p) || taken.has(p + 1000)) continue;
+    if (await portFree(p + 1000)) {
+      taken.add(p);
+      taken.add(p + 1000);
+      return p;
+    }
+  }
+  throw new Error('no free port pair found in 100 tries');
 }

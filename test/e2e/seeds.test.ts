@@ -9,14 +9,13 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { RaftKvClient } from '../../src/client/index.ts';
 import { isolatedHome } from '../support/raftkv-home.ts';
-import { CLI, distinctFreePort, freePort } from './cluster.ts';
+import { CLI, distinctFreePort, freePortWithPeer } from './cluster.ts';
 
 const SCRIPT = fileURLToPath(new URL('./fixtures/grpcurl_like.py', import.meta.url));
 const PY = '/usr/bin/python3';
@@ -32,28 +31,6 @@ const live = new Set<ChildProcess>();
 process.on('exit', () => {
   for (const p of live) p.kill('SIGKILL');
 });
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
-/** A free port P whose P + 1000 (its default peer port) is free too. */
-async function freePortWithPeer(taken: Set<number>): Promise<number> {
-  for (let i = 0; i < 100; i++) {
-    const p = await freePort();
-    if (p + 1000 > 65535 || taken.has(p) || taken.has(p + 1000)) continue;
-    if (await portFree(p + 1000)) {
-      taken.add(p);
-      taken.add(p + 1000);
-      return p;
-    }
-  }
-  throw new Error('no free port pair found in 100 tries');
-}
 
 function grpcurlLines(addr: string): Promise<Record<string, Record<string, unknown>>> {
   return new Promise((res, rej) => {

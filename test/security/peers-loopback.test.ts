@@ -10,13 +10,12 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { RaftKvClient } from '../../src/client/index.ts';
 import type { Message } from '../../src/raft/types.ts';
-import { CLI, freePort } from '../e2e/cluster.ts';
+import { CLI, freePortWithPeer } from '../e2e/cluster.ts';
 import { isolatedHome, type RaftkvHome } from '../support/raftkv-home.ts';
 import { type ForgeResult, forgePeerStream, heartbeat } from './peer-forge.ts';
 
@@ -27,28 +26,6 @@ const live = new Set<ChildProcess>();
 process.on('exit', () => {
   for (const p of live) p.kill('SIGKILL');
 });
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
-/** A free port P whose P + 1000 (seed 004's peer port) is free too. */
-async function freePortWithPeer(taken: Set<number>): Promise<number> {
-  for (let i = 0; i < 100; i++) {
-    const p = await freePort();
-    if (p + 1000 > 65535 || taken.has(p) || taken.has(p + 1000)) continue;
-    if (await portFree(p + 1000)) {
-      taken.add(p);
-      taken.add(p + 1000);
-      return p;
-    }
-  }
-  throw new Error('no free port pair found in 100 tries');
-}
 
 describe('peer plane on loopback, started as seed 004 (no TLS, no --peer-secret-file)', () => {
   let cwd = '';
