@@ -1215,13 +1215,9 @@ export class Simulator implements SimHost {
       case 'transfer-late': {
         // The TimeoutNow is held back when it goes out (see onTimeoutNow): the leader gives
         // up the transfer and renews its lease before the target acts on it.
-        const l = this.leader();
-        const node = l ? this.node(l).node : null;
-        if (!l || !node) return;
-        const voters = node.core.configuration.voters.filter((v) => v !== l);
-        if (voters.length === 0) return;
-        const to = this.rng.pick(voters);
-        this.stats.transfers++;
+        const t = this.transferTarget();
+        if (!t) return;
+        const { l, node, to } = t;
         this.lateTimeoutNow = `${l}>${to}`;
         this.quietUntil = this.now + 2 * this.opts.electionTick * this.opts.tickMs;
         try {
@@ -1317,13 +1313,9 @@ export class Simulator implements SimHost {
       }
       case 'transfer':
       case 'transfer-stall': {
-        const l = this.leader();
-        const node = l ? this.node(l).node : null;
-        if (!l || !node) return;
-        const voters = node.core.configuration.voters.filter((v) => v !== l);
-        if (voters.length === 0) return;
-        const to = this.rng.pick(voters);
-        this.stats.transfers++;
+        const t = this.transferTarget();
+        if (!t) return;
+        const { l, node, to } = t;
         try {
           node.transferLeadership(to);
           this.log(`transfer ${l} -> ${to}: started`);
@@ -1338,6 +1330,18 @@ export class Simulator implements SimHost {
         return;
       }
     }
+  }
+
+  /** The leader, its node and a voter to hand leadership to (counted as a transfer), or null. */
+  private transferTarget(): { l: string; node: RaftNode<KvResult | null>; to: string } | null {
+    const l = this.leader();
+    const node = l ? this.node(l).node : null;
+    if (!l || !node) return null;
+    const voters = node.core.configuration.voters.filter((v) => v !== l);
+    if (voters.length === 0) return null;
+    const to = this.rng.pick(voters);
+    this.stats.transfers++;
+    return { l, node, to };
   }
 
   /** A membership change through the AddMember/RemoveMember handlers of the leader: learners, voters directly, removals. */
