@@ -120,6 +120,13 @@ export interface SimOptions {
   faults: FaultOptions;
   clients: number;
   keys: number;
+  /**
+   * The workload: 'mixed' has four reads (get, list, local get) in ten operations;
+   * 'read-heavy' turns 60% of the writes into reads (about three in four operations read, as
+   * in most key-value workloads), so clients keep reading through faults instead of waiting
+   * on writes a cut-off leader cannot commit.
+   */
+  workload: 'mixed' | 'read-heavy';
   /** A client's attempt timeout (virtual ms): also the server-side deadline of the call. */
   opTimeout: number;
   maxAttempts: number;
@@ -170,6 +177,7 @@ export const defaultOptions: SimOptions = {
   },
   clients: 0,
   keys: 5,
+  workload: 'mixed',
   opTimeout: 400,
   maxAttempts: 6,
   traceSize: 300,
@@ -217,6 +225,7 @@ export function chaosOptions(seed: number, overrides: Partial<SimOptions> = {}):
     maxMsgEntries: [1, 3, 64][seed % 3] as number,
     maxInflight: [1, 4, 16][(seed >> 2) % 3] as number,
     commitBroadcast: (seed >> 4) % 2 === 0 ? 'eager' : 'piggyback',
+    workload: (seed >> 5) % 2 === 0 ? 'mixed' : 'read-heavy',
     ...overrides,
   };
 }
@@ -1404,7 +1413,8 @@ export class Simulator implements SimHost {
     const c = this.clients[clientId - 1];
     if (!c || !this.clientsOn || c.op) return;
     const key = `k${this.rng.int(this.opts.keys)}`;
-    const r = this.rng.int(10);
+    let r = this.rng.int(10);
+    if (this.opts.workload === 'read-heavy' && r >= 4 && this.rng.chance(0.6)) r = this.rng.int(4);
     let input: SimInput;
     const value = `v${clientId}.${this.opIds + 1}`;
     if (r < 3) input = { kind: 'get', key };
