@@ -14,7 +14,10 @@
  *
  * Invariants: a message in `Ready.messages` leaves only after the Ready is durable; the
  * state machine sees entries in log order exactly once per process lifetime (after a
- * restart it is rebuilt from the durable snapshot and replays the log).
+ * restart it is rebuilt from the durable snapshot and replays the log). A read that finds
+ * no leader known waits for one (`leaderless`) for at most one election timeout, then fails
+ * with NoLeaderError; it asks for its read index only once a leader is known, so the index
+ * comes from a round that started after the read did.
  */
 import { parseConfChange } from '../raft/confchange.ts';
 import { bootstrapState, Raft, type RaftConfig, type RaftStatus } from '../raft/raft.ts';
@@ -25,6 +28,7 @@ import {
   EntryType,
   type HardState,
   type Message,
+  NONE,
   type NodeId,
   type Ready,
   type SoftState,
@@ -114,6 +118,10 @@ export class RaftNode<R> {
   private seq: number;
   /** Last read context used: starts at a random point per run, like `seq`. */
   private readCtx: number;
+  /** Reads that came while no leader was known: their context and when (`rt.now()`). */
+  private leaderless: { ctx: number; since: number }[] = [];
+  /** How long a read waits for a leader to be known: one election timeout, in ms. */
+  private readonly leaderWaitMs: number;
   /** Proposals, reads and membership changes waiting for their outcome. */
   private readonly pending: PendingWork<R>;
   private readonly snapshots: Snapshotter;
@@ -146,6 +154,7 @@ export class RaftNode<R> {
     this.tickMs = opts.tickMs ?? 100;
     this.slowFsyncMs = opts.slowFsyncMs ?? 100;
     this.maxCatchUp = Math.max(50, 4 * (opts.raft?.electionTick ?? 10));
+    this.leaderWaitMs = this.tickMs * (opts.raft?.electionTick ?? 10);
     this.originBytes = te.encode(opts.id);
     if (this.originBytes.length > 255) throw new RangeError('node id longer than 255 bytes');
     this.applied = applied;
@@ -253,8 +262,13 @@ export class RaftNode<R> {
     if (typeof until === 'object' && until.aborted) return Promise.reject(new TimeoutError('read'));
     this.catchUpTicks();
     const ctx = ++this.readCtx;
-    this.raft.readIndex(ctx);
-    this.schedule();
+    if (this.raft.leader === NONE) {
+      // Right after a start or during an election: wait for a leader rather than fail at once.
+      this.leaderless.push({ ctx, since: this.rt.now() });
+    } else {
+      this.raft.readIndex(ctx);
+      this.schedule();
+    }
     return new Promise<number>((resolve, reject) => this.pending.addRead(ctx, until, resolve, reject));
   }
 
@@ -329,6 +343,7 @@ export class RaftNode<R> {
         this.unsavedHard = null;
       }
       this.pending.failAll(err);
+      this.leaderless = [];
       await this.transport.close();
       await this.storage.close();
     })();
@@ -341,6 +356,7 @@ export class RaftNode<R> {
     if (this.stopped) return;
     if (this.catchUpTicks() === 0) return;
     if (this.pending.requests > 0) this.pending.expire(this.rt.dateNow());
+    if (this.leaderless.length > 0) this.expireLeaderless();
     this.schedule();
   }
 
@@ -362,6 +378,16 @@ export class RaftNode<R> {
     if (n > this.maxCatchUp) n = this.maxCatchUp;
     this.raft.catchUp(n);
     return n;
+  }
+
+  /** Reads that waited a whole election timeout for a leader fail with NoLeaderError. */
+  private expireLeaderless(): void {
+    const limit = this.rt.now() - this.leaderWaitMs;
+    let k = 0;
+    while (k < this.leaderless.length && (this.leaderless[k] as { since: number }).since <= limit) k++;
+    if (k === 0) return;
+    const gone = this.leaderless.splice(0, k);
+    for (const r of gone) this.pending.readRefused(r.ctx, 'no-leader', NONE);
   }
 
   private onMessages(batch: readonly Message[]): void {
@@ -420,6 +446,7 @@ export class RaftNode<R> {
         'raft node stopped by a storage or state machine failure',
       );
       this.pending.failAll(fatal);
+      this.leaderless = [];
       this.opts.onFatal?.(fatal);
     } finally {
       this.driving = false;
@@ -531,6 +558,12 @@ export class RaftNode<R> {
       this.pending.leaderChanged(this.soft.leader);
     }
     this.soft = s;
+    if (s.leader !== NONE && this.leaderless.length > 0) {
+      // A leader is known: the waiting reads ask for their index now (next Ready).
+      const waiting = this.leaderless;
+      this.leaderless = [];
+      for (const r of waiting) this.raft.readIndex(r.ctx);
+    }
     this.opts.onSoftState?.(s, term);
   }
 }
