@@ -204,7 +204,8 @@ export function chaosOptions(seed: number, overrides: Partial<SimOptions> = {}):
       hold: 0.005,
       holdMin: 20,
       holdMax: 300,
-      redeliver: 0.5,
+      // An at-least-once transport: what found a node down reaches its next process.
+      redeliver: 1,
     },
     faults: {
       interval: 150,
@@ -219,7 +220,8 @@ export function chaosOptions(seed: number, overrides: Partial<SimOptions> = {}):
       forwardCrash: true,
       lateTransfer: true,
     },
-    clients: 4,
+    // Four clients with sessions that follow the leader, four one-shot ones bound to a node.
+    clients: 8,
     keys: 4,
     // Small batches split a leader's catch-up traffic, which is where Figure 8 lurks.
     maxMsgEntries: [1, 3, 64][seed % 3] as number,
