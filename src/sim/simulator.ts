@@ -220,8 +220,9 @@ export function chaosOptions(seed: number, overrides: Partial<SimOptions> = {}):
       forwardCrash: true,
       lateTransfer: true,
     },
-    // Four clients with sessions that follow the leader, four one-shot ones bound to a node.
-    clients: 8,
+    // Five clients with sessions that follow the leader, three one-shot ones bound to a node,
+    // two one-shot ones behind a load balancer (a random node per operation).
+    clients: 10,
     keys: 4,
     // Small batches split a leader's catch-up traffic, which is where Figure 8 lurks.
     maxMsgEntries: [1, 3, 64][seed % 3] as number,
@@ -363,6 +364,11 @@ interface ClientState {
    */
   readonly oneShot: boolean;
   readonly home: number;
+  /**
+   * A one-shot client behind a load balancer: each operation starts at a node picked at
+   * random (as an L4 balancer in front of the members would), not at `home`.
+   */
+  readonly balanced: boolean;
 }
 
 export class SimFailure extends Error {
@@ -860,6 +866,7 @@ export class Simulator implements SimHost {
         leaderGuess: '',
         cursor: this.rng.int(this.nodes.size),
         oneShot: id % 2 === 0,
+        balanced: id % 4 === 0,
         home: this.rng.int(this.nodes.size),
       };
       this.clients.push(c);
@@ -1433,7 +1440,7 @@ export class Simulator implements SimHost {
     const write = input.kind === 'put' || input.kind === 'delete' || input.kind === 'cas';
     if (c.oneShot) {
       c.leaderGuess = '';
-      c.cursor = c.home;
+      c.cursor = c.balanced ? this.rng.int(this.nodes.size) : c.home;
       c.session = null;
     }
     // A write needs a session: open one with RegisterSession first, as the client library does.
