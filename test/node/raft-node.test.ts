@@ -328,3 +328,53 @@ test('a leader whose load arrives forwarded from followers writes through the po
     await stop();
   }
 });
+
+test('a read on a node that knows no leader yet waits for one, then sees every write acknowledged before it', async () => {
+  const ids = ['n1', 'n2', 'n3'];
+  const c = await startCluster(ids);
+  try {
+    const l = await waitFor(() => leaderOf(c));
+    const f = [...c.nodes.values()].find((n) => n !== l) as KvNode;
+    await f.stop();
+    c.nodes.delete(f.id);
+    const w = await l.propose(put('late', 'write'));
+    // Restarted from its storage, the follower has heard from no leader yet.
+    const back = await startNode(c, f.id, ids);
+    assert.equal(back.leader, '', 'a fresh process knows no leader');
+    const index = await back.read(AbortSignal.timeout(5_000));
+    assert.ok(index >= w.index, `read index ${index} covers the write at ${w.index}`);
+    assert.equal(c.sms.get(back.id)?.get('late')?.value, 'write');
+  } finally {
+    await c.stop();
+  }
+});
+
+test('a read that finds no leader for a whole election timeout fails with NoLeaderError; its deadline still comes first', async () => {
+  // One member of three started: it never hears from a leader and cannot become one.
+  const c: Cluster = {
+    net: new MemoryNetwork(),
+    nodes: new Map(),
+    sms: new Map(),
+    storages: new Map(),
+    async stop() {
+      await Promise.all([...c.nodes.values()].map((n) => n.stop()));
+    },
+  };
+  try {
+    const n = await startNode(c, 'n1', ['n1', 'n2', 'n3']);
+    const t0 = performance.now();
+    await assert.rejects(n.read(), NoLeaderError);
+    const waited = performance.now() - t0;
+    // electionTick 10 x tickMs 10: it waited about 100 ms (ticks are checked on timers).
+    assert.ok(waited >= 90, `failed after ${waited.toFixed(0)} ms, before the election timeout`);
+    await assert.rejects(n.read(Date.now() + 20), TimeoutError);
+    // Several waiting reads fail together; none is left behind.
+    const many = await Promise.allSettled([n.read(), n.read(), n.read()]);
+    assert.deepEqual(
+      many.map((r) => r.status === 'rejected' && r.reason instanceof NoLeaderError),
+      [true, true, true],
+    );
+  } finally {
+    await c.stop();
+  }
+});
