@@ -140,6 +140,12 @@ export interface SimOptions {
   unsafeLocalReads: boolean;
   /** Storage resolves persist before its fsync: wrong on purpose, to show the commitment check catches it. */
   ackBeforeFsync: boolean;
+  /**
+   * A local get is answered from another live node's state machine (one at another applied
+   * index) than the node that took the call, whose prefix is checked. Wrong on purpose: tests
+   * use it to show that the local-read check catches a read that matches no prefix of its node.
+   */
+  misroutedLocalReads: boolean;
 }
 
 export const defaultOptions: SimOptions = {
@@ -183,6 +189,7 @@ export const defaultOptions: SimOptions = {
   traceSize: 300,
   unsafeLocalReads: false,
   ackBeforeFsync: false,
+  misroutedLocalReads: false,
 };
 
 /** A preset with every fault on: the configuration CI runs over many seeds. */
@@ -1513,9 +1520,18 @@ export class Simulator implements SimHost {
     n.calls.add(inProgress);
     // A local read sees the state machine as it is now: the log's prefix up to this index.
     const appliedAt = n.kv ? n.kv.applied : 0;
+    let answer = h;
+    if (this.opts.misroutedLocalReads && call.method === 'Get' && call.req['local'] === true) {
+      for (const o of this.nodes.values()) {
+        if (o !== n && o.alive && o.handlers && o.kv && o.kv.applied !== appliedAt) {
+          answer = o.handlers;
+          break;
+        }
+      }
+    }
     let p: Promise<Record<string, unknown>>;
     try {
-      p = (h[call.method] as (req: never, call: ServerCall) => Promise<Record<string, unknown>>)(
+      p = (answer[call.method] as (req: never, call: ServerCall) => Promise<Record<string, unknown>>)(
         call.req as never,
         sc,
       );

@@ -57,3 +57,18 @@ test('a run is deterministic: the same seed gives the very same event trace', as
   assert.deepEqual(a, b);
   assert.notEqual(a.traceHash, c.traceHash, 'the hash tells runs apart');
 });
+
+test('the local-read check catches a local get that matches no prefix its node applied', async () => {
+  let caught = 0;
+  for (let seed = 1; seed <= 40 && caught === 0; seed++) {
+    const r = await runSeed(seed, STEPS, { misroutedLocalReads: true }, checkKvHistory);
+    if (!r.ok) {
+      assert.match(r.error?.message ?? '', /local read of k\d on n\d+ \(applied \d+\) returned/);
+      caught++;
+    }
+  }
+  assert.ok(
+    caught > 0,
+    'local gets answered from another node at another applied index must be caught somewhere',
+  );
+});
