@@ -68,11 +68,13 @@ const t0 = process.hrtime.bigint();
 let totalSteps = 0;
 let totalOps = 0;
 let faults = 0;
+let expired = 0;
 for (const s of list) {
   const r = await runSeed(s, steps, overrides, checkKvHistory);
   totalSteps += r.steps;
   totalOps += r.ops;
   faults += Object.values(r.stats).reduce((a, b) => a + b, 0);
+  expired += r.sessionsExpired;
   if (!r.ok) {
     const e = r.error;
     console.error(`\nFAIL seed ${s}: ${e?.message}`);
@@ -83,12 +85,12 @@ for (const s of list) {
   }
   if (list.length === 1 || s % 100 === 0) {
     console.log(
-      `seed ${s}: ok, ${r.steps} steps, ${r.virtualMs} virtual ms, ${r.ops} ops (${r.unknownOps} unknown), applied ${r.applied}, ` +
+      `seed ${s}: ok, ${r.steps} steps, ${r.virtualMs} virtual ms, ${r.ops} ops (${r.unknownOps} unknown, ${r.sessionsExpired} session expiries), applied ${r.applied}, ` +
         `committed ${r.committed}, trace ${r.traceHash.toString(16)}, ${JSON.stringify(r.stats)}`,
     );
   }
 }
 const secs = Number(process.hrtime.bigint() - t0) / 1e9;
 console.log(
-  `${list.length} seeds passed: ${totalSteps} steps, ${totalOps} client ops, ${faults} faults, ${secs.toFixed(1)} s`,
+  `${list.length} seeds passed: ${totalSteps} steps, ${totalOps} client ops (${expired} writes met an expired session), ${faults} faults, ${secs.toFixed(1)} s`,
 );

@@ -9,7 +9,7 @@
  * once that incarnation crashed (`host.alive(node, inc)` is false) it schedules nothing more,
  * its promises never settle, and its writes are refused, as for a killed process.
  */
-import type { KvResult, KvStateMachine } from '../kv/state-machine.ts';
+import { decodeRequest, encodeRequest, type KvResult, type KvStateMachine } from '../kv/state-machine.ts';
 import type { StateMachine } from '../node/raft-node.ts';
 import type { Runtime, TimerHandle } from '../node/runtime.ts';
 import type { DurableState, Message, NodeId, Snapshot } from '../raft/types.ts';
@@ -39,6 +39,8 @@ export interface SimHost {
   scheduleImmediate(node: NodeId, inc: number, cb: () => void): void;
   /** Wrong on purpose (tests of the checker): persist resolves before its fsync completes. */
   readonly ackBeforeFsync: boolean;
+  /** Wrong on purpose (tests of the checker): writes are applied in the legacy format (SimOptions.legacySessions). */
+  readonly legacySessions: boolean;
   /** Completes an fsync of `node`'s disk after a virtual delay, then calls `done`. */
   scheduleFsync(node: NodeId, inc: number, done: () => void): void;
   /** A write is in flight on `node` (the crash-at-next-write fault acts here). */
@@ -165,7 +167,8 @@ export class ObservedKv implements StateMachine<KvResult | null> {
     private readonly host: SimHost,
     private readonly node: NodeId,
   ) {}
-  apply(index: number, data: Uint8Array): KvResult | null {
+  apply(index: number, entry: Uint8Array): KvResult | null {
+    const data = this.host.legacySessions ? asLegacy(entry) : entry;
     this.host.onApply(this.node, index, data);
     const r = this.kv.apply(index, data);
     this.host.onApplied(this.node, index, data, this.kv);
@@ -181,4 +184,15 @@ export class ObservedKv implements StateMachine<KvResult | null> {
   beginSnapshot(): { step(budgetMs: number): Uint8Array | null } {
     return this.kv.beginSnapshot();
   }
+}
+
+/** A write with a session re-encoded in the legacy format (anything else unchanged). */
+function asLegacy(data: Uint8Array): Uint8Array {
+  let req: ReturnType<typeof decodeRequest>;
+  try {
+    req = decodeRequest(data);
+  } catch {
+    return data; // a registration, a no-op or bytes that are no command
+  }
+  return req.client === 0 ? data : encodeRequest(req, 1);
 }

@@ -16,6 +16,8 @@ export interface RunResult {
   readonly committed: number;
   /** Local reads checked against the committed log's prefix their node had applied. */
   readonly localReads: number;
+  /** Writes refused with "session expired" (their session was evicted). */
+  readonly sessionsExpired: number;
   /** Hash of the whole event trace: two runs with equal hashes processed the same events. */
   readonly traceHash: number;
   readonly stats: Simulator['stats'];
@@ -83,6 +85,7 @@ function result(sim: Simulator, seed: number, ok: boolean): RunResult {
     applied: sim.inv.appliedMax,
     committed: sim.inv.committedMax,
     localReads: sim.localReads,
+    sessionsExpired: sim.sessionsExpired,
     traceHash: sim.traceHash,
     stats: { ...sim.stats },
   };

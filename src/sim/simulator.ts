@@ -28,7 +28,7 @@
 import type { KvInput, KvOutput, KvvInput, KvvOutput } from '../check/kv-model.ts';
 import { backoffMs, leaderHint, RetryStatus, retryable } from '../client/retry.ts';
 import { GrpcError, type ServerCall, Status } from '../grpc/index.ts';
-import { decodeRequest, type KvResult, KvStateMachine } from '../kv/state-machine.ts';
+import { DEFAULT_MAX_SESSIONS, decodeRequest, type KvResult, KvStateMachine } from '../kv/state-machine.ts';
 import { RaftNode } from '../node/raft-node.ts';
 import { bootstrapState, emptyState, type ProposeOutcome, type Raft } from '../raft/raft.ts';
 import { SeededRng } from '../raft/rng.ts';
@@ -127,6 +127,13 @@ export interface SimOptions {
    * on writes a cut-off leader cannot commit.
    */
   workload: 'mixed' | 'read-heavy';
+  /**
+   * The session table's bound on every member (KvStateMachineOptions.maxSessions). Small
+   * bounds evict sessions in use: clients then meet "session expired" and follow the real
+   * client's rule (a write refused after one attempt opens a new session and goes again
+   * once; after more attempts its outcome is unknown).
+   */
+  maxSessions: number;
   /** A client's attempt timeout (virtual ms): also the server-side deadline of the call. */
   opTimeout: number;
   maxAttempts: number;
@@ -146,6 +153,12 @@ export interface SimOptions {
    * use it to show that the local-read check catches a read that matches no prefix of its node.
    */
   misroutedLocalReads: boolean;
+  /**
+   * Members apply every write in the legacy command format, whose write on an unknown session
+   * opens it again: a retry after its session was evicted applies a second time. Wrong on
+   * purpose: tests use it to show that the history check catches a broken exactly-once.
+   */
+  legacySessions: boolean;
 }
 
 export const defaultOptions: SimOptions = {
@@ -184,12 +197,14 @@ export const defaultOptions: SimOptions = {
   clients: 0,
   keys: 5,
   workload: 'mixed',
+  maxSessions: DEFAULT_MAX_SESSIONS,
   opTimeout: 400,
   maxAttempts: 6,
   traceSize: 300,
   unsafeLocalReads: false,
   ackBeforeFsync: false,
   misroutedLocalReads: false,
+  legacySessions: false,
 };
 
 /** A preset with every fault on: the configuration CI runs over many seeds. */
@@ -236,6 +251,9 @@ export function chaosOptions(seed: number, overrides: Partial<SimOptions> = {}):
     maxInflight: [1, 4, 16][(seed >> 2) % 3] as number,
     commitBroadcast: (seed >> 4) % 2 === 0 ? 'eager' : 'piggyback',
     workload: (seed >> 5) % 2 === 0 ? 'mixed' : 'read-heavy',
+    // Sessions never evicted, evicted now and then, or all the time (ten clients, one-shot
+    // ones opening a session per write).
+    maxSessions: [DEFAULT_MAX_SESSIONS, 6, 3][(seed >> 6) % 3] as number,
     ...overrides,
   };
 }
@@ -358,6 +376,8 @@ interface ClientState {
   session: { clientId: number; seq: number } | null;
   /** The current operation waits for its session to be registered first. */
   registering: boolean;
+  /** The current write already opened a new session after "session expired" (done once). */
+  renewed: boolean;
   op: SimOp | null;
   /** Attempt counter over all operations (stale replies and timeouts are ignored). */
   attempt: number;
@@ -431,6 +451,8 @@ export class Simulator implements SimHost {
   private appliedTop = 0;
   /** Local reads checked against the log's prefix their node had applied. */
   localReads = 0;
+  /** Writes refused because their session was evicted ("session expired"). */
+  sessionsExpired = 0;
   readonly inv = new Invariants();
   /** Messages sent, by type. */
   readonly sent = new Map<string, number>();
@@ -488,6 +510,10 @@ export class Simulator implements SimHost {
   }
 
   // ------------------------------------------------------------------ SimHost
+
+  get legacySessions(): boolean {
+    return this.opts.legacySessions;
+  }
 
   get ackBeforeFsync(): boolean {
     return this.opts.ackBeforeFsync;
@@ -867,6 +893,7 @@ export class Simulator implements SimHost {
         // Session ids from the simulation (the real client draws 53 random bits).
         session: null,
         registering: false,
+        renewed: false,
         op: null,
         attempt: 0,
         tries: 0,
@@ -1148,7 +1175,7 @@ export class Simulator implements SimHost {
     }
     const storage = new SimStorage(this, id, inc, n.disk);
     this.inv.nodeStarted(id, storage.initialState());
-    const kv = new KvStateMachine();
+    const kv = new KvStateMachine({ maxSessions: this.opts.maxSessions });
     const transport = new SimTransport(this, id, inc);
     n.transport = transport;
     const o = this.opts;
@@ -1452,6 +1479,7 @@ export class Simulator implements SimHost {
     }
     // A write needs a session: open one with RegisterSession first, as the client library does.
     c.registering = write && c.session === null;
+    c.renewed = false;
     if (write && c.session) c.session.seq++;
     const op: SimOp = {
       id: ++this.opIds,
@@ -1593,7 +1621,31 @@ export class Simulator implements SimHost {
       this.finish(c, 10);
       return;
     }
+    if (reply.code === Status.FAILED_PRECONDITION && reply.message.startsWith('session expired')) {
+      this.sessionExpired(c);
+      return;
+    }
     this.failed(c, reply.code, reply.code === RetryStatus.DEADLINE_EXCEEDED, reply.message);
+  }
+
+  /**
+   * The write's session was evicted: never reuse it (RaftKvClient's rule). Refused after its
+   * only attempt, the write was certainly not applied: open a new session and send it again,
+   * once. After more attempts an earlier one may have been applied: its outcome is unknown
+   * (it stays in the history without a return, as RaftKvSessionExpiredError leaves it).
+   */
+  private sessionExpired(c: ClientState): void {
+    this.sessionsExpired++;
+    c.session = null;
+    c.attempt++;
+    if (c.tries === 1 && !c.renewed) {
+      c.renewed = true;
+      c.registering = true;
+      c.tries = 0;
+      this.attempt(c);
+      return;
+    }
+    this.finish(c, 20 + this.rng.float() * 50);
   }
 
   private handleClientTimeout(clientId: number, attempt: number): void {

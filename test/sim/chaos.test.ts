@@ -72,3 +72,15 @@ test('the local-read check catches a local get that matches no prefix its node a
     'local gets answered from another node at another applied index must be caught somewhere',
   );
 });
+
+test('the history check catches a second apply of a write retried after its session was evicted', async () => {
+  let caught = 0;
+  for (let seed = 1; seed <= 40 && caught === 0; seed++) {
+    const r = await runSeed(seed, STEPS, { legacySessions: true, maxSessions: 3 }, checkKvHistory);
+    if (!r.ok) {
+      assert.match(r.error?.message ?? '', /not linearizable/);
+      caught++;
+    }
+  }
+  assert.ok(caught > 0, 'a write applied again after its session expired must break the history somewhere');
+});
