@@ -123,7 +123,7 @@ test('linearizable under SIGKILL and SIGSTOP of random nodes, and nothing acknow
     // Whole-cluster restart: every node killed, then started again; the data must be back.
     for (const id of c.ids) await c.kill(id);
     for (const id of c.ids) c.startNode(id);
-    const l = await c.leader();
+    let l = await c.leader();
     for (const key of ['k0', 'k1', 'k2']) {
       const op: HistoryOp = {
         id: ++opId,
@@ -133,7 +133,17 @@ test('linearizable under SIGKILL and SIGSTOP of random nodes, and nothing acknow
         ret: null,
         output: null,
       };
-      const res = await rpc(c.client(l), 'Get', { key }, 5_000);
+      // A freshly restarted cluster may still change leaders: retry UNAVAILABLE, as clients do.
+      let res: Record<string, unknown> | null = null;
+      for (let attempt = 1; res === null; attempt++) {
+        try {
+          res = await rpc(c.client(l), 'Get', { key }, 5_000);
+        } catch (e) {
+          if ((e as { code?: number }).code !== 14 || attempt >= 20) throw e;
+          await new Promise((r) => setTimeout(r, 100));
+          l = await c.leader();
+        }
+      }
       op.ret = now();
       op.output = toOutput(op.input, res);
       history.push(op);

@@ -279,6 +279,8 @@ test('writes may block the loop (inline) on followers and on a leader with one r
   try {
     const hints = (n: KvNode) => storage(n).hints;
     const l = await waitFor(() => nodes.find((n) => n.role === 'leader'));
+    // A read resolves once the leader's no-op committed: the proposal then has a Ready of its own.
+    await l.read();
     await l.propose(put('a', '1'));
     assert.equal(hints(l).at(-1), true, 'a leader with one request pending writes inline');
     const mark = hints(l).length;
