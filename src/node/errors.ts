@@ -46,9 +46,10 @@ export class ProposalDroppedError extends RaftNodeError {
 export class OutcomeUnknownError extends RaftNodeError {
   override readonly name = 'OutcomeUnknownError';
   readonly retryable = true;
-  constructor(leader: NodeId) {
+  /** `why` replaces the default reason (leadership moved away from `leader`). */
+  constructor(leader: NodeId, why?: string) {
     super(
-      `leadership moved away from ${leader || 'the leader'} while the proposal was forwarded; its outcome is unknown`,
+      `${why ?? `leadership moved away from ${leader || 'the leader'}`} while the proposal was forwarded; its outcome is unknown`,
     );
   }
 }

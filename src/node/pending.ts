@@ -14,8 +14,8 @@
  *   leader lost its slot when another entry is applied there, or is truncated away when a newer
  *   one of ours is appended there. An entry of `proposalAt` leaves with its proposal.
  * - A proposal forwarded to the leader (index 0) cannot be matched by index: when the leader
- *   changes, its outcome is unknown (OutcomeUnknownError); one at or below an installed
- *   snapshot can no longer be matched (ProposalDroppedError).
+ *   changes or a snapshot is installed, its outcome is unknown (OutcomeUnknownError); one of
+ *   ours at or below an installed snapshot can no longer be matched (ProposalDroppedError).
  * - A read is in `reads` (keyed by its context, index unknown) or in `waitingReads` (index
  *   known, waiting for the apply), never both; it resolves once `applied >= index`.
  * - A numeric deadline costs no timer and no closure: deadlines are checked on ticks (`expire`),
@@ -246,10 +246,19 @@ export class PendingWork<R> {
     }
   }
 
-  /** A snapshot up to `applied` was installed: our proposals at or below it can no longer be matched. */
+  /**
+   * A snapshot up to `applied` was installed: our proposals at or below it can no longer be
+   * matched. Nor can a forwarded one (index unknown): its entry may be inside the snapshot, and
+   * a later copy of it (a duplicated message appends it twice) would then answer it with the
+   * copy's result, "session expired" say, as if it had never been applied.
+   */
   snapshotInstalled(applied: number): void {
     for (const [seq, p] of this.proposals) {
-      if (p.index > 0 && p.index <= applied) {
+      if (p.index === 0) {
+        this.dropProposal(seq);
+        p.cleanup();
+        p.reject(new OutcomeUnknownError('', 'a snapshot was installed'));
+      } else if (p.index <= applied) {
         this.dropProposal(seq);
         p.cleanup();
         p.reject(new ProposalDroppedError(p.index));

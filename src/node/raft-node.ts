@@ -15,9 +15,10 @@
  * Invariants: a message in `Ready.messages` leaves only after the Ready is durable; the
  * state machine sees entries in log order exactly once per process lifetime (after a
  * restart it is rebuilt from the durable snapshot and replays the log). A read that finds
- * no leader known waits for one (`leaderless`) for at most one election timeout, then fails
- * with NoLeaderError; it asks for its read index only once a leader is known, so the index
- * comes from a round that started after the read did.
+ * no leader known waits for one (`leaderless`) for at most two election timeouts (the longest
+ * randomized one, and the election), then fails with NoLeaderError; it asks for its read
+ * index only once a leader is known (checked wherever the core may learn one: after messages,
+ * ticks and Readies), so the index comes from a round that started after the read did.
  */
 import { parseConfChange } from '../raft/confchange.ts';
 import { bootstrapState, Raft, type RaftConfig, type RaftStatus } from '../raft/raft.ts';
@@ -120,7 +121,7 @@ export class RaftNode<R> {
   private readCtx: number;
   /** Reads that came while no leader was known: their context and when (`rt.now()`). */
   private leaderless: { ctx: number; since: number }[] = [];
-  /** How long a read waits for a leader to be known: one election timeout, in ms. */
+  /** How long a read waits for a leader to be known: two election timeouts, in ms. */
   private readonly leaderWaitMs: number;
   /** Proposals, reads and membership changes waiting for their outcome. */
   private readonly pending: PendingWork<R>;
@@ -154,7 +155,7 @@ export class RaftNode<R> {
     this.tickMs = opts.tickMs ?? 100;
     this.slowFsyncMs = opts.slowFsyncMs ?? 100;
     this.maxCatchUp = Math.max(50, 4 * (opts.raft?.electionTick ?? 10));
-    this.leaderWaitMs = this.tickMs * (opts.raft?.electionTick ?? 10);
+    this.leaderWaitMs = 2 * this.tickMs * (opts.raft?.electionTick ?? 10);
     this.originBytes = te.encode(opts.id);
     if (this.originBytes.length > 255) throw new RangeError('node id longer than 255 bytes');
     this.applied = applied;
@@ -267,8 +268,8 @@ export class RaftNode<R> {
       this.leaderless.push({ ctx, since: this.rt.now() });
     } else {
       this.raft.readIndex(ctx);
-      this.schedule();
     }
+    this.schedule();
     return new Promise<number>((resolve, reject) => this.pending.addRead(ctx, until, resolve, reject));
   }
 
@@ -354,10 +355,22 @@ export class RaftNode<R> {
 
   private onTimer(): void {
     if (this.stopped) return;
-    if (this.catchUpTicks() === 0) return;
+    const ticks = this.catchUpTicks();
+    // Deadlines are checked on every timer, also when a message or call took the tick first.
     if (this.pending.requests > 0) this.pending.expire(this.rt.dateNow());
-    if (this.leaderless.length > 0) this.expireLeaderless();
-    this.schedule();
+    if (this.leaderless.length > 0) {
+      this.flushLeaderless();
+      this.expireLeaderless();
+    }
+    if (ticks > 0) this.schedule();
+  }
+
+  /** Waiting reads ask for their index once a leader is known (the next Ready carries them). */
+  private flushLeaderless(): void {
+    if (this.raft.leader === NONE) return;
+    const waiting = this.leaderless;
+    this.leaderless = [];
+    for (const r of waiting) this.raft.readIndex(r.ctx);
   }
 
   /**
@@ -380,7 +393,7 @@ export class RaftNode<R> {
     return n;
   }
 
-  /** Reads that waited a whole election timeout for a leader fail with NoLeaderError. */
+  /** Reads that waited two election timeouts for a leader fail with NoLeaderError. */
   private expireLeaderless(): void {
     const limit = this.rt.now() - this.leaderWaitMs;
     let k = 0;
@@ -394,6 +407,7 @@ export class RaftNode<R> {
     if (this.stopped) return;
     this.catchUpTicks();
     for (const m of batch) this.raft.step(m);
+    if (this.leaderless.length > 0) this.flushLeaderless();
     this.schedule();
   }
 
@@ -455,6 +469,7 @@ export class RaftNode<R> {
 
   private async handleReady(rd: Ready): Promise<void> {
     this.noteSoftState(rd.softState);
+    if (this.leaderless.length > 0) this.flushLeaderless();
     if (rd.eagerMessages.length > 0) {
       this.transport.send(rd.eagerMessages);
       this.counters.messagesSent += rd.eagerMessages.length;
@@ -558,12 +573,6 @@ export class RaftNode<R> {
       this.pending.leaderChanged(this.soft.leader);
     }
     this.soft = s;
-    if (s.leader !== NONE && this.leaderless.length > 0) {
-      // A leader is known: the waiting reads ask for their index now (next Ready).
-      const waiting = this.leaderless;
-      this.leaderless = [];
-      for (const r of waiting) this.raft.readIndex(r.ctx);
-    }
     this.opts.onSoftState?.(s, term);
   }
 }
