@@ -362,7 +362,7 @@ export class RaftNode<R> {
       this.flushLeaderless();
       this.expireLeaderless();
     }
-    if (ticks > 0) this.schedule();
+    if (ticks > 0 || this.raft.hasReady()) this.schedule();
   }
 
   /** Waiting reads ask for their index once a leader is known (the next Ready carries them). */
