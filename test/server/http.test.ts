@@ -169,9 +169,10 @@ function parsePrometheus(text: string): { types: Map<string, string>; samples: M
     assert.ok(m, `not a Prometheus sample line: ${JSON.stringify(line)}`);
     const v = Number(m[3] === '+Inf' ? Number.POSITIVE_INFINITY : m[3]);
     const name = m[1] as string;
-    // NaN is valid exposition text; prom-client's event-loop lag gauges read NaN until the
-    // lag histogram holds a sample (a scrape within the first few ms). Nothing else may.
-    assert.ok(!Number.isNaN(v) || (m[3] === 'NaN' && name.startsWith('nodejs_eventloop_lag_')), line);
+    // NaN is valid exposition text (Prometheus parses it case-insensitively, and prom-client
+    // writes it "Nan"); the event-loop lag gauges read NaN until the lag histogram holds a
+    // sample (a scrape within the first few ms). Nothing else may.
+    assert.ok(!Number.isNaN(v) || (/^nan$/i.test(m[3] ?? '') && name.startsWith('nodejs_eventloop_lag_')), line);
     samples.set(name, [...(samples.get(name) ?? []), v]);
   }
   return { types, samples };
