@@ -37,17 +37,39 @@ test(`chaos with lease reads (${LEASE_SEEDS} seeds)`, async () => {
   }
 });
 
-test('the checker catches stale reads: gets sent as local reads through the request path fail some seed', async () => {
-  let caught = 0;
-  for (let seed = 1; seed <= 40 && caught === 0; seed++) {
-    const r = await runSeed(seed, STEPS, { unsafeLocalReads: true }, checkKvHistory);
+/** Runs seeds 1..40 with a deliberately wrong option until one fails; asserts the failure is
+ * the one `expected` describes. A checker that cannot fail here would prove nothing. */
+async function assertCaught(options: Parameters<typeof runSeed>[2], expected: RegExp, what: string): Promise<void> {
+  for (let seed = 1; seed <= 40; seed++) {
+    const r = await runSeed(seed, STEPS, options, checkKvHistory);
     if (!r.ok) {
-      assert.match(r.error?.message ?? '', /not linearizable/);
-      caught++;
+      assert.match(r.error?.message ?? '', expected, `seed ${seed}`);
+      return;
     }
   }
-  assert.ok(caught > 0, 'local reads on followers and deposed leaders must produce a stale read somewhere');
-});
+  assert.fail(`no seed of 1..40 failed: ${what}`);
+}
+
+test('the checker catches stale reads: gets sent as local reads through the request path fail some seed', () =>
+  assertCaught(
+    { unsafeLocalReads: true },
+    /not linearizable/,
+    'local reads on followers and deposed leaders must produce a stale read somewhere',
+  ));
+
+test('the local-read check catches a local get that matches no prefix its node applied', () =>
+  assertCaught(
+    { misroutedLocalReads: true },
+    /local read of k\d on n\d+ \(applied \d+\) returned/,
+    'local gets answered from another node at another applied index must be caught somewhere',
+  ));
+
+test('the history check catches a second apply of a write retried after its session was evicted', () =>
+  assertCaught(
+    { legacySessions: true, maxSessions: 3 },
+    /not linearizable/,
+    'a write applied again after its session expired must break the history somewhere',
+  ));
 
 test('a run is deterministic: the same seed gives the very same event trace', async () => {
   const a = await runSeed(77, 3_000, {}, null);
@@ -56,31 +78,4 @@ test('a run is deterministic: the same seed gives the very same event trace', as
   assert.equal(a.traceHash, b.traceHash);
   assert.deepEqual(a, b);
   assert.notEqual(a.traceHash, c.traceHash, 'the hash tells runs apart');
-});
-
-test('the local-read check catches a local get that matches no prefix its node applied', async () => {
-  let caught = 0;
-  for (let seed = 1; seed <= 40 && caught === 0; seed++) {
-    const r = await runSeed(seed, STEPS, { misroutedLocalReads: true }, checkKvHistory);
-    if (!r.ok) {
-      assert.match(r.error?.message ?? '', /local read of k\d on n\d+ \(applied \d+\) returned/);
-      caught++;
-    }
-  }
-  assert.ok(
-    caught > 0,
-    'local gets answered from another node at another applied index must be caught somewhere',
-  );
-});
-
-test('the history check catches a second apply of a write retried after its session was evicted', async () => {
-  let caught = 0;
-  for (let seed = 1; seed <= 40 && caught === 0; seed++) {
-    const r = await runSeed(seed, STEPS, { legacySessions: true, maxSessions: 3 }, checkKvHistory);
-    if (!r.ok) {
-      assert.match(r.error?.message ?? '', /not linearizable/);
-      caught++;
-    }
-  }
-  assert.ok(caught > 0, 'a write applied again after its session expired must break the history somewhere');
 });
