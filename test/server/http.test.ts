@@ -172,7 +172,10 @@ function parsePrometheus(text: string): { types: Map<string, string>; samples: M
     // NaN is valid exposition text (Prometheus parses it case-insensitively, and prom-client
     // writes it "Nan"); the event-loop lag gauges read NaN until the lag histogram holds a
     // sample (a scrape within the first few ms). Nothing else may.
-    assert.ok(!Number.isNaN(v) || (/^nan$/i.test(m[3] ?? '') && name.startsWith('nodejs_eventloop_lag_')), line);
+    assert.ok(
+      !Number.isNaN(v) || (/^nan$/i.test(m[3] ?? '') && name.startsWith('nodejs_eventloop_lag_')),
+      line,
+    );
     samples.set(name, [...(samples.get(name) ?? []), v]);
   }
   return { types, samples };

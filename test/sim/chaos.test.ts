@@ -39,7 +39,11 @@ test(`chaos with lease reads (${LEASE_SEEDS} seeds)`, async () => {
 
 /** Runs seeds 1..40 with a deliberately wrong option until one fails; asserts the failure is
  * the one `expected` describes. A checker that cannot fail here would prove nothing. */
-async function assertCaught(options: Parameters<typeof runSeed>[2], expected: RegExp, what: string): Promise<void> {
+async function assertCaught(
+  options: Parameters<typeof runSeed>[2],
+  expected: RegExp,
+  what: string,
+): Promise<void> {
   for (let seed = 1; seed <= 40; seed++) {
     const r = await runSeed(seed, STEPS, options, checkKvHistory);
     if (!r.ok) {
